@@ -1,0 +1,141 @@
+//! The kernel-side configuration record, written by the controller into the
+//! single-entry `CONFIG` array at load (and on reload): no recompiling to tune.
+
+use crate::flags::{INVALID_CLASSES, InvalidClass};
+
+/// Policy bit: insert a blocklist entry in the kernel as soon as a source crosses
+/// the threshold, without waiting for userspace.
+pub const POLICY_AUTO_BLOCK: u32 = 1 << 0;
+/// Policy bit: drop SYNs to TCP ports with no listener instead of letting the stack
+/// answer with RST (stealth mode).
+pub const POLICY_STEALTH: u32 = 1 << 1;
+
+/// Default tracking window: scores and sketches restart after this long.
+pub const DEFAULT_WINDOW_NS: u64 = 30_000_000_000;
+/// Default lifetime of a block inserted by the kernel.
+pub const DEFAULT_BLOCK_TTL_NS: u64 = 600_000_000_000;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Length of the per-source window (ns).
+    pub window_ns: u64,
+    /// Expiry given to kernel auto-blocks (ns, 0 = never expires).
+    pub block_ttl_ns: u64,
+    /// Score at which a source is reported (and auto-blocked).
+    pub score_threshold: u32,
+    /// Distinct destination addresses (of ours) at which a source is reported.
+    pub sweep_threshold: u32,
+    /// Weight of a new destination port below 1024.
+    pub weight_privileged: u32,
+    /// Weight of a new destination port from 1024 up.
+    pub weight_unprivileged: u32,
+    /// Extra weight when the port has no listener.
+    pub weight_closed: u32,
+    /// Extra weight when the packet carried invalid TCP flags.
+    pub weight_invalid: u32,
+    /// Lowest port of the host's ephemeral range: stray ACKs and UDP to ports at or
+    /// above it are replies to the host's own connections, never evidence.
+    pub ephemeral_port_min: u32,
+    /// `POLICY_*` bits.
+    pub policy: u32,
+    /// Bit `c` set: drop packets of invalid class `c`; clear: count and pass.
+    pub invalid_drop_mask: u32,
+    pub _reserved: u32,
+}
+
+impl KernelConfig {
+    pub const DEFAULT: KernelConfig = KernelConfig {
+        window_ns: DEFAULT_WINDOW_NS,
+        block_ttl_ns: DEFAULT_BLOCK_TTL_NS,
+        score_threshold: 21,
+        sweep_threshold: 8,
+        weight_privileged: 2,
+        weight_unprivileged: 1,
+        weight_closed: 2,
+        weight_invalid: 2,
+        ephemeral_port_min: 32_768,
+        policy: POLICY_AUTO_BLOCK,
+        invalid_drop_mask: (1 << INVALID_CLASSES) - 1,
+        _reserved: 0,
+    };
+
+    #[inline(always)]
+    pub const fn auto_block(&self) -> bool {
+        self.policy & POLICY_AUTO_BLOCK != 0
+    }
+
+    #[inline(always)]
+    pub const fn stealth(&self) -> bool {
+        self.policy & POLICY_STEALTH != 0
+    }
+
+    #[inline(always)]
+    pub const fn drops(&self, class: InvalidClass) -> bool {
+        self.invalid_drop_mask & (1 << class as u32) != 0
+    }
+
+    /// Weight of a probe to a port never seen before from this source in the window.
+    #[inline(always)]
+    pub const fn port_weight(&self, port: u16, listening: bool, invalid: bool) -> u32 {
+        let mut w = if port < 1024 {
+            self.weight_privileged
+        } else {
+            self.weight_unprivileged
+        };
+        if !listening {
+            w += self.weight_closed;
+        }
+        if invalid {
+            w += self.weight_invalid;
+        }
+        w
+    }
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelConfig {}
+
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 56);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_drop_every_invalid_class_and_auto_block() {
+        let c = KernelConfig::default();
+        for class in InvalidClass::ALL {
+            assert!(c.drops(class), "{class:?}");
+        }
+        assert!(c.auto_block());
+        assert!(!c.stealth());
+    }
+
+    #[test]
+    fn weights_order_closed_privileged_highest() {
+        let c = KernelConfig::default();
+        let open_high = c.port_weight(8080, true, false);
+        let open_low = c.port_weight(22, true, false);
+        let closed_high = c.port_weight(8081, false, false);
+        let closed_low = c.port_weight(23, false, false);
+        assert!(open_high < open_low && open_low < closed_low);
+        assert!(open_high < closed_high && closed_high < closed_low);
+        assert!(c.port_weight(23, false, true) > closed_low);
+    }
+
+    #[test]
+    fn a_few_open_ports_never_reach_the_threshold() {
+        // A client that uses up to ten privileged services stays below the line.
+        let c = KernelConfig::default();
+        assert!(10 * c.port_weight(443, true, false) < c.score_threshold);
+        // Six closed privileged ports cross it.
+        assert!(6 * c.port_weight(1, false, false) >= c.score_threshold);
+    }
+}

@@ -1,0 +1,157 @@
+//! Record the kernel writes into the `EVENTS` ring buffer when a source crosses a
+//! threshold (at most one per source per window).
+
+use crate::{
+    addr::Addr,
+    flags::PROBE_KINDS,
+    state::{PORT_SAMPLES, SourceState, Trigger},
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanEvent {
+    pub ts_ns: u64,
+    pub first_seen_ns: u64,
+    pub window_start_ns: u64,
+    pub src: Addr,
+    /// Destination of the probe that crossed the threshold.
+    pub dst: Addr,
+    pub probes: [u32; PROBE_KINDS],
+    pub score: u32,
+    pub distinct_ports: u16,
+    pub distinct_addrs: u16,
+    pub port_samples: [u16; PORT_SAMPLES],
+    pub sample_count: u8,
+    /// `Trigger`.
+    pub trigger: u8,
+    /// 1 when the kernel inserted a block for this source.
+    pub blocked: u8,
+    pub flags_or: u8,
+    pub flags_and: u8,
+    /// `ProbeKind` of the crossing probe.
+    pub last_kind: u8,
+    pub _pad: [u8; 6],
+}
+
+pub const SCAN_EVENT_SIZE: usize = core::mem::size_of::<ScanEvent>();
+const _: () = assert!(SCAN_EVENT_SIZE == 128);
+
+impl ScanEvent {
+    /// Snapshot of `state` at the crossing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_state(
+        now: u64,
+        src: &Addr,
+        dst: &Addr,
+        state: &SourceState,
+        trigger: Trigger,
+        last_kind: u8,
+        blocked: bool,
+    ) -> Self {
+        Self {
+            ts_ns: now,
+            first_seen_ns: state.first_seen_ns,
+            window_start_ns: state.window_start_ns,
+            src: *src,
+            dst: *dst,
+            probes: state.probes,
+            score: state.score,
+            distinct_ports: state.distinct_ports,
+            distinct_addrs: state.distinct_addrs,
+            port_samples: state.port_samples,
+            sample_count: state.sample_count,
+            trigger: trigger as u8,
+            blocked: blocked as u8,
+            flags_or: state.flags_or,
+            flags_and: state.flags_and,
+            last_kind,
+            _pad: [0; 6],
+        }
+    }
+
+    /// Writes the snapshot straight into `dst` (a ring-buffer slot), field by field,
+    /// so the kernel side never holds a whole event on its 512-byte stack.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of one `ScanEvent`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn write_from_state(
+        dst: *mut ScanEvent,
+        now: u64,
+        src: &Addr,
+        dst_addr: &Addr,
+        state: &SourceState,
+        trigger: Trigger,
+        last_kind: u8,
+        blocked: bool,
+    ) {
+        // SAFETY: caller guarantees dst is writable; raw field pointers avoid
+        // creating references to uninitialised memory.
+        unsafe {
+            (&raw mut (*dst).ts_ns).write(now);
+            (&raw mut (*dst).first_seen_ns).write(state.first_seen_ns);
+            (&raw mut (*dst).window_start_ns).write(state.window_start_ns);
+            (&raw mut (*dst).src).write(*src);
+            (&raw mut (*dst).dst).write(*dst_addr);
+            (&raw mut (*dst).probes).write(state.probes);
+            (&raw mut (*dst).score).write(state.score);
+            (&raw mut (*dst).distinct_ports).write(state.distinct_ports);
+            (&raw mut (*dst).distinct_addrs).write(state.distinct_addrs);
+            (&raw mut (*dst).port_samples).write(state.port_samples);
+            (&raw mut (*dst).sample_count).write(state.sample_count);
+            (&raw mut (*dst).trigger).write(trigger as u8);
+            (&raw mut (*dst).blocked).write(blocked as u8);
+            (&raw mut (*dst).flags_or).write(state.flags_or);
+            (&raw mut (*dst).flags_and).write(state.flags_and);
+            (&raw mut (*dst).last_kind).write(last_kind);
+            (&raw mut (*dst)._pad).write([0; 6]);
+        }
+    }
+
+    /// Parses a ring-buffer record; `None` when it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < SCAN_EVENT_SIZE {
+            return None;
+        }
+        // SAFETY: length checked; ScanEvent is plain old data with no invalid bit
+        // patterns, and read_unaligned copes with any alignment.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<ScanEvent>()) })
+    }
+
+    /// The sampled distinct ports.
+    pub fn ports(&self) -> &[u16] {
+        let n = (self.sample_count as usize).min(PORT_SAMPLES);
+        &self.port_samples[..n]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::from_v4;
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let mut st = SourceState::new(5);
+        st.port_samples[0] = 22;
+        st.port_samples[1] = 80;
+        st.sample_count = 2;
+        st.score = 30;
+        let ev = ScanEvent::from_state(
+            9,
+            &from_v4([1, 2, 3, 4]),
+            &from_v4([5, 6, 7, 8]),
+            &st,
+            Trigger::Score,
+            0,
+            true,
+        );
+        // SAFETY: ScanEvent is repr(C) plain data.
+        let bytes: [u8; SCAN_EVENT_SIZE] = unsafe { core::mem::transmute(ev) };
+        let back = ScanEvent::from_bytes(&bytes).expect("parse");
+        assert_eq!(back, ev);
+        assert_eq!(back.ports(), &[22, 80]);
+        assert!(ScanEvent::from_bytes(&bytes[..SCAN_EVENT_SIZE - 1]).is_none());
+    }
+}

@@ -1,0 +1,50 @@
+//! Everything the XDP program and the controller must agree on: map keys and values,
+//! event records, configuration, statistic indices, and the pure decision logic
+//! (TCP flag classes, probe kinds, sketches, weights) that both sides run.
+//!
+//! `no_std` so the kernel side can use it; the `user` feature adds `aya::Pod`.
+#![no_std]
+
+pub mod addr;
+pub mod config;
+pub mod event;
+pub mod flags;
+pub mod ports;
+pub mod sketch;
+pub mod state;
+pub mod stats;
+
+/// Names of the maps as they appear in the object file and under the pin directory.
+pub mod map_names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const STATS: &str = "STATS";
+    pub const SOURCES: &str = "SOURCES";
+    pub const BLOCKLIST: &str = "BLOCKLIST";
+    pub const ALLOWLIST: &str = "ALLOWLIST";
+    pub const LISTENING: &str = "LISTENING";
+    pub const EVENTS: &str = "EVENTS";
+    /// Every map, in the order the controller pins them.
+    pub const SCRATCH: &str = "SCRATCH";
+    pub const ALL: [&str; 8] = [
+        CONFIG, STATS, SOURCES, BLOCKLIST, ALLOWLIST, LISTENING, EVENTS, SCRATCH,
+    ];
+}
+
+/// Name of the XDP program inside the object file.
+pub const PROGRAM_NAME: &str = "scan_guard";
+
+/// Default capacities; the controller may override them at load time.
+pub mod limits {
+    /// Sources tracked at once (LRU: the least recently seen are evicted first).
+    pub const MAX_SOURCES: u32 = 65_536;
+    /// Blocklist entries (exact addresses and prefixes).
+    pub const MAX_BLOCKS: u32 = 131_072;
+    /// Allowlist prefixes.
+    pub const MAX_ALLOWS: u32 = 4_096;
+    /// Ring buffer for threshold-crossing events, in bytes (power of two, page multiple).
+    pub const EVENT_RING_BYTES: u32 = 256 * 1024;
+    /// IPv6 extension headers walked before giving up (fail open).
+    pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+    /// VLAN tags parsed (802.1Q / 802.1ad).
+    pub const MAX_VLAN_TAGS: usize = 2;
+}

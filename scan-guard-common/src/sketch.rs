@@ -1,0 +1,100 @@
+//! Fixed-size distinct-count sketches (one bit per hash bucket). A bit that flips
+//! from 0 to 1 is a value not seen before in the window (up to collisions, which
+//! only ever under-count: safe for false positives).
+
+/// Buckets of the destination-port sketch.
+pub const PORT_SKETCH_BITS: usize = 256;
+/// Words of the destination-port sketch.
+pub const PORT_SKETCH_WORDS: usize = PORT_SKETCH_BITS / 64;
+/// Buckets of the destination-address sketch.
+pub const ADDR_SKETCH_BITS: u32 = 64;
+
+/// Bucket of a port: Fibonacci hashing spreads sequential scans evenly.
+#[inline(always)]
+pub const fn port_bucket(port: u16) -> u32 {
+    (port as u32).wrapping_mul(0x9E37_79B1) >> 24
+}
+
+/// Bucket of an address (16-byte form).
+#[inline(always)]
+pub fn addr_bucket(addr: &[u8; 16]) -> u32 {
+    let mut h: u32 = 0;
+    let mut i = 0;
+    while i < 16 {
+        let w = u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+        h = (h ^ w).wrapping_mul(0x9E37_79B1);
+        i += 4;
+    }
+    h >> 26
+}
+
+/// Sets bucket `b` in a port sketch; returns true when it was clear.
+#[inline(always)]
+pub fn set_port_bit(sketch: &mut [u64; PORT_SKETCH_WORDS], bucket: u32) -> bool {
+    let word = (bucket as usize >> 6) & (PORT_SKETCH_WORDS - 1);
+    let bit = 1u64 << (bucket & 63);
+    if let Some(w) = sketch.get_mut(word) {
+        if *w & bit == 0 {
+            *w |= bit;
+            return true;
+        }
+    }
+    false
+}
+
+/// Sets bucket `b` in an address sketch; returns true when it was clear.
+#[inline(always)]
+pub fn set_addr_bit(sketch: &mut u64, bucket: u32) -> bool {
+    let bit = 1u64 << (bucket & 63);
+    if *sketch & bit == 0 {
+        *sketch |= bit;
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_stay_in_range() {
+        for p in 0..=u16::MAX {
+            assert!((port_bucket(p) as usize) < PORT_SKETCH_BITS);
+        }
+        assert!(addr_bucket(&[0xff; 16]) < ADDR_SKETCH_BITS);
+    }
+
+    #[test]
+    fn sequential_ports_fill_buckets_evenly() {
+        // nmap's default run touches ports in order; 64 consecutive ports should
+        // land in (nearly) 64 different buckets.
+        let mut s = [0u64; PORT_SKETCH_WORDS];
+        let new = (1..=64u16)
+            .filter(|p| set_port_bit(&mut s, port_bucket(*p)))
+            .count();
+        assert!(new >= 60, "only {new} distinct buckets");
+    }
+
+    #[test]
+    fn repeated_port_counts_once() {
+        let mut s = [0u64; PORT_SKETCH_WORDS];
+        assert!(set_port_bit(&mut s, port_bucket(443)));
+        for _ in 0..1000 {
+            assert!(!set_port_bit(&mut s, port_bucket(443)));
+        }
+    }
+
+    #[test]
+    fn addresses_spread() {
+        let mut s = 0u64;
+        let mut new = 0;
+        for last in 1..=16u8 {
+            let a = crate::addr::from_v4([10, 0, 0, last]);
+            if set_addr_bit(&mut s, addr_bucket(&a)) {
+                new += 1;
+            }
+        }
+        assert!(new >= 12, "only {new} distinct buckets for 16 addresses");
+    }
+}

@@ -1,0 +1,95 @@
+//! Indices of the per-CPU counters in the `STATS` map (one `[u64; STAT_COUNT]`
+//! per CPU: a single lookup per packet).
+
+use crate::flags::{INVALID_CLASSES, InvalidClass};
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    Packets = 0,
+    Passed,
+    DroppedBlocked,
+    /// First invalid-class slot; the class number is added to it.
+    DroppedInvalidBase,
+    CountedInvalidBase = Stat::DroppedInvalidBase as u32 + INVALID_CLASSES as u32,
+    /// Unparseable or truncated frames, passed (fail open).
+    ParseFailed = Stat::CountedInvalidBase as u32 + INVALID_CLASSES as u32,
+    /// Frames with neither IPv4 nor IPv6 inside.
+    NotIp,
+    /// Non-first fragments (carry no ports), passed unless the source is blocked.
+    Fragments,
+    Allowlisted,
+    NewSources,
+    /// The per-source map refused an insert (full and nothing evictable).
+    TrackFailed,
+    Events,
+    EventsLost,
+    AutoBlocks,
+    AutoBlockFailed,
+    /// Blocklist entries found expired (and removed) by the kernel.
+    BlocksExpired,
+    /// SYNs to closed ports dropped in stealth mode.
+    DroppedStealth,
+    Probes,
+}
+
+pub const STAT_COUNT: usize = Stat::Probes as usize + 1;
+
+/// The per-CPU counter block.
+pub type StatBlock = [u64; STAT_COUNT];
+
+impl Stat {
+    #[inline(always)]
+    pub const fn dropped_invalid(class: InvalidClass) -> usize {
+        Stat::DroppedInvalidBase as usize + class as usize
+    }
+
+    #[inline(always)]
+    pub const fn counted_invalid(class: InvalidClass) -> usize {
+        Stat::CountedInvalidBase as usize + class as usize
+    }
+}
+
+/// Named counters (apart from the per-class ones), in index order, for userspace.
+pub const NAMED: [(Stat, &str); 16] = [
+    (Stat::Packets, "packets"),
+    (Stat::Passed, "passed"),
+    (Stat::DroppedBlocked, "dropped_blocked"),
+    (Stat::ParseFailed, "parse_failed"),
+    (Stat::NotIp, "not_ip"),
+    (Stat::Fragments, "fragments"),
+    (Stat::Allowlisted, "allowlisted"),
+    (Stat::NewSources, "new_sources"),
+    (Stat::TrackFailed, "track_failed"),
+    (Stat::Events, "events"),
+    (Stat::EventsLost, "events_lost"),
+    (Stat::AutoBlocks, "auto_blocks"),
+    (Stat::AutoBlockFailed, "auto_block_failed"),
+    (Stat::BlocksExpired, "blocks_expired"),
+    (Stat::DroppedStealth, "dropped_stealth"),
+    (Stat::Probes, "probes"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_distinct_and_in_range() {
+        let mut seen = [false; STAT_COUNT];
+        for (s, _) in NAMED {
+            assert!(!seen[s as usize]);
+            seen[s as usize] = true;
+        }
+        for c in InvalidClass::ALL {
+            for i in [Stat::dropped_invalid(c), Stat::counted_invalid(c)] {
+                assert!(!seen[i], "{c:?}");
+                seen[i] = true;
+            }
+        }
+        assert!(
+            seen.iter().all(|s| *s),
+            "every slot has exactly one meaning"
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! The scan-guard XDP program. Per packet:
+//! parse -> allowlisted? pass -> blocked? drop -> sane TCP flags? -> track -> verdict.
+//! Policy lives in userspace; this program only applies the config it is given.
+#![no_std]
+#![no_main]
+
+mod lists;
+mod maps;
+mod parse;
+mod track;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    macros::xdp,
+    programs::XdpContext,
+};
+use scan_guard_common::{
+    config::KernelConfig,
+    flags::{ProbeKind, TcpRole, tcp_role},
+    ports::{PROTO_TCP, PROTO_UDP},
+    state::Probe,
+    stats::{Stat, StatBlock},
+};
+
+use crate::{
+    maps::{CONFIG, STATS},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed},
+};
+
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+
+#[xdp]
+pub fn scan_guard(ctx: XdpContext) -> u32 {
+    let Some(stats) = STATS.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: per-CPU slot, valid for the whole program run, touched by nobody else.
+    let stats = unsafe { &mut *stats };
+    bump(stats, Stat::Packets as usize);
+    let verdict = inspect(&ctx, stats);
+    if verdict == XDP_PASS {
+        bump(stats, Stat::Passed as usize);
+    }
+    verdict
+}
+
+#[inline(always)]
+pub(crate) fn bump(stats: &mut StatBlock, index: usize) {
+    if let Some(s) = stats.get_mut(index) {
+        *s += 1;
+    }
+}
+
+#[inline(always)]
+fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
+    let l3 = match parse::parse_l3(ctx) {
+        Ok(Parsed::Ip(l3)) => l3,
+        Ok(Parsed::NotIp) => {
+            bump(stats, Stat::NotIp as usize);
+            return XDP_PASS;
+        }
+        Err(()) => {
+            bump(stats, Stat::ParseFailed as usize);
+            return XDP_PASS;
+        }
+    };
+    if lists::is_allowed(&l3.src) {
+        bump(stats, Stat::Allowlisted as usize);
+        return XDP_PASS;
+    }
+    if lists::is_blocked(&l3.src, stats) {
+        bump(stats, Stat::DroppedBlocked as usize);
+        return XDP_DROP;
+    }
+    if l3.later_fragment {
+        bump(stats, Stat::Fragments as usize);
+        return XDP_PASS;
+    }
+    let Some(cfg) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    let verdict = match l3.proto {
+        IPPROTO_TCP => tcp(ctx, &l3, cfg, stats),
+        IPPROTO_UDP => udp(ctx, &l3, cfg, stats),
+        IPPROTO_ICMP => icmp(ctx, &l3, ICMP_ECHO_REQUEST, cfg, stats),
+        IPPROTO_ICMPV6 => icmp(ctx, &l3, ICMPV6_ECHO_REQUEST, cfg, stats),
+        _ => Ok(XDP_PASS),
+    };
+    verdict.unwrap_or_else(|()| {
+        bump(stats, Stat::ParseFailed as usize);
+        XDP_PASS
+    })
+}
+
+#[inline(always)]
+fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
+    let h = parse::header::<14>(ctx, l3.l4_off)?;
+    let port = parse::be16(h, 2);
+    let flags = parse::byte(h, 13);
+    Ok(match tcp_role(flags) {
+        TcpRole::Invalid(class, kind) => {
+            let listening = lists::is_listening(PROTO_TCP, port);
+            let probe = probe(
+                l3,
+                kind,
+                port,
+                cfg.port_weight(port, listening, true),
+                Some(flags),
+            );
+            let tracked = track::record(l3, &probe, cfg, stats);
+            if cfg.drops(class) {
+                bump(stats, Stat::dropped_invalid(class));
+                XDP_DROP
+            } else {
+                bump(stats, Stat::counted_invalid(class));
+                tracked
+            }
+        }
+        TcpRole::Syn => {
+            let listening = lists::is_listening(PROTO_TCP, port);
+            let probe = probe(
+                l3,
+                ProbeKind::Syn,
+                port,
+                cfg.port_weight(port, listening, false),
+                Some(flags),
+            );
+            let tracked = track::record(l3, &probe, cfg, stats);
+            if tracked == XDP_PASS && cfg.stealth() && !listening {
+                bump(stats, Stat::DroppedStealth as usize);
+                XDP_DROP
+            } else {
+                tracked
+            }
+        }
+        TcpRole::Stray(kind) => {
+            // Ports in the ephemeral range or with a listener carry the host's own
+            // flows; only strays to closed low ports are evidence.
+            if port as u32 >= cfg.ephemeral_port_min || lists::is_listening(PROTO_TCP, port) {
+                XDP_PASS
+            } else {
+                let probe = probe(
+                    l3,
+                    kind,
+                    port,
+                    cfg.port_weight(port, false, false),
+                    Some(flags),
+                );
+                track::record(l3, &probe, cfg, stats)
+            }
+        }
+        TcpRole::Ignore => XDP_PASS,
+    })
+}
+
+#[inline(always)]
+fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
+    let port = parse::be16(parse::header::<4>(ctx, l3.l4_off)?, 2);
+    if port as u32 >= cfg.ephemeral_port_min || lists::is_listening(PROTO_UDP, port) {
+        return Ok(XDP_PASS);
+    }
+    let probe = probe(
+        l3,
+        ProbeKind::Udp,
+        port,
+        cfg.port_weight(port, false, false),
+        None,
+    );
+    Ok(track::record(l3, &probe, cfg, stats))
+}
+
+#[inline(always)]
+fn icmp(
+    ctx: &XdpContext,
+    l3: &L3,
+    echo_request: u8,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+) -> Result<u32, ()> {
+    if parse::byte(parse::header::<2>(ctx, l3.l4_off)?, 0) != echo_request {
+        return Ok(XDP_PASS);
+    }
+    let probe = Probe {
+        kind: ProbeKind::IcmpEcho as u8,
+        dst: l3.dst,
+        port: None,
+        weight: 0,
+        tcp_flags: None,
+    };
+    Ok(track::record(l3, &probe, cfg, stats))
+}
+
+#[inline(always)]
+fn probe(l3: &L3, kind: ProbeKind, port: u16, weight: u32, tcp_flags: Option<u8>) -> Probe {
+    Probe {
+        kind: kind as u8,
+        dst: l3.dst,
+        port: Some(port),
+        weight,
+        tcp_flags,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

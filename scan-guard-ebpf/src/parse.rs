@@ -1,0 +1,185 @@
+//! Header parsing with explicit bounds checks the verifier can follow. Every
+//! failure is `Err(())`: the caller passes the frame and counts it (fail open).
+
+use aya_ebpf::programs::XdpContext;
+use scan_guard_common::{
+    addr::{Addr, from_v4},
+    limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
+};
+
+const ETH_HDR: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// Upper bound on any header offset we follow; keeps offsets provably small for
+/// the verifier and is far above any sane header stack.
+const MAX_L4_OFFSET: usize = 1024;
+
+/// Layer-3 facts the rest of the program needs.
+pub struct L3 {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Transport protocol (after IPv6 extension headers).
+    pub proto: u8,
+    /// Offset of the transport header.
+    pub l4_off: usize,
+    /// A non-first fragment: no transport header in this frame.
+    pub later_fragment: bool,
+}
+
+/// Outcome of the layer-2/3 parse.
+pub enum Parsed {
+    Ip(L3),
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed untouched.
+    NotIp,
+}
+
+/// A checked view of `N` header bytes at `offset`. Checking whole headers (N >= 2)
+/// rather than single bytes keeps the comparison in the `ptr + N > end` form the
+/// verifier understands (LLVM rewrites `ptr + 1 > end` into `ptr >= end`, which
+/// it does not).
+#[inline(always)]
+pub fn header<const N: usize>(ctx: &XdpContext, offset: usize) -> Result<*const [u8; N], ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + N > end {
+        return Err(());
+    }
+    Ok((start + offset) as *const [u8; N])
+}
+
+/// Byte `i` of a checked header view.
+#[inline(always)]
+pub fn byte<const N: usize>(h: *const [u8; N], i: usize) -> u8 {
+    // SAFETY: `h` was bounds-checked for N bytes by `header`; callers index with
+    // constants below N.
+    unsafe { (*h)[i] }
+}
+
+/// Big-endian u16 at `i` of a checked header view.
+#[inline(always)]
+pub fn be16<const N: usize>(h: *const [u8; N], i: usize) -> u16 {
+    u16::from_be_bytes([byte(h, i), byte(h, i + 1)])
+}
+
+#[inline(always)]
+fn addr16<const N: usize>(h: *const [u8; N], i: usize) -> Addr {
+    let mut a = [0u8; 16];
+    for (k, b) in a.iter_mut().enumerate() {
+        *b = byte(h, i + k);
+    }
+    a
+}
+
+/// Ethernet, up to two VLAN tags, then IPv4 or IPv6.
+#[inline(always)]
+pub fn parse_l3(ctx: &XdpContext) -> Result<Parsed, ()> {
+    let eth = header::<ETH_HDR>(ctx, 0)?;
+    let mut ethertype = be16(eth, 12);
+    let mut off = ETH_HDR;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = be16(header::<4>(ctx, off)?, 2);
+        off += 4;
+    }
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(ctx, off).map(Parsed::Ip),
+        ETH_P_IPV6 => parse_ipv6(ctx, off).map(Parsed::Ip),
+        // A third VLAN tag is beyond what we parse: count it as a parse failure.
+        ETH_P_8021Q | ETH_P_8021AD => Err(()),
+        _ => Ok(Parsed::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
+    let h = header::<20>(ctx, off)?;
+    let ver_ihl = byte(h, 0);
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    if ver_ihl >> 4 != 4 || ihl < 20 {
+        return Err(());
+    }
+    let src = from_v4([byte(h, 12), byte(h, 13), byte(h, 14), byte(h, 15)]);
+    let dst = from_v4([byte(h, 16), byte(h, 17), byte(h, 18), byte(h, 19)]);
+    // Options (if any) are skipped by IHL; a frame too short for them fails at the
+    // transport header read, which is bounds-checked itself.
+    Ok(L3 {
+        src,
+        dst,
+        proto: byte(h, 9),
+        l4_off: off + ihl,
+        later_fragment: be16(h, 6) & 0x1fff != 0,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
+    let h = header::<40>(ctx, off)?;
+    if byte(h, 0) >> 4 != 6 {
+        return Err(());
+    }
+    let mut next = byte(h, 6);
+    let src = addr16(h, 8);
+    let dst = addr16(h, 24);
+    let mut l4_off = off + 40;
+    let mut later_fragment = false;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if !matches!(
+            next,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+        ) {
+            return Ok(L3 {
+                src,
+                dst,
+                proto: next,
+                l4_off,
+                later_fragment,
+            });
+        }
+        // Every extension header we walk is at least 8 bytes.
+        let ext = header::<8>(ctx, l4_off)?;
+        let len = if next == IPPROTO_FRAGMENT {
+            later_fragment = be16(ext, 2) >> 3 != 0;
+            8
+        } else {
+            (byte(ext, 1) as usize + 1) * 8
+        };
+        next = byte(ext, 0);
+        l4_off += len;
+        if l4_off > MAX_L4_OFFSET {
+            return Err(());
+        }
+        if later_fragment {
+            return Ok(L3 {
+                src,
+                dst,
+                proto: next,
+                l4_off,
+                later_fragment,
+            });
+        }
+    }
+    match next {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => Err(()),
+        _ => Ok(L3 {
+            src,
+            dst,
+            proto: next,
+            l4_off,
+            later_fragment,
+        }),
+    }
+}

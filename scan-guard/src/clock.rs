@@ -1,0 +1,31 @@
+//! The kernel stamps everything with `bpf_ktime_get_ns` (CLOCK_MONOTONIC); these
+//! helpers read the same clock and translate its instants to wall-clock time.
+
+use std::time::{Duration, SystemTime};
+
+/// Current CLOCK_MONOTONIC time in ns, the time base of every kernel timestamp.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Wall-clock time of a monotonic instant.
+pub fn to_wall(mono_ns: u64) -> SystemTime {
+    let now_mono = monotonic_ns();
+    let now = SystemTime::now();
+    if mono_ns <= now_mono {
+        now - Duration::from_nanos(now_mono - mono_ns)
+    } else {
+        now + Duration::from_nanos(mono_ns - now_mono)
+    }
+}
+
+/// RFC 3339 timestamp (UTC, microseconds) of a wall-clock time.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}

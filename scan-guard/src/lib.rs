@@ -1,0 +1,16 @@
+//! scan-guard controller library: loading and attaching the XDP program, typed
+//! access to its maps, and the pieces the CLI is built from. The integration tests
+//! use the same library, so what they exercise is what users run.
+
+pub mod bpffs;
+pub mod clock;
+pub mod error;
+pub mod events;
+pub mod kernel_maps;
+pub mod listeners;
+pub mod loader;
+pub mod runner;
+
+/// The compiled XDP program, embedded at build time.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scan-guard"));

@@ -1,0 +1,130 @@
+//! The host's listening sockets, read from procfs, become the `LISTENING` bitmap:
+//! probes to ports with no listener weigh more. Also reads the ephemeral port range.
+
+use std::{collections::BTreeSet, path::Path};
+
+use anyhow::{Context as _, Result};
+use scan_guard_common::ports::{self, LISTENING_WORDS, PROTO_TCP, PROTO_UDP};
+
+/// TCP state code for LISTEN in /proc/net/tcp*.
+const TCP_LISTEN: &str = "0A";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listening {
+    pub tcp: BTreeSet<u16>,
+    pub udp: BTreeSet<u16>,
+}
+
+impl Listening {
+    /// Reads the current network namespace's sockets.
+    pub fn read() -> Result<Self> {
+        Self::read_from(Path::new("/proc/net"))
+    }
+
+    pub fn read_from(dir: &Path) -> Result<Self> {
+        let mut out = Self::default();
+        for (file, is_tcp) in [
+            ("tcp", true),
+            ("tcp6", true),
+            ("udp", false),
+            ("udp6", false),
+        ] {
+            let path = dir.join(file);
+            // A kernel without IPv6 has no tcp6/udp6: nothing listens there.
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let set = if is_tcp { &mut out.tcp } else { &mut out.udp };
+            set.extend(parse_proc_net(&text, is_tcp));
+        }
+        Ok(out)
+    }
+
+    /// The `LISTENING` map contents.
+    pub fn bitmap(&self) -> Vec<u64> {
+        let mut words = vec![0u64; LISTENING_WORDS as usize];
+        for (proto, set) in [(PROTO_TCP, &self.tcp), (PROTO_UDP, &self.udp)] {
+            for port in set {
+                words[ports::word_index(proto, *port) as usize] |= ports::bit(*port);
+            }
+        }
+        words
+    }
+}
+
+/// Local ports of listening TCP sockets or bound UDP sockets in one procfs table.
+pub fn parse_proc_net(text: &str, tcp: bool) -> Vec<u16> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            if tcp && state != TCP_LISTEN {
+                return None;
+            }
+            let port_hex = local.rsplit(':').next()?;
+            let port = u16::from_str_radix(port_hex, 16).ok()?;
+            (port != 0).then_some(port)
+        })
+        .collect()
+}
+
+/// Lowest port of the local ephemeral range (default 32768 when unreadable).
+pub fn ephemeral_port_min() -> Result<u16> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+    let text = match std::fs::read_to_string(PATH) {
+        Ok(t) => t,
+        Err(_) => return Ok(32_768),
+    };
+    text.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unexpected contents of {PATH}: {text:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
+   2: 0200000A:0016 0100000A:D431 01 00000000:00000000 02:000A7B2C 00000000     0        0 3 4 0000000000000000 20 4 29 10 -1
+";
+    const UDP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0000000000000000 0
+";
+
+    #[test]
+    fn tcp_listeners_only() {
+        assert_eq!(parse_proc_net(TCP, true), vec![22, 8080]);
+    }
+
+    #[test]
+    fn udp_bound_sockets() {
+        assert_eq!(parse_proc_net(UDP6, false), vec![53]);
+    }
+
+    #[test]
+    fn bitmap_sets_exact_bits() {
+        let l = Listening {
+            tcp: [22, 8080].into(),
+            udp: [53].into(),
+        };
+        let b = l.bitmap();
+        assert_eq!(b.iter().map(|w| w.count_ones()).sum::<u32>(), 3);
+        assert_ne!(
+            b[ports::word_index(PROTO_TCP, 22) as usize] & ports::bit(22),
+            0
+        );
+        assert_ne!(
+            b[ports::word_index(PROTO_UDP, 53) as usize] & ports::bit(53),
+            0
+        );
+        assert_eq!(
+            b[ports::word_index(PROTO_TCP, 53) as usize] & ports::bit(53),
+            0
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Loading the embedded object, attaching it to an interface through a pinned
+//! bpf_link, re-adopting an instance left attached, and detaching.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use scan_guard_common::{PROGRAM_NAME, map_names};
+
+use crate::{EBPF_OBJECT, error::usage};
+
+/// File name of the pinned link inside the pin directory.
+pub const LINK_PIN: &str = "link";
+
+/// How to attach: native (driver) XDP, generic (skb) XDP, or native with fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native first; generic when the driver has no XDP support.
+    Auto,
+    /// Driver (native) XDP only.
+    Native,
+    /// Generic (skb) XDP, works on every interface.
+    Skb,
+}
+
+/// Where maps go: pinned under `dir` (an instance), or nowhere (tests).
+pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    let paths: Vec<(&str, PathBuf)> = match pin_dir {
+        Some(dir) => map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .map_err(|e| explain_load_error(e.into()))?;
+    let prog = program(&mut ebpf)?;
+    prog.load()
+        .map_err(|e| explain_load_error(e.into()))
+        .context("loading the XDP program into the kernel")?;
+    Ok(ebpf)
+}
+
+fn explain_load_error(err: anyhow::Error) -> anyhow::Error {
+    let eperm = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(|io| io.raw_os_error())
+            .is_some_and(|c| c == libc::EPERM)
+    }) || format!("{err:#}").contains("Operation not permitted");
+    if eperm {
+        anyhow!(
+            "permission denied by the kernel: scan-guard needs root or CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        )
+    } else {
+        err
+    }
+}
+
+/// The (loaded or not) XDP program of the object.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("object has no program {PROGRAM_NAME}"))?
+        .try_into()
+        .context("program has the wrong type")
+}
+
+/// Interface index of `iface`, or a usage error naming it.
+pub fn if_index(iface: &str) -> Result<u32> {
+    let c = CString::new(iface)
+        .map_err(|_| usage(format!("interface name {iface:?} contains a NUL byte")))?;
+    // SAFETY: NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(usage(format!(
+            "no network interface named {iface:?} (see `ip link`)"
+        )));
+    }
+    Ok(idx)
+}
+
+/// What `attach` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// "native" or "skb" ("adopted" when an existing link was re-used).
+    pub mode: &'static str,
+    /// An instance left attached (e.g. a killed controller) was taken over.
+    pub readopted: bool,
+}
+
+/// Attaches the loaded program to `iface` and pins the link as `pin_dir/link`. When
+/// such a link already exists, the program inside it is replaced atomically instead,
+/// so the interface is never unprotected and never carries two copies.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: AttachMode,
+    pin_dir: &Path,
+) -> Result<Attachment> {
+    let idx = if_index(iface)?;
+    let link_path = pin_dir.join(LINK_PIN);
+    let prog = program(ebpf)?;
+    if link_path.exists() {
+        let fd_link = PinnedLink::from_pin(&link_path)
+            .with_context(|| format!("opening pinned link {}", link_path.display()))?
+            .unpin()
+            .with_context(|| format!("unpinning {}", link_path.display()))?;
+        let xdp_link = XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?;
+        let id = prog
+            .attach_to_link(xdp_link)
+            .context("replacing the program in the pinned link")?;
+        pin_link(prog, id, &link_path)?;
+        return Ok(Attachment {
+            mode: "adopted",
+            readopted: true,
+        });
+    }
+    let (id, used) = match mode {
+        AttachMode::Native => (prog.attach_to_if_index(idx, XdpMode::Driver), "native"),
+        AttachMode::Skb => (prog.attach_to_if_index(idx, XdpMode::Skb), "skb"),
+        AttachMode::Auto => match prog.attach_to_if_index(idx, XdpMode::Driver) {
+            Ok(id) => (Ok(id), "native"),
+            Err(e) => {
+                tracing::info!("native XDP unavailable on {iface} ({e}); falling back to skb mode");
+                (prog.attach_to_if_index(idx, XdpMode::Skb), "skb")
+            }
+        },
+    };
+    let id = id
+        .map_err(|e| explain_load_error(e.into()))
+        .with_context(|| format!("attaching to {iface} in {used} mode"))?;
+    pin_link(prog, id, &link_path)?;
+    Ok(Attachment {
+        mode: used,
+        readopted: false,
+    })
+}
+
+fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, path: &Path) -> Result<()> {
+    let link = prog.take_link(id).context("taking the XDP link")?;
+    let fd_link =
+        FdLink::try_from(link).context("the kernel attached without a bpf_link (too old?)")?;
+    fd_link
+        .pin(path)
+        .with_context(|| format!("pinning the link at {}", path.display()))?;
+    Ok(())
+}
+
+/// Detaches the instance pinned under `pin_dir` and removes its pins. Missing pins
+/// are not an error (already detached).
+pub fn detach(pin_dir: &Path) -> Result<()> {
+    let link_path = pin_dir.join(LINK_PIN);
+    if link_path.exists() {
+        let link = PinnedLink::from_pin(&link_path)
+            .with_context(|| format!("opening pinned link {}", link_path.display()))?
+            .unpin()
+            .with_context(|| format!("unpinning {}", link_path.display()))?;
+        drop(link);
+    }
+    for name in map_names::ALL {
+        let p = pin_dir.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+        }
+    }
+    // Leave the directory if something else lives there.
+    let _ = std::fs::remove_dir(pin_dir);
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The real XDP program loaded into the real kernel (not attached anywhere) and
+//! driven with BPF_PROG_TEST_RUN.
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+    programs::{TestRun as _, TestRunOptions},
+};
+use scan_guard::{kernel_maps::KernelMaps, loader};
+use scan_guard_common::{
+    addr::{Addr, from_v4},
+    config::KernelConfig,
+    event::ScanEvent,
+    map_names,
+    state::{BlockEntry, BlockOrigin, KIND_NONE},
+    stats::StatBlock,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+pub struct Harness {
+    pub ebpf: Ebpf,
+    pub maps: KernelMaps,
+    pub events: RingBuf<MapData>,
+}
+
+/// The shared 16-byte form of an address given as text.
+pub fn addr(s: &str) -> Addr {
+    match crate::packet::ip(s) {
+        std::net::IpAddr::V4(v4) => from_v4(v4.octets()),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl Harness {
+    /// Loads a private copy of the program (no pins) with `cfg`.
+    pub fn new(cfg: KernelConfig) -> Self {
+        let mut ebpf =
+            loader::load(None).unwrap_or_else(|e| panic!("loading the XDP program: {e:#}"));
+        let mut maps = KernelMaps::take(&mut ebpf).expect("typed maps");
+        maps.write_config(&cfg).expect("write config");
+        let events = ebpf.take_map(map_names::EVENTS).expect("EVENTS map");
+        let events = RingBuf::try_from(events).expect("ring buffer");
+        Self { ebpf, maps, events }
+    }
+
+    /// Runs one frame through the program and returns its XDP verdict.
+    pub fn run(&mut self, frame: &[u8]) -> u32 {
+        self.try_run(frame, 1)
+            .unwrap_or_else(|e| panic!("test run of {} bytes: {e}", frame.len()))
+            .0
+    }
+
+    /// Runs a frame `repeat` times; returns the verdict and mean ns per run.
+    pub fn try_run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u64), aya::programs::ProgramError> {
+        let prog = loader::program(&mut self.ebpf).expect("program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let r = prog.test_run(opts)?;
+        Ok((r.return_value, r.duration.as_nanos() as u64))
+    }
+
+    pub fn stats(&self) -> StatBlock {
+        self.maps.stats_total().expect("stats")
+    }
+
+    pub fn set_listening(&mut self, tcp: &[u16], udp: &[u16]) {
+        let l = scan_guard::listeners::Listening {
+            tcp: tcp.iter().copied().collect(),
+            udp: udp.iter().copied().collect(),
+        };
+        self.maps
+            .write_listening(&l.bitmap())
+            .expect("write listening");
+    }
+
+    /// Inserts a block for `addr/prefix_len` (prefix in the address's own family).
+    pub fn block(&mut self, text: &str, prefix_len: u32, expires_ns: u64) {
+        let a = addr(text);
+        let plen = family_prefix(text, prefix_len);
+        let e = BlockEntry {
+            expires_ns,
+            created_ns: scan_guard::clock::monotonic_ns(),
+            hits: 0,
+            prefix_len: plen,
+            origin: BlockOrigin::Manual as u8,
+            kind: KIND_NONE,
+            _pad: [0; 2],
+        };
+        self.maps
+            .insert_block(&scan_guard_common::addr::mask(&a, plen), plen, &e)
+            .expect("insert block");
+    }
+
+    pub fn allow(&mut self, text: &str, prefix_len: u32) {
+        let plen = family_prefix(text, prefix_len);
+        let a = scan_guard_common::addr::mask(&addr(text), plen);
+        self.maps.insert_allow(&a, plen).expect("insert allow");
+    }
+
+    /// Every event currently in the ring buffer.
+    pub fn drain_events(&mut self) -> Vec<ScanEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            out.push(ScanEvent::from_bytes(&item).expect("full event record"));
+        }
+        out
+    }
+}
+
+/// Converts an IPv4 prefix length to the mapped form; IPv6 lengths pass through.
+pub fn family_prefix(text: &str, prefix_len: u32) -> u32 {
+    if text.contains(':') {
+        prefix_len
+    } else {
+        prefix_len + 96
+    }
+}
