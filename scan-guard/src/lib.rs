@@ -14,3 +14,8 @@ pub mod runner;
 /// The compiled XDP program, embedded at build time.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/scan-guard"));
+
+/// Benchmark baseline: an XDP program that only returns XDP_PASS (program
+/// `baseline_pass`), for per-packet cost ratios measured in the same run.
+pub static BASELINE_PASS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline-pass"));

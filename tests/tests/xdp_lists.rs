@@ -1,0 +1,150 @@
+//! BPF_PROG_TEST_RUN: allowlist, blocklist (exact, prefix, expiry enforced by the
+//! kernel itself) and per-entry hit counts.
+
+use scan_guard::clock::monotonic_ns;
+use scan_guard_common::{
+    addr::mask,
+    config::KernelConfig,
+    flags::{FIN, PSH, SYN, URG},
+    stats::Stat,
+};
+use scan_guard_tests::{
+    harness::{Harness, XDP_DROP, XDP_PASS, addr, family_prefix},
+    packet::Pkt,
+};
+
+const XMAS: u8 = FIN | PSH | URG;
+
+fn hits(h: &Harness, text: &str, prefix: u32) -> Option<u64> {
+    let plen = family_prefix(text, prefix);
+    let want = mask(&addr(text), plen);
+    h.maps
+        .blocks()
+        .expect("blocks")
+        .into_iter()
+        .find(|(a, p, _)| *p == plen && *a == want)
+        .map(|(_, _, e)| e.hits)
+}
+
+#[test]
+fn allowlisted_sources_bypass_flag_checks_and_tracking() {
+    let mut h = Harness::new(KernelConfig::default());
+    h.allow("192.0.2.0", 24);
+    h.allow("2001:db8:1::", 64);
+    for src in ["192.0.2.77", "2001:db8:1::77"] {
+        let dst = if src.contains(':') {
+            "2001:db8::1"
+        } else {
+            "192.0.2.1"
+        };
+        for port in 1..=50u16 {
+            assert_eq!(
+                h.run(&Pkt::tcp(src, dst, port, XMAS).build()),
+                XDP_PASS,
+                "{src}"
+            );
+        }
+        assert!(h.maps.source(&addr(src)).is_none(), "{src} is not tracked");
+    }
+    assert_eq!(h.stats()[Stat::Allowlisted as usize], 100);
+    // Neighbours outside the prefixes are treated normally.
+    assert_eq!(
+        h.run(&Pkt::tcp("192.0.3.1", "192.0.2.1", 80, XMAS).build()),
+        XDP_DROP
+    );
+    assert_eq!(
+        h.run(&Pkt::tcp("2001:db8:2::1", "2001:db8::1", 80, XMAS).build()),
+        XDP_DROP
+    );
+}
+
+#[test]
+fn allowlist_wins_over_blocklist() {
+    let mut h = Harness::new(KernelConfig::default());
+    h.block("198.51.100.0", 24, 0);
+    h.allow("198.51.100.5", 32);
+    assert_eq!(
+        h.run(&Pkt::tcp("198.51.100.5", "198.51.100.1", 80, SYN).build()),
+        XDP_PASS
+    );
+    assert_eq!(
+        h.run(&Pkt::tcp("198.51.100.6", "198.51.100.1", 80, SYN).build()),
+        XDP_DROP
+    );
+}
+
+#[test]
+fn exact_and_prefix_blocks_drop_and_count_hits() {
+    let mut h = Harness::new(KernelConfig::default());
+    h.block("203.0.113.9", 32, 0);
+    h.block("10.20.0.0", 16, 0);
+    h.block("2001:db8:bad::", 48, 0);
+    for _ in 0..3 {
+        assert_eq!(
+            h.run(&Pkt::tcp("203.0.113.9", "203.0.113.1", 443, SYN).build()),
+            XDP_DROP
+        );
+        assert_eq!(
+            h.run(&Pkt::udp("10.20.99.1", "10.20.0.1", 53).build()),
+            XDP_DROP
+        );
+        assert_eq!(
+            h.run(&Pkt::icmp_echo("2001:db8:bad:1::5", "2001:db8::1").build()),
+            XDP_DROP
+        );
+    }
+    assert_eq!(
+        h.run(&Pkt::tcp("203.0.113.10", "203.0.113.1", 443, SYN).build()),
+        XDP_PASS
+    );
+    assert_eq!(
+        h.run(&Pkt::tcp("10.21.0.1", "10.20.0.1", 443, SYN).build()),
+        XDP_PASS
+    );
+    assert_eq!(hits(&h, "203.0.113.9", 32), Some(3));
+    assert_eq!(hits(&h, "10.20.0.0", 16), Some(3));
+    assert_eq!(hits(&h, "2001:db8:bad::", 48), Some(3));
+    assert_eq!(h.stats()[Stat::DroppedBlocked as usize], 9);
+}
+
+#[test]
+fn expired_blocks_lapse_in_the_kernel() {
+    let mut h = Harness::new(KernelConfig::default());
+    let past = monotonic_ns() - 1;
+    h.block("192.0.2.50", 32, past);
+    h.block("2001:db8::50", 128, past);
+    let future = monotonic_ns() + 3_600_000_000_000;
+    h.block("192.0.2.51", 32, future);
+    assert_eq!(
+        h.run(&Pkt::tcp("192.0.2.50", "192.0.2.1", 22, SYN).build()),
+        XDP_PASS
+    );
+    assert_eq!(
+        h.run(&Pkt::tcp("2001:db8::50", "2001:db8::1", 22, SYN).build()),
+        XDP_PASS
+    );
+    assert_eq!(
+        h.run(&Pkt::tcp("192.0.2.51", "192.0.2.1", 22, SYN).build()),
+        XDP_DROP
+    );
+    assert_eq!(h.stats()[Stat::BlocksExpired as usize], 2);
+    assert_eq!(
+        hits(&h, "192.0.2.50", 32),
+        None,
+        "the kernel removed the expired entry"
+    );
+    assert_eq!(hits(&h, "2001:db8::50", 128), None);
+}
+
+#[test]
+fn expired_exact_entry_does_not_hide_a_live_prefix() {
+    let mut h = Harness::new(KernelConfig::default());
+    h.block("10.30.0.0", 24, 0);
+    h.block("10.30.0.7", 32, monotonic_ns() - 1);
+    assert_eq!(
+        h.run(&Pkt::tcp("10.30.0.7", "10.30.0.1", 80, SYN).build()),
+        XDP_DROP
+    );
+    assert_eq!(hits(&h, "10.30.0.0", 24), Some(1));
+    assert_eq!(hits(&h, "10.30.0.7", 32), None);
+}
