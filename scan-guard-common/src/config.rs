@@ -10,6 +10,10 @@ pub const POLICY_AUTO_BLOCK: u32 = 1 << 0;
 /// answer with RST (stealth mode).
 pub const POLICY_STEALTH: u32 = 1 << 1;
 
+/// Policy bit: the allowlist has entries. Lets the packet path skip the allowlist
+/// lookup entirely on hosts without one; kept in step by the controller.
+pub const POLICY_ALLOWLIST: u32 = 1 << 2;
+
 /// Default tracking window: scores and sketches restart after this long.
 pub const DEFAULT_WINDOW_NS: u64 = 30_000_000_000;
 /// Default lifetime of a block inserted by the kernel.
@@ -68,6 +72,11 @@ impl KernelConfig {
     #[inline(always)]
     pub const fn stealth(&self) -> bool {
         self.policy & POLICY_STEALTH != 0
+    }
+
+    #[inline(always)]
+    pub const fn has_allowlist(&self) -> bool {
+        self.policy & POLICY_ALLOWLIST != 0
     }
 
     #[inline(always)]

@@ -206,7 +206,7 @@ pub const KIND_NONE: u8 = 0xff;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockEntry {
-    /// `CLOCK_MONOTONIC` ns after which the kernel ignores (and removes) the entry;
+    /// `CLOCK_MONOTONIC_COARSE` ns after which the kernel ignores (and removes) the entry;
     /// 0 = never expires.
     pub expires_ns: u64,
     pub created_ns: u64,

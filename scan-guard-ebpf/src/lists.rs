@@ -1,7 +1,7 @@
 //! Allowlist, blocklist (with expiry enforced here, so blocks lapse even with no
 //! controller running) and the listening-port bitmap.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
 use scan_guard_common::{
     addr::Addr,
     ports,
@@ -42,7 +42,7 @@ pub fn is_blocked(src: &Addr, stats: &mut StatBlock) -> bool {
         return true;
     }
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if !entry.is_expired(now) {
         hit(entry);
         return true;

@@ -65,7 +65,10 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
             return XDP_PASS;
         }
     };
-    if lists::is_allowed(&l3.src) {
+    let Some(cfg) = CONFIG.get(0) else {
+        return XDP_PASS;
+    };
+    if cfg.has_allowlist() && lists::is_allowed(&l3.src) {
         bump(stats, Stat::Allowlisted as usize);
         return XDP_PASS;
     }
@@ -77,9 +80,6 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         bump(stats, Stat::Fragments as usize);
         return XDP_PASS;
     }
-    let Some(cfg) = CONFIG.get(0) else {
-        return XDP_PASS;
-    };
     let verdict = match l3.proto {
         IPPROTO_TCP => tcp(ctx, &l3, cfg, stats),
         IPPROTO_UDP => udp(ctx, &l3, cfg, stats),

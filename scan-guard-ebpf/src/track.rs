@@ -6,7 +6,7 @@ use aya_ebpf::{
         BPF_NOEXIST,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     maps::lpm_trie::Key,
 };
 use scan_guard_common::{
@@ -29,7 +29,7 @@ use crate::{
 pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
     bump(stats, Stat::Probes as usize);
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let state = match SOURCES.get_ptr_mut(&l3.src) {
         Some(s) => s,
         None => {

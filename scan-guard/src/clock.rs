@@ -1,16 +1,18 @@
-//! The kernel stamps everything with `bpf_ktime_get_ns` (CLOCK_MONOTONIC); these
-//! helpers read the same clock and translate its instants to wall-clock time.
+//! The kernel stamps everything with `bpf_ktime_get_coarse_ns`
+//! (CLOCK_MONOTONIC_COARSE: a few ms resolution, much cheaper per packet than the
+//! fine clock); these helpers read the same clock and translate its instants to
+//! wall-clock time.
 
 use std::time::{Duration, SystemTime};
 
-/// Current CLOCK_MONOTONIC time in ns, the time base of every kernel timestamp.
+/// Current CLOCK_MONOTONIC_COARSE time in ns, the time base of every kernel timestamp.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: valid pointer to a timespec; the clock exists on every supported kernel.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 

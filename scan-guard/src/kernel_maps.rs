@@ -10,7 +10,7 @@ use aya::{
 };
 use scan_guard_common::{
     addr::Addr,
-    config::KernelConfig,
+    config::{KernelConfig, POLICY_ALLOWLIST},
     map_names,
     state::{BlockEntry, SourceState},
     stats::{STAT_COUNT, StatBlock},
@@ -67,7 +67,15 @@ impl KernelMaps {
         })
     }
 
+    /// Writes the config; the allowlist bit is derived from the map, not taken
+    /// from `cfg`.
     pub fn write_config(&mut self, cfg: &KernelConfig) -> Result<()> {
+        let mut cfg = *cfg;
+        if self.allowlist.keys().next().is_some() {
+            cfg.policy |= POLICY_ALLOWLIST;
+        } else {
+            cfg.policy &= !POLICY_ALLOWLIST;
+        }
         self.config.set(0, cfg, 0).context("writing CONFIG")
     }
 
@@ -130,15 +138,25 @@ impl KernelMaps {
     pub fn insert_allow(&mut self, addr: &Addr, prefix_len: u32) -> Result<()> {
         self.allowlist
             .insert(&Key::new(prefix_len, *addr), 1, 0)
-            .context("inserting into ALLOWLIST")
+            .context("inserting into ALLOWLIST")?;
+        self.sync_allowlist_flag()
     }
 
     pub fn remove_allow(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
-        match self.allowlist.remove(&Key::new(prefix_len, *addr)) {
-            Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(e) => Err(e).context("removing from ALLOWLIST"),
-        }
+        let removed = match self.allowlist.remove(&Key::new(prefix_len, *addr)) {
+            Ok(()) => true,
+            Err(aya::maps::MapError::KeyNotFound) => false,
+            Err(e) => return Err(e).context("removing from ALLOWLIST"),
+        };
+        self.sync_allowlist_flag()?;
+        Ok(removed)
+    }
+
+    /// Sets `POLICY_ALLOWLIST` exactly when the allowlist has entries (the packet
+    /// path skips the lookup otherwise).
+    pub fn sync_allowlist_flag(&mut self) -> Result<()> {
+        let cfg = self.read_config()?;
+        self.write_config(&cfg)
     }
 
     pub fn source(&self, addr: &Addr) -> Option<SourceState> {

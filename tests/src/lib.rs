@@ -6,6 +6,7 @@
 
 pub mod harness;
 pub mod lab;
+pub mod cost;
 pub mod packet;
 
 /// True when the tests run with the privileges they need (root).
