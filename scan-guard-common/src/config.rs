@@ -45,7 +45,9 @@ pub struct KernelConfig {
     pub policy: u32,
     /// Bit `c` set: drop packets of invalid class `c`; clear: count and pass.
     pub invalid_drop_mask: u32,
-    pub _reserved: u32,
+    /// Most sources the kernel blocks on its own per second (spoofing safety);
+    /// 0 = no cap.
+    pub max_auto_blocks_per_sec: u32,
 }
 
 impl KernelConfig {
@@ -61,7 +63,7 @@ impl KernelConfig {
         ephemeral_port_min: 32_768,
         policy: POLICY_AUTO_BLOCK,
         invalid_drop_mask: (1 << INVALID_CLASSES) - 1,
-        _reserved: 0,
+        max_auto_blocks_per_sec: 100,
     };
 
     #[inline(always)]

@@ -30,11 +30,77 @@ pub struct ScanEvent {
     pub flags_and: u8,
     /// `ProbeKind` of the crossing probe.
     pub last_kind: u8,
-    pub _pad: [u8; 6],
+    /// SYNs with an OS-stack option set (connect scans).
+    pub os_syns: u16,
+    /// Why the kernel did not block although auto-block is on (`Suppression`), or 0.
+    pub suppressed: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Why a crossing did not lead to a kernel block.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suppression {
+    /// The source is in the never-block set (`PROTECTED`).
+    Protected = 1,
+    /// The per-second cap on new kernel blocks was reached.
+    RateLimited = 2,
+    /// The blocklist is full.
+    BlocklistFull = 3,
+}
+
+impl Suppression {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Protected),
+            2 => Some(Self::RateLimited),
+            3 => Some(Self::BlocklistFull),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Protected => "never_block",
+            Self::RateLimited => "block_rate_cap",
+            Self::BlocklistFull => "blocklist_full",
+        }
+    }
 }
 
 pub const SCAN_EVENT_SIZE: usize = core::mem::size_of::<ScanEvent>();
 const _: () = assert!(SCAN_EVENT_SIZE == 128);
+
+/// A first contact: a source touched a destination port it had not touched in its
+/// window. Written to the `CONTACTS` ring buffer for the slow-scan test (TRW), so at
+/// most one record per (source, port bucket) per window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Contact {
+    pub ts_ns: u64,
+    pub src: Addr,
+    pub dst: Addr,
+    pub port: u16,
+    /// `ProbeKind`.
+    pub kind: u8,
+    /// 1 when the port has a listener (a TRW success).
+    pub listening: u8,
+    pub _pad: [u8; 4],
+}
+
+pub const CONTACT_SIZE: usize = core::mem::size_of::<Contact>();
+const _: () = assert!(CONTACT_SIZE == 48);
+
+impl Contact {
+    /// Parses a ring-buffer record; `None` when it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < CONTACT_SIZE {
+            return None;
+        }
+        // SAFETY: length checked; plain old data, unaligned read.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Contact>()) })
+    }
+}
 
 impl ScanEvent {
     /// Snapshot of `state` at the crossing.
@@ -47,6 +113,7 @@ impl ScanEvent {
         trigger: Trigger,
         last_kind: u8,
         blocked: bool,
+        suppressed: u8,
     ) -> Self {
         Self {
             ts_ns: now,
@@ -65,7 +132,9 @@ impl ScanEvent {
             flags_or: state.flags_or,
             flags_and: state.flags_and,
             last_kind,
-            _pad: [0; 6],
+            os_syns: state.os_syns,
+            suppressed,
+            _pad: [0; 3],
         }
     }
 
@@ -85,6 +154,7 @@ impl ScanEvent {
         trigger: Trigger,
         last_kind: u8,
         blocked: bool,
+        suppressed: u8,
     ) {
         // SAFETY: caller guarantees dst is writable; raw field pointers avoid
         // creating references to uninitialised memory.
@@ -105,7 +175,9 @@ impl ScanEvent {
             (&raw mut (*dst).flags_or).write(state.flags_or);
             (&raw mut (*dst).flags_and).write(state.flags_and);
             (&raw mut (*dst).last_kind).write(last_kind);
-            (&raw mut (*dst)._pad).write([0; 6]);
+            (&raw mut (*dst).os_syns).write(state.os_syns);
+            (&raw mut (*dst).suppressed).write(suppressed);
+            (&raw mut (*dst)._pad).write([0; 3]);
         }
     }
 
@@ -146,6 +218,7 @@ mod tests {
             Trigger::Score,
             0,
             true,
+            0,
         );
         // SAFETY: ScanEvent is repr(C) plain data.
         let bytes: [u8; SCAN_EVENT_SIZE] = unsafe { core::mem::transmute(ev) };

@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod config;
 pub mod event;
+pub mod meta;
 pub mod flags;
 pub mod ports;
 pub mod sketch;
@@ -23,10 +24,16 @@ pub mod map_names {
     pub const ALLOWLIST: &str = "ALLOWLIST";
     pub const LISTENING: &str = "LISTENING";
     pub const EVENTS: &str = "EVENTS";
-    /// Every map, in the order the controller pins them.
     pub const SCRATCH: &str = "SCRATCH";
-    pub const ALL: [&str; 8] = [
-        CONFIG, STATS, SOURCES, BLOCKLIST, ALLOWLIST, LISTENING, EVENTS, SCRATCH,
+    pub const PROTECTED: &str = "PROTECTED";
+    pub const RATE: &str = "RATE";
+    pub const CONTACTS: &str = "CONTACTS";
+    /// Userspace-only: the controller's desired blocks with reasons and expiry.
+    pub const BLOCK_META: &str = "BLOCK_META";
+    /// Every map, in the order the controller pins them.
+    pub const ALL: [&str; 12] = [
+        CONFIG, STATS, SOURCES, BLOCKLIST, ALLOWLIST, LISTENING, EVENTS, SCRATCH, PROTECTED,
+        RATE, CONTACTS, BLOCK_META,
     ];
 }
 
@@ -43,6 +50,10 @@ pub mod limits {
     pub const MAX_ALLOWS: u32 = 4_096;
     /// Ring buffer for threshold-crossing events, in bytes (power of two, page multiple).
     pub const EVENT_RING_BYTES: u32 = 256 * 1024;
+    /// Ring buffer for first-contact records, in bytes.
+    pub const CONTACT_RING_BYTES: u32 = 256 * 1024;
+    /// Never-block prefixes.
+    pub const MAX_PROTECTED: u32 = 1_024;
     /// IPv6 extension headers walked before giving up (fail open).
     pub const MAX_IPV6_EXT_HEADERS: usize = 6;
     /// VLAN tags parsed (802.1Q / 802.1ad).

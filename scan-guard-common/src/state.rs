@@ -35,9 +35,12 @@ pub struct SourceState {
     /// 1 once an event went out in this window (at most one per source per window).
     pub reported: u8,
     pub sample_count: u8,
+    /// SYNs carrying a full OS-stack option set (a `connect()` rather than a raw probe).
+    pub os_syns: u16,
+    pub _pad: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<SourceState>() == 128);
+const _: () = assert!(core::mem::size_of::<SourceState>() == 136);
 
 /// One piece of evidence against a source.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +56,19 @@ pub struct Probe {
     pub weight: u32,
     /// TCP flag byte, when TCP.
     pub tcp_flags: Option<u8>,
+    /// The port has a listener (a first contact there is a "success" for TRW).
+    pub listening: bool,
+    /// A SYN with the option set of an OS stack (see `SourceState::os_syns`).
+    pub os_stack: bool,
+}
+
+/// What one probe did to its source's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Set when the probe made the source cross a threshold (first time in the window).
+    pub trigger: Option<Trigger>,
+    /// The destination port was new for this source in the window.
+    pub new_port: bool,
 }
 
 /// Why a source was reported.
@@ -101,6 +117,8 @@ impl SourceState {
             flags_and: 0xff,
             reported: 0,
             sample_count: 0,
+            os_syns: 0,
+            _pad: [0; 6],
         }
     }
 
@@ -117,6 +135,7 @@ impl SourceState {
         self.flags_and = 0xff;
         self.reported = 0;
         self.sample_count = 0;
+        self.os_syns = 0;
     }
 
     /// Total probes in the current window.
@@ -124,10 +143,9 @@ impl SourceState {
         self.probes.iter().fold(0u32, |a, p| a.saturating_add(*p))
     }
 
-    /// Applies one probe at time `now`. Returns the trigger when this probe makes the
-    /// source cross a threshold for the first time in the window.
+    /// Applies one probe at time `now`.
     #[inline(always)]
-    pub fn record(&mut self, now: u64, probe: &Probe, cfg: &KernelConfig) -> Option<Trigger> {
+    pub fn record(&mut self, now: u64, probe: &Probe, cfg: &KernelConfig) -> Outcome {
         if now.saturating_sub(self.window_start_ns) >= cfg.window_ns {
             self.start_window(now);
         }
@@ -139,8 +157,13 @@ impl SourceState {
             self.flags_or |= f;
             self.flags_and &= f;
         }
+        if probe.os_stack {
+            self.os_syns = self.os_syns.saturating_add(1);
+        }
+        let mut out = Outcome::default();
         if let Some(port) = probe.port {
             if set_port_bit(&mut self.port_sketch, port_bucket(port)) {
+                out.new_port = true;
                 self.distinct_ports = self.distinct_ports.saturating_add(1);
                 self.score = self.score.saturating_add(probe.weight);
                 let slot = self.sample_count as usize;
@@ -154,17 +177,18 @@ impl SourceState {
             self.distinct_addrs = self.distinct_addrs.saturating_add(1);
         }
         if self.reported != 0 {
-            return None;
+            return out;
         }
         let trigger = if cfg.score_threshold != 0 && self.score >= cfg.score_threshold {
             Trigger::Score
         } else if cfg.sweep_threshold != 0 && self.distinct_addrs as u32 >= cfg.sweep_threshold {
             Trigger::Sweep
         } else {
-            return None;
+            return out;
         };
         self.reported = 1;
-        Some(trigger)
+        out.trigger = Some(trigger);
+        out
     }
 }
 
@@ -247,6 +271,8 @@ mod tests {
             port: Some(port),
             weight: cfg.port_weight(port, listening, false),
             tcp_flags: Some(crate::flags::SYN),
+            listening,
+            os_stack: false,
         }
     }
 
@@ -257,7 +283,7 @@ mod tests {
         let mut triggers = 0;
         let mut crossed_at = None;
         for (i, port) in (1..=100u16).enumerate() {
-            if let Some(t) = s.record(i as u64, &syn(port, &cfg, false), &cfg) {
+            if let Some(t) = s.record(i as u64, &syn(port, &cfg, false), &cfg).trigger {
                 assert_eq!(t, Trigger::Score);
                 triggers += 1;
                 crossed_at.get_or_insert(i + 1);
@@ -281,7 +307,7 @@ mod tests {
         let mut s = SourceState::new(0);
         for i in 0..100_000u64 {
             let port = [80u16, 443, 8443][(i % 3) as usize];
-            assert_eq!(s.record(i, &syn(port, &cfg, true), &cfg), None);
+            assert_eq!(s.record(i, &syn(port, &cfg, true), &cfg).trigger, None);
         }
         assert_eq!(s.distinct_ports, 3);
     }
@@ -292,16 +318,16 @@ mod tests {
         let mut s = SourceState::new(0);
         let mut reports = 0;
         for port in 1..=10u16 {
-            reports += s.record(1, &syn(port, &cfg, false), &cfg).is_some() as u32;
+            reports += s.record(1, &syn(port, &cfg, false), &cfg).trigger.is_some() as u32;
         }
         assert_eq!(reports, 1);
         let later = 1 + cfg.window_ns;
-        assert_eq!(s.record(later, &syn(11, &cfg, false), &cfg), None);
+        assert_eq!(s.record(later, &syn(11, &cfg, false), &cfg).trigger, None);
         assert_eq!(s.score, 4);
         assert_eq!(s.window_start_ns, later);
         assert_eq!(s.first_seen_ns, 0);
         for port in 12..=20u16 {
-            reports += s.record(later, &syn(port, &cfg, false), &cfg).is_some() as u32;
+            reports += s.record(later, &syn(port, &cfg, false), &cfg).trigger.is_some() as u32;
         }
         assert_eq!(reports, 2);
     }
@@ -318,8 +344,10 @@ mod tests {
                 port: None,
                 weight: 0,
                 tcp_flags: None,
+                listening: false,
+                os_stack: false,
             };
-            if let Some(t) = s.record(0, &p, &cfg) {
+            if let Some(t) = s.record(0, &p, &cfg).trigger {
                 trig = Some((t, last));
                 break;
             }
@@ -330,6 +358,26 @@ mod tests {
             n as u32 >= cfg.sweep_threshold && n <= 16,
             "after {n} addresses"
         );
+    }
+
+    #[test]
+    fn new_ports_are_reported_once_per_window() {
+        let cfg = KernelConfig::default();
+        let mut s = SourceState::new(0);
+        assert!(s.record(0, &syn(80, &cfg, true), &cfg).new_port);
+        assert!(!s.record(1, &syn(80, &cfg, true), &cfg).new_port);
+        assert!(s.record(cfg.window_ns + 1, &syn(80, &cfg, true), &cfg).new_port);
+    }
+
+    #[test]
+    fn os_stack_syns_are_counted() {
+        let cfg = KernelConfig::default();
+        let mut s = SourceState::new(0);
+        let mut p = syn(80, &cfg, true);
+        p.os_stack = true;
+        s.record(0, &p, &cfg);
+        s.record(0, &syn(81, &cfg, true), &cfg);
+        assert_eq!(s.os_syns, 1);
     }
 
     #[test]
@@ -353,7 +401,7 @@ mod tests {
         };
         let mut s = SourceState::new(0);
         for port in 1..=1000u16 {
-            assert_eq!(s.record(0, &syn(port, &cfg, false), &cfg), None);
+            assert_eq!(s.record(0, &syn(port, &cfg, false), &cfg).trigger, None);
         }
     }
 

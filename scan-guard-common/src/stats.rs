@@ -31,9 +31,14 @@ pub enum Stat {
     /// SYNs to closed ports dropped in stealth mode.
     DroppedStealth,
     Probes,
+    /// First-contact records written for the slow-scan detector.
+    Contacts,
+    ContactsLost,
+    /// Crossings not blocked: protected source, rate cap or full blocklist.
+    AutoBlockSuppressed,
 }
 
-pub const STAT_COUNT: usize = Stat::Probes as usize + 1;
+pub const STAT_COUNT: usize = Stat::AutoBlockSuppressed as usize + 1;
 
 /// The per-CPU counter block.
 pub type StatBlock = [u64; STAT_COUNT];
@@ -51,7 +56,7 @@ impl Stat {
 }
 
 /// Named counters (apart from the per-class ones), in index order, for userspace.
-pub const NAMED: [(Stat, &str); 16] = [
+pub const NAMED: [(Stat, &str); 19] = [
     (Stat::Packets, "packets"),
     (Stat::Passed, "passed"),
     (Stat::DroppedBlocked, "dropped_blocked"),
@@ -68,6 +73,9 @@ pub const NAMED: [(Stat, &str); 16] = [
     (Stat::BlocksExpired, "blocks_expired"),
     (Stat::DroppedStealth, "dropped_stealth"),
     (Stat::Probes, "probes"),
+    (Stat::Contacts, "contacts"),
+    (Stat::ContactsLost, "contacts_lost"),
+    (Stat::AutoBlockSuppressed, "auto_block_suppressed"),
 ];
 
 #[cfg(test)]

@@ -98,6 +98,9 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
     let h = parse::header::<14>(ctx, l3.l4_off)?;
     let port = parse::be16(h, 2);
     let flags = parse::byte(h, 13);
+    // A header of 32+ bytes (12+ option bytes: MSS, SACK, timestamps, window scale)
+    // is what an OS stack sends on connect(); raw scanners send few or none.
+    let os_stack = parse::byte(h, 12) >> 4 >= 8;
     Ok(match tcp_role(flags) {
         TcpRole::Invalid(class, kind) => {
             let listening = lists::is_listening(PROTO_TCP, port);
@@ -107,6 +110,8 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 port,
                 cfg.port_weight(port, listening, true),
                 Some(flags),
+                listening,
+                false,
             );
             let tracked = track::record(l3, &probe, cfg, stats);
             if cfg.drops(class) {
@@ -125,6 +130,8 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 port,
                 cfg.port_weight(port, listening, false),
                 Some(flags),
+                listening,
+                os_stack,
             );
             let tracked = track::record(l3, &probe, cfg, stats);
             if tracked == XDP_PASS && cfg.stealth() && !listening {
@@ -146,6 +153,8 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                     port,
                     cfg.port_weight(port, false, false),
                     Some(flags),
+                    false,
+                    false,
                 );
                 track::record(l3, &probe, cfg, stats)
             }
@@ -166,6 +175,8 @@ fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
         port,
         cfg.port_weight(port, false, false),
         None,
+        false,
+        false,
     );
     Ok(track::record(l3, &probe, cfg, stats))
 }
@@ -187,18 +198,30 @@ fn icmp(
         port: None,
         weight: 0,
         tcp_flags: None,
+        listening: false,
+        os_stack: false,
     };
     Ok(track::record(l3, &probe, cfg, stats))
 }
 
 #[inline(always)]
-fn probe(l3: &L3, kind: ProbeKind, port: u16, weight: u32, tcp_flags: Option<u8>) -> Probe {
+fn probe(
+    l3: &L3,
+    kind: ProbeKind,
+    port: u16,
+    weight: u32,
+    tcp_flags: Option<u8>,
+    listening: bool,
+    os_stack: bool,
+) -> Probe {
     Probe {
         kind: kind as u8,
         dst: l3.dst,
         port: Some(port),
         weight,
         tcp_flags,
+        listening,
+        os_stack,
     }
 }
 

@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use scan_guard_common::{
     addr::Addr,
     config::KernelConfig,
     limits,
+    meta::{BlockMeta, MetaKey},
     ports::LISTENING_WORDS,
     state::{BlockEntry, SourceState},
     stats::StatBlock,
@@ -40,3 +41,20 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENT_RING_BYTES, 0
 /// (it is too large for the 512-byte BPF stack alongside the rest).
 #[map]
 pub static SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Never-block set: a crossing from one of these is reported, never blocked.
+#[map]
+pub static PROTECTED: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(limits::MAX_PROTECTED, 0);
+
+/// Kernel auto-block rate state: [second started at (ns), blocks in that second].
+#[map]
+pub static RATE: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+
+/// First contacts for the userspace slow-scan detector.
+#[map]
+pub static CONTACTS: RingBuf = RingBuf::with_byte_size(limits::CONTACT_RING_BYTES, 0);
+
+/// Userspace-only (the program never touches it): the controller's block records,
+/// pinned with the rest so control commands can share them.
+#[map]
+pub static BLOCK_META: HashMap<MetaKey, BlockMeta> = HashMap::with_max_entries(limits::MAX_BLOCKS, 0);

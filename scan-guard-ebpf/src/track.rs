@@ -12,14 +12,14 @@ use aya_ebpf::{
 use scan_guard_common::{
     addr::Addr,
     config::KernelConfig,
-    event::ScanEvent,
+    event::{Contact, ScanEvent, Suppression},
     state::{BlockEntry, BlockOrigin, Probe, SourceState},
     stats::{Stat, StatBlock},
 };
 
 use crate::{
     bump,
-    maps::{BLOCKLIST, EVENTS, SCRATCH, SOURCES},
+    maps::{BLOCKLIST, CONTACTS, EVENTS, PROTECTED, RATE, SCRATCH, SOURCES},
     parse::L3,
 };
 
@@ -56,10 +56,18 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     // SAFETY: map value pointer valid for this run; concurrent updates from other
     // CPUs can only make counts approximate, never unsafe.
     let state = unsafe { &mut *state };
-    let Some(trigger) = state.record(now, probe, cfg) else {
+    let outcome = state.record(now, probe, cfg);
+    if outcome.new_port {
+        contact(l3, probe, now, stats);
+    }
+    let Some(trigger) = outcome.trigger else {
         return XDP_PASS;
     };
-    let blocked = cfg.auto_block() && auto_block(&l3.src, now, probe.kind, cfg, stats);
+    let (blocked, suppressed) = if cfg.auto_block() {
+        auto_block(&l3.src, now, probe.kind, cfg, stats)
+    } else {
+        (false, 0)
+    };
     match EVENTS.reserve::<ScanEvent>(0) {
         Some(mut slot) => {
             // SAFETY: the reserved slot is sized and aligned for one ScanEvent.
@@ -73,6 +81,7 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
                     trigger,
                     probe.kind,
                     blocked,
+                    suppressed,
                 );
             }
             slot.submit(0);
@@ -88,8 +97,61 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     }
 }
 
+/// One first-contact record for the slow-scan detector (lost ones are counted).
 #[inline(always)]
-fn auto_block(src: &Addr, now: u64, kind: u8, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
+fn contact(l3: &L3, probe: &Probe, now: u64, stats: &mut StatBlock) {
+    let Some(port) = probe.port else { return };
+    match CONTACTS.reserve::<Contact>(0) {
+        Some(mut slot) => {
+            slot.write(Contact {
+                ts_ns: now,
+                src: l3.src,
+                dst: l3.dst,
+                port,
+                kind: probe.kind,
+                listening: probe.listening as u8,
+                _pad: [0; 4],
+            });
+            slot.submit(0);
+            bump(stats, Stat::Contacts as usize);
+        }
+        None => bump(stats, Stat::ContactsLost as usize),
+    }
+}
+
+/// True while the kernel may still block a new source this second.
+#[inline(always)]
+fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
+    if cfg.max_auto_blocks_per_sec == 0 {
+        return true;
+    }
+    let Some(rate) = RATE.get_ptr_mut(0) else { return false };
+    // SAFETY: map value pointer valid for this run; a race between CPUs can only
+    // let a block or two more through in one second.
+    let rate = unsafe { &mut *rate };
+    if now.saturating_sub(rate[0]) >= 1_000_000_000 {
+        rate[0] = now;
+        rate[1] = 0;
+    }
+    if rate[1] >= u64::from(cfg.max_auto_blocks_per_sec) {
+        return false;
+    }
+    rate[1] += 1;
+    true
+}
+
+/// Blocks `src` in the kernel unless it is protected or a cap says no. Returns
+/// (blocked, `Suppression` code or 0).
+#[inline(always)]
+fn auto_block(src: &Addr, now: u64, kind: u8, cfg: &KernelConfig, stats: &mut StatBlock) -> (bool, u8) {
+    if PROTECTED.get(Key::new(128, *src)).is_some() {
+        bump(stats, Stat::AutoBlockSuppressed as usize);
+        return (false, Suppression::Protected as u8);
+    }
+    if !within_rate(now, cfg) {
+        bump(stats, Stat::AutoBlockSuppressed as usize);
+        return (false, Suppression::RateLimited as u8);
+    }
     let entry = BlockEntry {
         expires_ns: if cfg.block_ttl_ns == 0 {
             0
@@ -105,9 +167,9 @@ fn auto_block(src: &Addr, now: u64, kind: u8, cfg: &KernelConfig, stats: &mut St
     };
     if BLOCKLIST.insert(Key::new(128, *src), &entry, 0).is_ok() {
         bump(stats, Stat::AutoBlocks as usize);
-        true
+        (true, 0)
     } else {
         bump(stats, Stat::AutoBlockFailed as usize);
-        false
+        (false, Suppression::BlocklistFull as u8)
     }
 }

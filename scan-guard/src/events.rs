@@ -181,6 +181,7 @@ mod tests {
             trigger,
             0,
             blocked,
+            0,
         )
     }
 
