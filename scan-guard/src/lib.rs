@@ -3,7 +3,9 @@
 //! use the same library, so what they exercise is what users run.
 
 pub mod bpffs;
+pub mod cidr;
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod events;
 pub mod kernel_maps;

@@ -1,0 +1,439 @@
+//! The TOML configuration file. Every field is optional (defaults below and in
+//! docs/config.md); unknown fields are errors, so a typo never silently does nothing.
+
+use std::{fmt, path::Path, time::Duration};
+
+use anyhow::{Context as _, Result};
+use scan_guard_common::{
+    config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_STEALTH},
+    flags::InvalidClass,
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{
+    cidr::{Cidr, format_duration, parse_duration},
+    error::usage,
+};
+
+/// A duration written as text (`90s`, `10m`, `1h`, `7d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+/// A prefix written as text (`10.0.0.0/8`, `2001:db8::1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix(pub Cidr);
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Prefix).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagAction {
+    /// Drop at XDP (and count).
+    Drop,
+    /// Count only; the packet goes on.
+    Count,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub detection: Detection,
+    pub slow_scan: SlowScan,
+    pub blocking: Blocking,
+    pub invalid_flags: InvalidFlags,
+    pub output: Output,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Detection {
+    pub window: Dur,
+    pub score_threshold: u32,
+    pub sweep_threshold: u32,
+    pub weight_privileged: u32,
+    pub weight_unprivileged: u32,
+    pub weight_closed: u32,
+    pub weight_invalid: u32,
+    /// Sources sharing one port pattern within `distributed_window` before a
+    /// distributed/decoy hint is reported.
+    pub distributed_min_sources: usize,
+    pub distributed_window: Dur,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlowScan {
+    pub enabled: bool,
+    /// P(first contact succeeds) for a benign source (theta0).
+    pub benign_success: f64,
+    /// P(first contact succeeds) for a scanner (theta1).
+    pub scanner_success: f64,
+    /// Likelihood ratio at which a source is a scanner (eta1).
+    pub threshold: f64,
+    /// How long a source's history is kept after its last contact.
+    pub memory: Dur,
+    /// Sources remembered at once (least recently seen forgotten first).
+    pub max_sources: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Blocking {
+    /// Block in the kernel the moment a source crosses the threshold.
+    pub kernel_auto_block: bool,
+    /// Detect and report `would_block`, drop nothing for scanning.
+    pub dry_run: bool,
+    /// Block lifetimes for the 1st, 2nd, ... offence (the last one repeats).
+    pub ttl: Vec<Dur>,
+    /// How long an offence counts towards escalation.
+    pub offence_memory: Dur,
+    pub max_blocks: u32,
+    pub max_new_blocks_per_sec: u32,
+    /// Block the whole /N (IPv4) or /M (IPv6) once this many addresses inside it are
+    /// blocked; 0 = off.
+    pub aggregate_after: u32,
+    pub aggregate_ipv4_prefix: u32,
+    pub aggregate_ipv6_prefix: u32,
+    /// Never inspected, never blocked.
+    pub allow: Vec<Prefix>,
+    /// Inspected and reported (`suppressed`), never blocked; added to the
+    /// automatic set (host addresses, gateways, resolvers, loopback, link-local).
+    pub never_block: Vec<Prefix>,
+    /// Compute the automatic never-block set at start.
+    pub protect_host_addresses: bool,
+    /// Drop SYNs to ports with no listener instead of answering RST.
+    pub stealth: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvalidFlags {
+    pub null: FlagAction,
+    pub xmas: FlagAction,
+    pub syn_fin: FlagAction,
+    pub syn_rst: FlagAction,
+    pub fin_rst: FlagAction,
+    pub no_ack: FlagAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Output {
+    /// Events file, or `-` for standard output.
+    pub events: String,
+    /// Where blocks and offence history are persisted; empty = per interface under
+    /// /var/lib/scan-guard.
+    pub state_file: String,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        let k = KernelConfig::DEFAULT;
+        Self {
+            window: Dur(Duration::from_nanos(k.window_ns)),
+            score_threshold: k.score_threshold,
+            sweep_threshold: k.sweep_threshold,
+            weight_privileged: k.weight_privileged,
+            weight_unprivileged: k.weight_unprivileged,
+            weight_closed: k.weight_closed,
+            weight_invalid: k.weight_invalid,
+            distributed_min_sources: 3,
+            distributed_window: Dur(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl Default for SlowScan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            benign_success: 0.8,
+            scanner_success: 0.2,
+            threshold: 99.0,
+            memory: Dur(Duration::from_secs(30 * 60)),
+            max_sources: 100_000,
+        }
+    }
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        let h = |n| Dur(Duration::from_secs(n));
+        Self {
+            kernel_auto_block: true,
+            dry_run: false,
+            ttl: vec![h(600), h(3600), h(86_400), h(7 * 86_400)],
+            offence_memory: h(30 * 86_400),
+            max_blocks: 100_000,
+            max_new_blocks_per_sec: 100,
+            aggregate_after: 0,
+            aggregate_ipv4_prefix: 24,
+            aggregate_ipv6_prefix: 64,
+            allow: Vec::new(),
+            never_block: Vec::new(),
+            protect_host_addresses: true,
+            stealth: false,
+        }
+    }
+}
+
+impl Default for InvalidFlags {
+    fn default() -> Self {
+        Self {
+            null: FlagAction::Drop,
+            xmas: FlagAction::Drop,
+            syn_fin: FlagAction::Drop,
+            syn_rst: FlagAction::Drop,
+            fin_rst: FlagAction::Drop,
+            no_ack: FlagAction::Drop,
+        }
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self {
+            events: "-".into(),
+            state_file: String::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            detection: Detection::default(),
+            slow_scan: SlowScan::default(),
+            blocking: Blocking::default(),
+            invalid_flags: InvalidFlags::default(),
+            output: Output::default(),
+        }
+    }
+}
+
+/// A semantic problem in an otherwise well-formed file.
+#[derive(Debug)]
+struct Invalid(String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Any problem is a usage error (exit 2) that
+    /// names the file and, for syntax and type errors, the line and column.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| usage(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        cfg.validate().map_err(|e| e.0)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        let d = &self.detection;
+        if d.window.0.is_zero() {
+            return Err(Invalid("detection.window must be longer than 0s".into()));
+        }
+        if d.score_threshold == 0 && d.sweep_threshold == 0 {
+            return Err(Invalid(
+                "detection.score_threshold and detection.sweep_threshold are both 0: nothing would ever be detected".into(),
+            ));
+        }
+        let s = &self.slow_scan;
+        let p = |v: f64| v > 0.0 && v < 1.0;
+        if !p(s.benign_success) || !p(s.scanner_success) || s.scanner_success >= s.benign_success {
+            return Err(Invalid(
+                "slow_scan: need 0 < scanner_success < benign_success < 1".into(),
+            ));
+        }
+        if s.threshold <= 1.0 {
+            return Err(Invalid("slow_scan.threshold must be greater than 1".into()));
+        }
+        let b = &self.blocking;
+        if b.ttl.is_empty() {
+            return Err(Invalid("blocking.ttl needs at least one duration".into()));
+        }
+        if b.ttl.iter().any(|t| t.0.is_zero()) {
+            return Err(Invalid(
+                "blocking.ttl durations must be longer than 0s".into(),
+            ));
+        }
+        if b.max_blocks == 0 {
+            return Err(Invalid("blocking.max_blocks must be at least 1".into()));
+        }
+        if b.aggregate_ipv4_prefix > 32 || b.aggregate_ipv6_prefix > 128 {
+            return Err(Invalid(
+                "blocking.aggregate_ipv4_prefix must be 0..=32 and aggregate_ipv6_prefix 0..=128"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lifetime of a block for the `n`th offence (1-based); the last step repeats.
+    pub fn ttl_for_offence(&self, n: u32) -> Duration {
+        let i = (n.max(1) as usize - 1).min(self.blocking.ttl.len() - 1);
+        self.blocking.ttl[i].0
+    }
+
+    /// The record the kernel program reads.
+    pub fn kernel_config(&self, ephemeral_port_min: u16) -> KernelConfig {
+        let d = &self.detection;
+        let b = &self.blocking;
+        let mut policy = 0;
+        if b.kernel_auto_block && !b.dry_run {
+            policy |= POLICY_AUTO_BLOCK;
+        }
+        if b.stealth {
+            policy |= POLICY_STEALTH;
+        }
+        let f = &self.invalid_flags;
+        let mut drop_mask = 0;
+        for (class, action) in [
+            (InvalidClass::Null, f.null),
+            (InvalidClass::Xmas, f.xmas),
+            (InvalidClass::SynFin, f.syn_fin),
+            (InvalidClass::SynRst, f.syn_rst),
+            (InvalidClass::FinRst, f.fin_rst),
+            (InvalidClass::NoAck, f.no_ack),
+        ] {
+            if action == FlagAction::Drop {
+                drop_mask |= 1 << class as u32;
+            }
+        }
+        KernelConfig {
+            window_ns: d.window.0.as_nanos() as u64,
+            block_ttl_ns: self.ttl_for_offence(1).as_nanos() as u64,
+            score_threshold: d.score_threshold,
+            sweep_threshold: d.sweep_threshold,
+            weight_privileged: d.weight_privileged,
+            weight_unprivileged: d.weight_unprivileged,
+            weight_closed: d.weight_closed,
+            weight_invalid: d.weight_invalid,
+            ephemeral_port_min: u32::from(ephemeral_port_min),
+            policy,
+            invalid_drop_mask: drop_mask,
+            max_auto_blocks_per_sec: b.max_new_blocks_per_sec,
+        }
+    }
+
+    /// The whole configuration with defaults filled in, as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("serialising config")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let k = Config::default().kernel_config(32768);
+        let d = KernelConfig::DEFAULT;
+        assert_eq!(k.score_threshold, d.score_threshold);
+        assert_eq!(k.window_ns, d.window_ns);
+        assert_eq!(k.block_ttl_ns, d.block_ttl_ns);
+        assert_eq!(k.invalid_drop_mask, d.invalid_drop_mask);
+        assert_eq!(k.policy, POLICY_AUTO_BLOCK);
+    }
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let text = Config::default().to_toml().unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let err = Config::parse("[detection]\nscore_treshold = 5\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("score_treshold"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(
+            Config::parse("[blocking]\nttl = [\"ten\"]\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
+        assert!(
+            Config::parse("[blocking]\nallow = [\"10.0.0.1/8\"]\n")
+                .unwrap_err()
+                .contains("did you mean 10.0.0.0/8")
+        );
+        assert!(
+            Config::parse("[blocking]\nttl = []\n")
+                .unwrap_err()
+                .contains("at least one")
+        );
+        assert!(
+            Config::parse("[slow_scan]\nbenign_success = 0.1\n")
+                .unwrap_err()
+                .contains("scanner_success")
+        );
+        assert!(
+            Config::parse("[invalid_flags]\nxmas = \"maybe\"\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn policy_bits_follow_the_switches() {
+        let c = Config::parse(
+            "[blocking]\ndry_run = true\nstealth = true\n[invalid_flags]\nnull = \"count\"\n",
+        )
+        .unwrap();
+        let k = c.kernel_config(40000);
+        assert_eq!(k.policy & POLICY_AUTO_BLOCK, 0);
+        assert_ne!(k.policy & POLICY_STEALTH, 0);
+        assert_eq!(k.invalid_drop_mask & 1, 0);
+        assert_eq!(k.ephemeral_port_min, 40000);
+    }
+
+    #[test]
+    fn escalation_steps_repeat_the_last() {
+        let c = Config::default();
+        assert_eq!(c.ttl_for_offence(1), Duration::from_secs(600));
+        assert_eq!(c.ttl_for_offence(2), Duration::from_secs(3600));
+        assert_eq!(c.ttl_for_offence(4), Duration::from_secs(7 * 86400));
+        assert_eq!(c.ttl_for_offence(9), Duration::from_secs(7 * 86400));
+    }
+}
