@@ -8,8 +8,8 @@
 pub mod addr;
 pub mod config;
 pub mod event;
-pub mod meta;
 pub mod flags;
+pub mod meta;
 pub mod ports;
 pub mod sketch;
 pub mod state;
@@ -32,8 +32,8 @@ pub mod map_names {
     pub const BLOCK_META: &str = "BLOCK_META";
     /// Every map, in the order the controller pins them.
     pub const ALL: [&str; 12] = [
-        CONFIG, STATS, SOURCES, BLOCKLIST, ALLOWLIST, LISTENING, EVENTS, SCRATCH, PROTECTED,
-        RATE, CONTACTS, BLOCK_META,
+        CONFIG, STATS, SOURCES, BLOCKLIST, ALLOWLIST, LISTENING, EVENTS, SCRATCH, PROTECTED, RATE,
+        CONTACTS, BLOCK_META,
     ];
 }
 

@@ -22,7 +22,7 @@ pub struct BlockMeta {
     /// Unix time (s) it ends; 0 = never.
     pub expires_unix_s: u64,
     /// How many times this source has been blocked (escalation step).
-    pub offenses: u32,
+    pub offences: u32,
     /// `BlockOrigin`.
     pub origin: u8,
     /// `ProbeKind`, or `KIND_NONE`.
@@ -38,7 +38,11 @@ const _: () = assert!(core::mem::size_of::<BlockMeta>() == 88);
 impl BlockMeta {
     /// The reason text (up to the first NUL; invalid UTF-8 is cut at the error).
     pub fn reason(&self) -> &str {
-        let end = self.reason.iter().position(|b| *b == 0).unwrap_or(REASON_LEN);
+        let end = self
+            .reason
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(REASON_LEN);
         match core::str::from_utf8(&self.reason[..end]) {
             Ok(s) => s,
             Err(e) => core::str::from_utf8(&self.reason[..e.valid_up_to()]).unwrap_or(""),
@@ -66,7 +70,15 @@ mod tests {
     use super::*;
 
     fn meta() -> BlockMeta {
-        BlockMeta { since_unix_s: 0, expires_unix_s: 0, offenses: 1, origin: 2, kind: 0xff, _pad: [0; 2], reason: [0; REASON_LEN] }
+        BlockMeta {
+            since_unix_s: 0,
+            expires_unix_s: 0,
+            offences: 1,
+            origin: 2,
+            kind: 0xff,
+            _pad: [0; 2],
+            reason: [0; REASON_LEN],
+        }
     }
 
     #[test]

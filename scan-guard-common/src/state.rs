@@ -327,7 +327,10 @@ mod tests {
         assert_eq!(s.window_start_ns, later);
         assert_eq!(s.first_seen_ns, 0);
         for port in 12..=20u16 {
-            reports += s.record(later, &syn(port, &cfg, false), &cfg).trigger.is_some() as u32;
+            reports += s
+                .record(later, &syn(port, &cfg, false), &cfg)
+                .trigger
+                .is_some() as u32;
         }
         assert_eq!(reports, 2);
     }
@@ -366,7 +369,10 @@ mod tests {
         let mut s = SourceState::new(0);
         assert!(s.record(0, &syn(80, &cfg, true), &cfg).new_port);
         assert!(!s.record(1, &syn(80, &cfg, true), &cfg).new_port);
-        assert!(s.record(cfg.window_ns + 1, &syn(80, &cfg, true), &cfg).new_port);
+        assert!(
+            s.record(cfg.window_ns + 1, &syn(80, &cfg, true), &cfg)
+                .new_port
+        );
     }
 
     #[test]

@@ -31,3 +31,27 @@ pub fn to_wall(mono_ns: u64) -> SystemTime {
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The kernel (monotonic, ns) expiry matching a wall-clock expiry; 0 stays "never".
+pub fn mono_deadline(expires_unix_s: u64) -> u64 {
+    if expires_unix_s == 0 {
+        return 0;
+    }
+    let left = expires_unix_s.saturating_sub(unix_now());
+    monotonic_ns()
+        .saturating_add(left.saturating_mul(1_000_000_000))
+        .max(1)
+}
+
+/// RFC 3339 text of a Unix time in seconds.
+pub fn rfc3339_unix(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .to_string()
+}

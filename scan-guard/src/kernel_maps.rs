@@ -12,6 +12,7 @@ use scan_guard_common::{
     addr::Addr,
     config::{KernelConfig, POLICY_ALLOWLIST},
     map_names,
+    meta::{BlockMeta, MetaKey},
     state::{BlockEntry, SourceState},
     stats::{STAT_COUNT, StatBlock},
 };
@@ -22,7 +23,9 @@ pub struct KernelMaps {
     pub sources: HashMap<MapData, Addr, SourceState>,
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
     pub allowlist: LpmTrie<MapData, Addr, u8>,
+    pub protected: LpmTrie<MapData, Addr, u8>,
     pub listening: Array<MapData, u64>,
+    pub meta: HashMap<MapData, MetaKey, BlockMeta>,
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -33,38 +36,87 @@ where
 }
 
 impl KernelMaps {
+    fn build(mut get: impl FnMut(&str) -> Result<Map>) -> Result<Self> {
+        let mut open = |name: &'static str| get(name).map(|m| (m, name));
+        macro_rules! field {
+            ($name:expr) => {{
+                let (m, n) = open($name)?;
+                typed(m, n)?
+            }};
+        }
+        Ok(Self {
+            config: field!(map_names::CONFIG),
+            stats: field!(map_names::STATS),
+            sources: field!(map_names::SOURCES),
+            blocklist: field!(map_names::BLOCKLIST),
+            allowlist: field!(map_names::ALLOWLIST),
+            protected: field!(map_names::PROTECTED),
+            listening: field!(map_names::LISTENING),
+            meta: field!(map_names::BLOCK_META),
+        })
+    }
+
     /// Takes the maps out of a loaded object (the object keeps its program).
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let mut take = |name: &str| {
+        Self::build(|name| {
             ebpf.take_map(name)
                 .ok_or_else(|| anyhow!("object has no map {name}"))
-        };
-        Ok(Self {
-            config: typed(take(map_names::CONFIG)?, map_names::CONFIG)?,
-            stats: typed(take(map_names::STATS)?, map_names::STATS)?,
-            sources: typed(take(map_names::SOURCES)?, map_names::SOURCES)?,
-            blocklist: typed(take(map_names::BLOCKLIST)?, map_names::BLOCKLIST)?,
-            allowlist: typed(take(map_names::ALLOWLIST)?, map_names::ALLOWLIST)?,
-            listening: typed(take(map_names::LISTENING)?, map_names::LISTENING)?,
         })
     }
 
     /// Opens the maps pinned under `dir` by a running (or crashed) instance.
     pub fn open_pinned(dir: &Path) -> Result<Self> {
-        let open = |name: &str| -> Result<Map> {
+        Self::build(|name| {
             let path = dir.join(name);
             let data = MapData::from_pin(&path)
                 .with_context(|| format!("opening pinned map {}", path.display()))?;
             Map::from_map_data(data).with_context(|| format!("pinned map {}", path.display()))
-        };
-        Ok(Self {
-            config: typed(open(map_names::CONFIG)?, map_names::CONFIG)?,
-            stats: typed(open(map_names::STATS)?, map_names::STATS)?,
-            sources: typed(open(map_names::SOURCES)?, map_names::SOURCES)?,
-            blocklist: typed(open(map_names::BLOCKLIST)?, map_names::BLOCKLIST)?,
-            allowlist: typed(open(map_names::ALLOWLIST)?, map_names::ALLOWLIST)?,
-            listening: typed(open(map_names::LISTENING)?, map_names::LISTENING)?,
         })
+    }
+
+    /// Replaces the never-block set.
+    pub fn write_protected(&mut self, set: &[(Addr, u32)]) -> Result<()> {
+        let old: Vec<Key<Addr>> = self.protected.keys().filter_map(|k| k.ok()).collect();
+        for (a, l) in set {
+            self.protected
+                .insert(&Key::new(*l, *a), 1, 0)
+                .context("writing PROTECTED")?;
+        }
+        for k in old {
+            if !set
+                .iter()
+                .any(|(a, l)| *a == k.data() && *l == k.prefix_len())
+            {
+                let _ = self.protected.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every allowlist prefix as (address, prefix length).
+    pub fn allows(&self) -> Vec<(Addr, u32)> {
+        self.allowlist
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| (k.data(), k.prefix_len()))
+            .collect()
+    }
+
+    /// Every block record.
+    pub fn metas(&self) -> Vec<(MetaKey, BlockMeta)> {
+        self.meta.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    pub fn put_meta(&mut self, key: &MetaKey, meta: &BlockMeta) -> Result<()> {
+        self.meta.insert(key, meta, 0).context("writing BLOCK_META")
+    }
+
+    pub fn remove_meta(&mut self, key: &MetaKey) -> Result<bool> {
+        match self.meta.remove(key) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(e).context("removing from BLOCK_META"),
+        }
     }
 
     /// Writes the config; the allowlist bit is derived from the map, not taken

@@ -6,11 +6,15 @@ pub mod bpffs;
 pub mod cidr;
 pub mod clock;
 pub mod config;
+pub mod detector;
+pub mod enforcer;
 pub mod error;
 pub mod events;
 pub mod kernel_maps;
 pub mod listeners;
 pub mod loader;
+pub mod neverblock;
+pub mod persist;
 pub mod runner;
 
 /// The compiled XDP program, embedded at build time.

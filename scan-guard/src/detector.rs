@@ -1,0 +1,340 @@
+//! Userspace detection on top of the kernel's evidence: what kind of scan a source
+//! runs, slow scans by Threshold Random Walk over first contacts, and hints of
+//! distributed or decoy scans.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use scan_guard_common::{
+    addr::Addr,
+    event::{Contact, ScanEvent},
+    flags::{PROBE_KINDS, ProbeKind},
+    state::Trigger,
+};
+
+use crate::config::SlowScan;
+
+/// What the source is doing, from its probe mix: the dominant kind (at least three
+/// quarters of the probes), `connect` for SYNs that come from an OS stack, `sweep`
+/// for address sweeps, or `mixed`.
+pub fn classify(
+    probes: &[u32; PROBE_KINDS],
+    trigger: Option<Trigger>,
+    os_syns: u16,
+) -> &'static str {
+    if trigger == Some(Trigger::Sweep) {
+        return "sweep";
+    }
+    let total: u64 = probes.iter().map(|p| u64::from(*p)).sum();
+    let Some((idx, top)) = probes.iter().enumerate().max_by_key(|(_, p)| **p) else {
+        return "mixed";
+    };
+    if total == 0 || u64::from(*top) * 4 < total * 3 {
+        return "mixed";
+    }
+    match ProbeKind::from_u8(idx as u8) {
+        Some(ProbeKind::Syn) if u32::from(os_syns) * 2 >= *top => "connect",
+        Some(ProbeKind::IcmpEcho) => "sweep",
+        Some(k) => k.name(),
+        None => "mixed",
+    }
+}
+
+/// Kind of a kernel event.
+pub fn classify_event(ev: &ScanEvent) -> &'static str {
+    classify(&ev.probes, Trigger::from_u8(ev.trigger), ev.os_syns)
+}
+
+/// A slow scan found by the sequential test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowScanFinding {
+    pub src: Addr,
+    pub kind: &'static str,
+    pub kind_byte: u8,
+    pub likelihood_ratio: f64,
+    pub failures: u32,
+    pub successes: u32,
+    pub ports: Vec<u16>,
+}
+
+/// Most first contacts remembered per source (bounded memory).
+const CONTACTS_PER_SOURCE: usize = 256;
+
+#[derive(Debug)]
+struct Walk {
+    ratio: f64,
+    seen: HashSet<(Addr, u16)>,
+    failures: u32,
+    successes: u32,
+    kinds: [u32; PROBE_KINDS],
+    ports: Vec<u16>,
+    last_ns: u64,
+    flagged: bool,
+}
+
+/// Threshold Random Walk (Jung, Paxson, Berger, Balakrishnan 2004): each first
+/// contact to a closed port multiplies the likelihood ratio by
+/// (1-θ1)/(1-θ0), each to a listening service by θ1/θ0; above η1 the source is a
+/// scanner. Rate-independent, so one probe a minute is caught as surely as a burst.
+pub struct Trw {
+    cfg: SlowScan,
+    walks: HashMap<Addr, Walk>,
+}
+
+impl Trw {
+    pub fn new(cfg: SlowScan) -> Self {
+        Self {
+            cfg,
+            walks: HashMap::new(),
+        }
+    }
+
+    pub fn set_config(&mut self, cfg: SlowScan) {
+        self.cfg = cfg;
+    }
+
+    /// The floor the ratio never drops below (η0 = (1-β)/(1-α) with α=0.01,
+    /// β=0.99): a long-benign source that turns to scanning is still caught quickly.
+    const FLOOR: f64 = 0.01 / 0.99;
+
+    pub fn sources(&self) -> usize {
+        self.walks.len()
+    }
+
+    /// Feeds one first contact; returns a finding the first time the source's ratio
+    /// crosses the threshold.
+    pub fn observe(&mut self, c: &Contact) -> Option<SlowScanFinding> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        if self.walks.len() >= self.cfg.max_sources && !self.walks.contains_key(&c.src) {
+            self.evict_oldest();
+        }
+        let w = self.walks.entry(c.src).or_insert_with(|| Walk {
+            ratio: 1.0,
+            seen: HashSet::new(),
+            failures: 0,
+            successes: 0,
+            kinds: [0; PROBE_KINDS],
+            ports: Vec::new(),
+            last_ns: c.ts_ns,
+            flagged: false,
+        });
+        w.last_ns = w.last_ns.max(c.ts_ns);
+        if w.seen.len() >= CONTACTS_PER_SOURCE || !w.seen.insert((c.dst, c.port)) {
+            return None;
+        }
+        if let Some(k) = w.kinds.get_mut(c.kind as usize) {
+            *k += 1;
+        }
+        if w.ports.len() < 8 {
+            w.ports.push(c.port);
+        }
+        let (t0, t1) = (self.cfg.benign_success, self.cfg.scanner_success);
+        if c.listening != 0 {
+            w.successes += 1;
+            w.ratio = (w.ratio * t1 / t0).max(Self::FLOOR);
+        } else {
+            w.failures += 1;
+            w.ratio *= (1.0 - t1) / (1.0 - t0);
+        }
+        if w.flagged || w.ratio <= self.cfg.threshold {
+            return None;
+        }
+        w.flagged = true;
+        let (idx, _) = w
+            .kinds
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, n)| **n)
+            .unwrap_or((0, &0));
+        let kind_byte = idx as u8;
+        Some(SlowScanFinding {
+            src: c.src,
+            kind: classify(&w.kinds, None, 0),
+            kind_byte,
+            likelihood_ratio: w.ratio,
+            failures: w.failures,
+            successes: w.successes,
+            ports: w.ports.clone(),
+        })
+    }
+
+    /// Forgets sources idle for longer than the configured memory.
+    pub fn expire(&mut self, now_ns: u64) {
+        let keep = self.cfg.memory.0.as_nanos() as u64;
+        self.walks
+            .retain(|_, w| now_ns.saturating_sub(w.last_ns) <= keep);
+    }
+
+    /// Forgets a source (after it was blocked, its history has served).
+    pub fn forget(&mut self, src: &Addr) {
+        self.walks.remove(src);
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(oldest) = self
+            .walks
+            .iter()
+            .min_by_key(|(_, w)| w.last_ns)
+            .map(|(a, _)| *a)
+        {
+            self.walks.remove(&oldest);
+        }
+    }
+}
+
+/// A hint that several sources scan with one pattern (decoys or a distributed scan).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DistributedHint {
+    pub sources: Vec<Addr>,
+    pub ports: Vec<u16>,
+}
+
+/// Groups recent detections by their sampled port pattern.
+pub struct Correlator {
+    window_ns: u64,
+    min_sources: usize,
+    recent: VecDeque<(u64, Vec<u16>, Addr)>,
+    reported: HashSet<Vec<u16>>,
+}
+
+impl Correlator {
+    pub fn new(window_ns: u64, min_sources: usize) -> Self {
+        Self {
+            window_ns,
+            min_sources: min_sources.max(2),
+            recent: VecDeque::new(),
+            reported: HashSet::new(),
+        }
+    }
+
+    /// Records a detection; returns a hint once `min_sources` distinct sources have
+    /// shown the same port pattern within the window (once per pattern per window).
+    pub fn observe(&mut self, ts_ns: u64, src: Addr, ports: &[u16]) -> Option<DistributedHint> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _, _)| ts_ns.saturating_sub(*t) > self.window_ns)
+        {
+            if let Some((_, p, _)) = self.recent.pop_front() {
+                if !self.recent.iter().any(|(_, q, _)| *q == p) {
+                    self.reported.remove(&p);
+                }
+            }
+        }
+        if ports.len() < 3 {
+            return None;
+        }
+        let mut pattern = ports.to_vec();
+        pattern.sort_unstable();
+        self.recent.push_back((ts_ns, pattern.clone(), src));
+        let mut sources: Vec<Addr> = self
+            .recent
+            .iter()
+            .filter(|(_, p, _)| *p == pattern)
+            .map(|(_, _, s)| *s)
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        if sources.len() < self.min_sources || !self.reported.insert(pattern.clone()) {
+            return None;
+        }
+        Some(DistributedHint {
+            sources,
+            ports: pattern,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scan_guard_common::addr::from_v4;
+
+    use super::*;
+
+    fn contact(src: u8, port: u16, listening: bool) -> Contact {
+        Contact {
+            ts_ns: u64::from(port) * 60_000_000_000,
+            src: from_v4([10, 0, 0, src]),
+            dst: from_v4([10, 0, 0, 1]),
+            port,
+            kind: ProbeKind::Syn as u8,
+            listening: listening as u8,
+            _pad: [0; 4],
+        }
+    }
+
+    #[test]
+    fn four_failures_flag_a_slow_scanner() {
+        let mut t = Trw::new(SlowScan::default());
+        assert!(t.observe(&contact(2, 1, false)).is_none());
+        assert!(t.observe(&contact(2, 2, false)).is_none());
+        assert!(t.observe(&contact(2, 3, false)).is_none());
+        let f = t
+            .observe(&contact(2, 4, false))
+            .expect("flagged on the 4th failure");
+        assert_eq!(f.failures, 4);
+        assert!(f.likelihood_ratio > 99.0);
+        assert_eq!(f.ports, vec![1, 2, 3, 4]);
+        assert_eq!(f.kind, "syn");
+        assert!(t.observe(&contact(2, 5, false)).is_none(), "reported once");
+    }
+
+    #[test]
+    fn repeated_contacts_count_once_and_successes_pull_back() {
+        let mut t = Trw::new(SlowScan::default());
+        for _ in 0..50 {
+            assert!(
+                t.observe(&contact(3, 9999, false)).is_none(),
+                "a typo repeated"
+            );
+        }
+        for p in [22, 80, 443] {
+            assert!(t.observe(&contact(3, p, true)).is_none());
+        }
+        // 1 failure, 3 successes: far below the threshold; a few more failures are
+        // not enough either.
+        assert!(t.observe(&contact(3, 8080, false)).is_none());
+        assert!(t.observe(&contact(3, 8081, false)).is_none());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut t = Trw::new(SlowScan {
+            max_sources: 10,
+            ..SlowScan::default()
+        });
+        for s in 0..100u8 {
+            t.observe(&contact(s, 1, false));
+        }
+        assert!(t.sources() <= 10);
+        t.expire(u64::MAX);
+        assert_eq!(t.sources(), 0);
+    }
+
+    #[test]
+    fn connect_scans_are_told_from_syn_scans() {
+        let mut p = [0u32; PROBE_KINDS];
+        p[ProbeKind::Syn as usize] = 10;
+        assert_eq!(classify(&p, Some(Trigger::Score), 0), "syn");
+        assert_eq!(classify(&p, Some(Trigger::Score), 9), "connect");
+        assert_eq!(classify(&p, Some(Trigger::Sweep), 0), "sweep");
+        p[ProbeKind::Udp as usize] = 10;
+        assert_eq!(classify(&p, Some(Trigger::Score), 0), "mixed");
+    }
+
+    #[test]
+    fn same_pattern_from_many_sources_is_a_hint() {
+        let mut c = Correlator::new(60_000_000_000, 3);
+        let ports = [21, 22, 23, 25, 80];
+        assert!(c.observe(0, from_v4([1, 1, 1, 1]), &ports).is_none());
+        assert!(c.observe(1, from_v4([1, 1, 1, 2]), &ports).is_none());
+        let h = c.observe(2, from_v4([1, 1, 1, 3]), &ports).expect("hint");
+        assert_eq!(h.sources.len(), 3);
+        assert!(
+            c.observe(3, from_v4([1, 1, 1, 4]), &ports).is_none(),
+            "once per pattern"
+        );
+        assert!(c.observe(4, from_v4([1, 1, 1, 5]), &[1, 2, 3]).is_none());
+    }
+}

@@ -1,0 +1,503 @@
+//! Blocking policy: escalation for repeat offenders, the never-block set, caps on
+//! size and rate, prefix aggregation, dry-run, and the reconcile loop that keeps
+//! the kernel blocklist equal to the desired state in `BLOCK_META`.
+//!
+//! `BLOCK_META` is pinned like the kernel maps, so control commands in other
+//! processes (`scan-guard block/unblock`) edit the same desired state; the
+//! reconcile pass notices their changes and reports them as events.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use scan_guard_common::{
+    addr::Addr,
+    flags::ProbeKind,
+    meta::{BlockMeta, MetaKey, REASON_LEN},
+    state::{BlockEntry, BlockOrigin, KIND_NONE},
+};
+
+use crate::{
+    cidr::Cidr,
+    clock,
+    config::Config,
+    kernel_maps::KernelMaps,
+    persist::{STATE_VERSION, SavedBlock, SavedOffence, SavedState},
+};
+
+/// Tolerance when comparing kernel and desired expiry (clock granularity, rounding).
+const EXPIRY_SLACK_NS: u64 = 2_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offence {
+    pub count: u32,
+    pub last_unix_s: u64,
+}
+
+/// What became of a request to block.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Blocked {
+        prefix: Cidr,
+        ttl: Option<Duration>,
+        offences: u32,
+    },
+    WouldBlock {
+        ttl: Duration,
+        offences: u32,
+    },
+    Suppressed {
+        why: &'static str,
+    },
+    AlreadyBlocked,
+}
+
+/// A change the reconcile pass found or made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A block reached its end and was removed.
+    Expired(MetaKey, BlockMeta),
+    /// A block disappeared from the desired state (`scan-guard unblock`).
+    Unblocked(MetaKey, BlockMeta),
+    /// A block appeared in the desired state from elsewhere (`scan-guard block`).
+    Appeared(MetaKey, BlockMeta),
+    /// A kernel auto-block nobody had recorded yet was taken over.
+    Adopted(MetaKey, BlockMeta),
+}
+
+#[derive(Default)]
+pub struct Enforcer {
+    offences: HashMap<Addr, Offence>,
+    /// `BLOCK_META` as of the last reconcile (to tell other processes' edits apart).
+    known: HashMap<MetaKey, BlockMeta>,
+    never_block: Vec<Cidr>,
+    recent: VecDeque<Instant>,
+}
+
+pub fn key_of(c: &Cidr) -> MetaKey {
+    MetaKey {
+        prefix_len: c.prefix_len,
+        addr: c.addr,
+    }
+}
+
+pub fn cidr_of(k: &MetaKey) -> Cidr {
+    Cidr::from_key(k.addr, k.prefix_len)
+}
+
+/// A fresh record.
+pub fn new_meta(
+    origin: BlockOrigin,
+    kind: u8,
+    reason: &str,
+    ttl: Option<Duration>,
+    offences: u32,
+) -> BlockMeta {
+    let now = clock::unix_now();
+    let mut m = BlockMeta {
+        since_unix_s: now,
+        expires_unix_s: ttl.map_or(0, |t| now + t.as_secs().max(1)),
+        offences,
+        origin: origin as u8,
+        kind,
+        _pad: [0; 2],
+        reason: [0; REASON_LEN],
+    };
+    m.set_reason(reason);
+    m
+}
+
+/// The kernel entry for a record, keeping the hit count of an existing one.
+pub fn entry_for(c: &Cidr, m: &BlockMeta, hits: u64) -> BlockEntry {
+    BlockEntry {
+        expires_ns: clock::mono_deadline(m.expires_unix_s),
+        created_ns: clock::monotonic_ns(),
+        hits,
+        prefix_len: c.prefix_len,
+        origin: m.origin,
+        kind: m.kind,
+        _pad: [0; 2],
+    }
+}
+
+/// Name of a probe kind byte (`-` for none).
+pub fn kind_name(kind: u8) -> &'static str {
+    ProbeKind::from_u8(kind).map_or("-", ProbeKind::name)
+}
+
+impl Enforcer {
+    pub fn new(never_block: Vec<Cidr>) -> Self {
+        Self {
+            never_block,
+            ..Self::default()
+        }
+    }
+
+    pub fn set_never_block(&mut self, set: Vec<Cidr>) {
+        self.never_block = set;
+    }
+
+    pub fn is_protected(&self, addr: &Addr) -> bool {
+        self.never_block.iter().any(|c| c.contains(addr))
+    }
+
+    /// The offence number a new block of `addr` would be (1-based), counting only
+    /// offences within the configured memory.
+    fn next_offence(&self, addr: &Addr, cfg: &Config) -> u32 {
+        let now = clock::unix_now();
+        match self.offences.get(addr) {
+            Some(o)
+                if now.saturating_sub(o.last_unix_s) <= cfg.blocking.offence_memory.0.as_secs() =>
+            {
+                o.count + 1
+            }
+            _ => 1,
+        }
+    }
+
+    fn note_offence(&mut self, addr: &Addr, n: u32) {
+        self.offences.insert(
+            *addr,
+            Offence {
+                count: n,
+                last_unix_s: clock::unix_now(),
+            },
+        );
+    }
+
+    fn rate_ok(&mut self, cfg: &Config) -> bool {
+        let cap = cfg.blocking.max_new_blocks_per_sec as usize;
+        if cap == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= cap {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
+    }
+
+    /// The kernel has already blocked `src` (auto-block): give the block its
+    /// escalated lifetime and record it. `None` if it was already recorded.
+    pub fn adopt_kernel_block(
+        &mut self,
+        maps: &mut KernelMaps,
+        src: &Addr,
+        kind: u8,
+        reason: &str,
+        cfg: &Config,
+    ) -> Result<Option<(MetaKey, BlockMeta)>> {
+        let c = Cidr::from_key(*src, 128);
+        let key = key_of(&c);
+        if maps.meta.get(&key, 0).is_ok() {
+            return Ok(None);
+        }
+        let n = self.next_offence(src, cfg);
+        let meta = new_meta(
+            BlockOrigin::Kernel,
+            kind,
+            reason,
+            Some(cfg.ttl_for_offence(n)),
+            n,
+        );
+        let hits = maps
+            .blocks()?
+            .into_iter()
+            .find(|(a, l, _)| *a == c.addr && *l == 128)
+            .map_or(0, |(_, _, e)| e.hits);
+        maps.put_meta(&key, &meta)?;
+        maps.insert_block(&c.addr, 128, &entry_for(&c, &meta, hits))?;
+        self.note_offence(src, n);
+        self.known.insert(key, meta);
+        Ok(Some((key, meta)))
+    }
+
+    /// A userspace detection wants `src` blocked: apply never-block, dry-run, caps
+    /// and escalation, then block (and maybe its whole prefix).
+    pub fn block_source(
+        &mut self,
+        maps: &mut KernelMaps,
+        src: &Addr,
+        kind: u8,
+        reason: &str,
+        cfg: &Config,
+    ) -> Result<Vec<Verdict>> {
+        if self.is_protected(src) {
+            return Ok(vec![Verdict::Suppressed { why: "never_block" }]);
+        }
+        let c = Cidr::from_key(*src, 128);
+        if maps.meta.get(&key_of(&c), 0).is_ok() {
+            return Ok(vec![Verdict::AlreadyBlocked]);
+        }
+        let n = self.next_offence(src, cfg);
+        let ttl = cfg.ttl_for_offence(n);
+        if cfg.blocking.dry_run {
+            return Ok(vec![Verdict::WouldBlock { ttl, offences: n }]);
+        }
+        if self.known.len() >= cfg.blocking.max_blocks as usize {
+            return Ok(vec![Verdict::Suppressed {
+                why: "blocklist_cap",
+            }]);
+        }
+        if !self.rate_ok(cfg) {
+            return Ok(vec![Verdict::Suppressed {
+                why: "block_rate_cap",
+            }]);
+        }
+        self.put(
+            maps,
+            &c,
+            &new_meta(BlockOrigin::Detector, kind, reason, Some(ttl), n),
+        )?;
+        self.note_offence(src, n);
+        let mut out = vec![Verdict::Blocked {
+            prefix: c,
+            ttl: Some(ttl),
+            offences: n,
+        }];
+        if let Some(v) = self.aggregate(maps, &c, kind, cfg)? {
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    fn put(&mut self, maps: &mut KernelMaps, c: &Cidr, meta: &BlockMeta) -> Result<()> {
+        let key = key_of(c);
+        maps.put_meta(&key, meta)?;
+        maps.insert_block(&c.addr, c.prefix_len, &entry_for(c, meta, 0))?;
+        self.known.insert(key, *meta);
+        Ok(())
+    }
+
+    /// Blocks the enclosing prefix once enough addresses inside it are blocked.
+    fn aggregate(
+        &mut self,
+        maps: &mut KernelMaps,
+        c: &Cidr,
+        kind: u8,
+        cfg: &Config,
+    ) -> Result<Option<Verdict>> {
+        let k = cfg.blocking.aggregate_after;
+        if k == 0 {
+            return Ok(None);
+        }
+        let family_len = if c.is_v4() {
+            cfg.blocking.aggregate_ipv4_prefix
+        } else {
+            cfg.blocking.aggregate_ipv6_prefix
+        };
+        let net = c.widen(family_len);
+        if net == *c
+            || self.known.contains_key(&key_of(&net))
+            || self.never_block.iter().any(|p| net.contains(&p.addr))
+        {
+            return Ok(None);
+        }
+        let inside = self
+            .known
+            .keys()
+            .filter(|m| m.prefix_len == 128 && net.contains(&m.addr))
+            .count();
+        if inside < k as usize {
+            return Ok(None);
+        }
+        let ttl = cfg.ttl_for_offence(1);
+        let reason = format!("aggregate: {inside} blocked addresses inside {net}");
+        self.put(
+            maps,
+            &net,
+            &new_meta(BlockOrigin::Detector, kind, &reason, Some(ttl), 1),
+        )?;
+        Ok(Some(Verdict::Blocked {
+            prefix: net,
+            ttl: Some(ttl),
+            offences: 1,
+        }))
+    }
+
+    /// Makes the kernel blocklist equal to `BLOCK_META`: expires what is due, writes
+    /// missing or drifted entries, removes entries nobody asked for, adopts kernel
+    /// auto-blocks, and reports what other processes changed.
+    pub fn reconcile(&mut self, maps: &mut KernelMaps, cfg: &Config) -> Result<Vec<Change>> {
+        let now = clock::unix_now();
+        let metas: HashMap<MetaKey, BlockMeta> = maps.metas().into_iter().collect();
+        let kernel: HashMap<MetaKey, BlockEntry> = maps
+            .blocks()?
+            .into_iter()
+            .map(|(a, l, e)| {
+                (
+                    MetaKey {
+                        prefix_len: l,
+                        addr: a,
+                    },
+                    e,
+                )
+            })
+            .collect();
+        let mut changes = Vec::new();
+        for (k, m) in &self.known {
+            if !metas.contains_key(k) {
+                if kernel.contains_key(k) {
+                    maps.remove_block(&k.addr, k.prefix_len)?;
+                }
+                if m.expires_unix_s == 0 || now < m.expires_unix_s {
+                    changes.push(Change::Unblocked(*k, *m));
+                }
+            }
+        }
+        let mut live = HashMap::new();
+        for (k, m) in metas {
+            if !self.known.contains_key(&k) {
+                changes.push(Change::Appeared(k, m));
+            }
+            if m.expires_unix_s != 0 && now >= m.expires_unix_s {
+                maps.remove_block(&k.addr, k.prefix_len)?;
+                maps.remove_meta(&k)?;
+                changes.push(Change::Expired(k, m));
+                continue;
+            }
+            let c = cidr_of(&k);
+            let want = clock::mono_deadline(m.expires_unix_s);
+            let ok = kernel.get(&k).is_some_and(|e| {
+                (e.expires_ns == 0) == (want == 0) && e.expires_ns.abs_diff(want) <= EXPIRY_SLACK_NS
+            });
+            if !ok {
+                let hits = kernel.get(&k).map_or(0, |e| e.hits);
+                maps.insert_block(&c.addr, c.prefix_len, &entry_for(&c, &m, hits))?;
+            }
+            live.insert(k, m);
+        }
+        self.known = live;
+        for (k, e) in kernel {
+            if self.known.contains_key(&k) {
+                continue;
+            }
+            if e.origin == BlockOrigin::Kernel as u8
+                && k.prefix_len == 128
+                && !e.is_expired(clock::monotonic_ns())
+            {
+                if let Some((k, m)) =
+                    self.adopt_kernel_block(maps, &k.addr, e.kind, "kernel threshold", cfg)?
+                {
+                    changes.push(Change::Adopted(k, m));
+                }
+            } else {
+                tracing::info!(
+                    "removing blocklist entry {} that no record asks for",
+                    cidr_of(&k)
+                );
+                maps.remove_block(&k.addr, k.prefix_len)?;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Everything worth keeping across restarts.
+    pub fn snapshot(&self, operator_allows: Vec<String>) -> SavedState {
+        let mut blocks: Vec<SavedBlock> = self
+            .known
+            .iter()
+            .map(|(k, m)| SavedBlock {
+                prefix: cidr_of(k).to_string(),
+                since_unix_s: m.since_unix_s,
+                expires_unix_s: m.expires_unix_s,
+                offences: m.offences,
+                origin: BlockOrigin::from_u8(m.origin)
+                    .map_or("unknown", BlockOrigin::name)
+                    .to_string(),
+                kind: kind_name(m.kind).to_string(),
+                reason: m.reason().to_string(),
+            })
+            .collect();
+        blocks.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        let mut offences: Vec<SavedOffence> = self
+            .offences
+            .iter()
+            .map(|(a, o)| SavedOffence {
+                addr: Cidr::from_key(*a, 128).to_string(),
+                count: o.count,
+                last_unix_s: o.last_unix_s,
+            })
+            .collect();
+        offences.sort_by(|a, b| a.addr.cmp(&b.addr));
+        SavedState {
+            version: STATE_VERSION,
+            blocks,
+            offences,
+            allows: operator_allows,
+        }
+    }
+
+    /// Restores saved blocks (those not yet expired) and offence history. Blocks
+    /// already in the kernel (a re-adopted instance) are left as they are.
+    pub fn restore(&mut self, maps: &mut KernelMaps, saved: &SavedState) -> Result<usize> {
+        let now = clock::unix_now();
+        for o in &saved.offences {
+            match o.addr.parse::<Cidr>() {
+                Ok(c) => {
+                    self.offences.insert(
+                        c.addr,
+                        Offence {
+                            count: o.count,
+                            last_unix_s: o.last_unix_s,
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!("state file: skipping offence record: {e}"),
+            }
+        }
+        let mut restored = 0;
+        for b in &saved.blocks {
+            if b.expires_unix_s != 0 && b.expires_unix_s <= now {
+                continue;
+            }
+            let c: Cidr = match b.prefix.parse() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("state file: skipping block record: {e}");
+                    continue;
+                }
+            };
+            let key = key_of(&c);
+            if maps.meta.get(&key, 0).is_ok() {
+                continue;
+            }
+            let origin = match b.origin.as_str() {
+                "kernel" => BlockOrigin::Kernel,
+                "manual" => BlockOrigin::Manual,
+                _ => BlockOrigin::Detector,
+            };
+            let kind = ProbeKind::ALL
+                .iter()
+                .find(|k| k.name() == b.kind)
+                .map_or(KIND_NONE, |k| *k as u8);
+            let mut m = new_meta(origin, kind, &b.reason, None, b.offences);
+            m.since_unix_s = b.since_unix_s;
+            m.expires_unix_s = b.expires_unix_s;
+            maps.put_meta(&key, &m)?;
+            maps.insert_block(&c.addr, c.prefix_len, &entry_for(&c, &m, 0))?;
+            self.known.insert(key, m);
+            restored += 1;
+        }
+        Ok(restored)
+    }
+
+    /// Number of blocks in the desired state.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+}
