@@ -60,7 +60,7 @@ pub enum FlagAction {
     Count,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub detection: Detection,
@@ -221,18 +221,6 @@ impl Default for Output {
         Self {
             events: "-".into(),
             state_file: String::new(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            detection: Detection::default(),
-            slow_scan: SlowScan::default(),
-            blocking: Blocking::default(),
-            invalid_flags: InvalidFlags::default(),
-            output: Output::default(),
         }
     }
 }

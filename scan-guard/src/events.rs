@@ -1,8 +1,10 @@
 //! Events as JSON lines: one object per line, for people (`jq`) and pipelines.
+//! The schema is documented in docs/events.md.
 
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -10,11 +12,18 @@ use scan_guard_common::{
     config::KernelConfig,
     event::ScanEvent,
     flags::{PROBE_KINDS, ProbeKind},
-    state::Trigger,
+    meta::{BlockMeta, MetaKey},
+    state::{BlockOrigin, Trigger},
 };
 use serde::Serialize;
+use serde_json::{Value, json};
 
-use crate::clock;
+use crate::{
+    clock,
+    config::Config,
+    detector::{self, DistributedHint, SlowScanFinding},
+    enforcer::{cidr_of, kind_name},
+};
 
 /// Human-facing address text (IPv4 for mapped addresses).
 pub fn addr_text(addr: &[u8; 16]) -> String {
@@ -25,101 +34,185 @@ pub fn addr_text(addr: &[u8; 16]) -> String {
     }
 }
 
-/// The evidence that fired.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Evidence {
-    pub rule: &'static str,
-    pub score: u32,
-    pub score_threshold: u32,
-    pub distinct_ports: u16,
-    pub distinct_addrs: u16,
-    pub sweep_threshold: u32,
-    pub window_s: f64,
-    pub flags_or: u8,
-    pub flags_and: u8,
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventRecord {
     pub ts: String,
     pub event: &'static str,
     pub src: String,
-    pub kind: &'static str,
+    pub kind: String,
     pub ports: Vec<u16>,
     pub probes: u32,
-    pub probes_by_kind: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub probes_by_kind: serde_json::Map<String, Value>,
     pub score: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offences: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub origin: &'static str,
-    pub evidence: Evidence,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    pub evidence: Value,
 }
 
-/// What the source is doing, from its probe mix: the dominant kind, or `mixed`
-/// when no kind makes up at least three quarters of the probes.
-pub fn classify(ev: &ScanEvent) -> &'static str {
-    if Trigger::from_u8(ev.trigger) == Some(Trigger::Sweep) {
-        return "sweep";
+impl EventRecord {
+    fn base(
+        event: &'static str,
+        src: String,
+        kind: &str,
+        origin: &'static str,
+        evidence: Value,
+    ) -> Self {
+        Self {
+            ts: clock::rfc3339(std::time::SystemTime::now()),
+            event,
+            src,
+            kind: kind.to_string(),
+            ports: Vec::new(),
+            probes: 0,
+            probes_by_kind: serde_json::Map::new(),
+            score: 0,
+            ttl_s: None,
+            expires: None,
+            offences: None,
+            reason: None,
+            origin,
+            sources: Vec::new(),
+            evidence,
+        }
     }
-    let total: u64 = ev.probes.iter().map(|p| u64::from(*p)).sum();
-    let Some((idx, top)) = ev.probes.iter().enumerate().max_by_key(|(_, p)| **p) else {
-        return "mixed";
-    };
-    if total == 0 || u64::from(*top) * 4 < total * 3 {
-        return "mixed";
+
+    /// The same facts under another event name (e.g. `scan_detected` -> `blocked`).
+    pub fn as_event(&self, event: &'static str) -> Self {
+        Self {
+            event,
+            ..self.clone()
+        }
     }
-    match ProbeKind::from_u8(idx as u8) {
-        Some(ProbeKind::IcmpEcho) => "sweep",
-        Some(k) => k.name(),
-        None => "mixed",
+
+    /// Adds the block lifetime (and the resulting end time).
+    pub fn with_ttl(mut self, ttl: Option<Duration>, offences: Option<u32>) -> Self {
+        if let Some(t) = ttl {
+            self.ttl_s = Some(t.as_secs());
+            self.expires = Some(clock::rfc3339_unix(clock::unix_now() + t.as_secs()));
+        }
+        self.offences = offences;
+        self
+    }
+
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// A kernel threshold crossing.
+    pub fn from_kernel(ev: &ScanEvent, cfg: &KernelConfig) -> Self {
+        let trigger = Trigger::from_u8(ev.trigger);
+        let evidence = json!({
+            "rule": trigger.map_or("unknown", Trigger::name),
+            "score": ev.score,
+            "score_threshold": cfg.score_threshold,
+            "distinct_ports": ev.distinct_ports,
+            "distinct_addrs": ev.distinct_addrs,
+            "sweep_threshold": cfg.sweep_threshold,
+            "window_s": cfg.window_ns as f64 / 1e9,
+            "flags_or": ev.flags_or,
+            "flags_and": ev.flags_and,
+            "os_stack_syns": ev.os_syns,
+        });
+        let mut rec = Self::base(
+            "scan_detected",
+            addr_text(&ev.src),
+            detector::classify_event(ev),
+            "kernel",
+            evidence,
+        );
+        rec.ts = clock::rfc3339(clock::to_wall(ev.ts_ns));
+        rec.ports = ev.ports().to_vec();
+        rec.probes = ev.probes.iter().fold(0u32, |a, p| a.saturating_add(*p));
+        rec.probes_by_kind = by_kind(&ev.probes);
+        rec.score = ev.score;
+        rec
+    }
+
+    /// A slow scan found by the sequential test.
+    pub fn from_slow_scan(f: &SlowScanFinding, cfg: &Config) -> Self {
+        let evidence = json!({
+            "rule": "trw",
+            "likelihood_ratio": f.likelihood_ratio,
+            "threshold": cfg.slow_scan.threshold,
+            "failures": f.failures,
+            "successes": f.successes,
+            "benign_success": cfg.slow_scan.benign_success,
+            "scanner_success": cfg.slow_scan.scanner_success,
+        });
+        let mut rec = Self::base(
+            "scan_detected",
+            addr_text(&f.src),
+            f.kind,
+            "detector",
+            evidence,
+        );
+        rec.ports = f.ports.clone();
+        rec.probes = f.failures + f.successes;
+        rec
+    }
+
+    /// A block record that ended or was lifted, or one that another process added.
+    pub fn from_meta(event: &'static str, key: &MetaKey, m: &BlockMeta) -> Self {
+        let origin = BlockOrigin::from_u8(m.origin).map_or("unknown", BlockOrigin::name);
+        let mut rec = Self::base(
+            event,
+            cidr_of(key).to_string(),
+            kind_name(m.kind),
+            origin,
+            json!({"rule": "block_record"}),
+        );
+        rec.offences = Some(m.offences);
+        if !m.reason().is_empty() {
+            rec.reason = Some(m.reason().to_string());
+        }
+        if m.expires_unix_s != 0 {
+            rec.expires = Some(clock::rfc3339_unix(m.expires_unix_s));
+            rec.ttl_s = Some(m.expires_unix_s.saturating_sub(m.since_unix_s));
+        }
+        rec
+    }
+
+    /// Several sources with one port pattern (reported, never blocked by itself).
+    pub fn from_hint(h: &DistributedHint, cfg: &Config) -> Self {
+        let evidence = json!({
+            "rule": "same_port_pattern",
+            "min_sources": cfg.detection.distributed_min_sources,
+            "window_s": cfg.detection.distributed_window.0.as_secs(),
+        });
+        let mut rec = Self::base(
+            "distributed_scan",
+            addr_text(&h.sources[0]),
+            "distributed",
+            "detector",
+            evidence,
+        );
+        rec.ports = h.ports.clone();
+        rec.sources = h.sources.iter().map(addr_text).collect();
+        rec
     }
 }
 
-/// The records a kernel event becomes: `scan_detected`, plus `blocked` when the
-/// kernel blocked the source on the spot.
-pub fn records(ev: &ScanEvent, cfg: &KernelConfig) -> Vec<EventRecord> {
-    let kind = classify(ev);
-    let mut by_kind = serde_json::Map::new();
-    for (i, n) in ev.probes.iter().enumerate().take(PROBE_KINDS) {
+fn by_kind(probes: &[u32; PROBE_KINDS]) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    for (i, n) in probes.iter().enumerate() {
         if *n > 0 {
             if let Some(k) = ProbeKind::from_u8(i as u8) {
-                by_kind.insert(k.name().to_string(), (*n).into());
+                m.insert(k.name().to_string(), (*n).into());
             }
         }
     }
-    let evidence = Evidence {
-        rule: Trigger::from_u8(ev.trigger).map_or("unknown", Trigger::name),
-        score: ev.score,
-        score_threshold: cfg.score_threshold,
-        distinct_ports: ev.distinct_ports,
-        distinct_addrs: ev.distinct_addrs,
-        sweep_threshold: cfg.sweep_threshold,
-        window_s: cfg.window_ns as f64 / 1e9,
-        flags_or: ev.flags_or,
-        flags_and: ev.flags_and,
-    };
-    let base = EventRecord {
-        ts: clock::rfc3339(clock::to_wall(ev.ts_ns)),
-        event: "scan_detected",
-        src: addr_text(&ev.src),
-        kind,
-        ports: ev.ports().to_vec(),
-        probes: ev.probes.iter().fold(0u32, |a, p| a.saturating_add(*p)),
-        probes_by_kind: by_kind,
-        score: ev.score,
-        ttl_s: None,
-        origin: "kernel",
-        evidence,
-    };
-    let mut out = vec![base.clone()];
-    if ev.blocked != 0 {
-        out.push(EventRecord {
-            event: "blocked",
-            ttl_s: (cfg.block_ttl_ns != 0).then_some(cfg.block_ttl_ns / 1_000_000_000),
-            ..base
-        });
-    }
-    out
+    m
 }
 
 /// Where events go.
@@ -167,7 +260,7 @@ mod tests {
 
     use super::*;
 
-    fn event(probes: [u32; PROBE_KINDS], trigger: Trigger, blocked: bool) -> ScanEvent {
+    fn event(probes: [u32; PROBE_KINDS], blocked: bool) -> ScanEvent {
         let mut st = SourceState::new(crate::clock::monotonic_ns());
         st.probes = probes;
         st.score = 24;
@@ -178,7 +271,7 @@ mod tests {
             &from_v4([10, 9, 0, 2]),
             &from_v4([10, 9, 0, 1]),
             &st,
-            trigger,
+            Trigger::Score,
             0,
             blocked,
             0,
@@ -186,35 +279,26 @@ mod tests {
     }
 
     #[test]
-    fn dominant_kind_names_the_scan() {
-        let mut p = [0; PROBE_KINDS];
-        p[ProbeKind::Xmas as usize] = 10;
-        p[ProbeKind::Syn as usize] = 1;
-        assert_eq!(classify(&event(p, Trigger::Score, false)), "xmas");
-        p[ProbeKind::Syn as usize] = 10;
-        assert_eq!(classify(&event(p, Trigger::Score, false)), "mixed");
-        assert_eq!(classify(&event(p, Trigger::Sweep, false)), "sweep");
-    }
-
-    #[test]
-    fn blocked_event_adds_a_blocked_record_with_ttl() {
+    fn kernel_event_has_the_documented_fields() {
         let mut p = [0; PROBE_KINDS];
         p[ProbeKind::Syn as usize] = 6;
-        let recs = records(&event(p, Trigger::Score, true), &KernelConfig::default());
-        assert_eq!(recs.len(), 2);
-        assert_eq!(recs[0].event, "scan_detected");
-        assert_eq!(recs[1].event, "blocked");
-        assert_eq!(recs[1].ttl_s, Some(600));
-        assert_eq!(recs[0].src, "10.9.0.2");
-        assert_eq!(recs[0].kind, "syn");
-        assert_eq!(recs[0].ports, vec![22]);
-        let json: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&recs[1]).unwrap()).unwrap();
+        let rec = EventRecord::from_kernel(&event(p, true), &KernelConfig::default());
+        assert_eq!(rec.event, "scan_detected");
+        assert_eq!(rec.src, "10.9.0.2");
+        assert_eq!(rec.kind, "syn");
+        assert_eq!(rec.ports, vec![22]);
+        let blocked = rec
+            .as_event("blocked")
+            .with_ttl(Some(Duration::from_secs(600)), Some(1));
+        let json: Value = serde_json::from_str(&serde_json::to_string(&blocked).unwrap()).unwrap();
         for key in [
             "ts", "event", "src", "kind", "ports", "probes", "score", "ttl_s", "evidence",
+            "expires",
         ] {
             assert!(json.get(key).is_some(), "missing {key}");
         }
+        assert_eq!(json["evidence"]["rule"], "port_score");
+        assert_eq!(json["ttl_s"], 600);
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
     }
 

@@ -35,7 +35,17 @@ pub enum AttachMode {
 
 /// Where maps go: pinned under `dir` (an instance), or nowhere (tests).
 pub fn load(pin_dir: Option<&Path>) -> Result<Ebpf> {
+    load_with(pin_dir, None)
+}
+
+/// As `load`, sizing the blocklist to `max_blocks` entries when it is created (an
+/// existing pinned blocklist keeps its size).
+pub fn load_with(pin_dir: Option<&Path>, max_blocks: Option<u32>) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
+    if let Some(n) = max_blocks {
+        loader.map_max_entries(map_names::BLOCKLIST, n);
+        loader.map_max_entries(map_names::BLOCK_META, n);
+    }
     let paths: Vec<(&str, PathBuf)> = match pin_dir {
         Some(dir) => map_names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
         None => Vec::new(),

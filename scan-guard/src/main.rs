@@ -1,16 +1,18 @@
 //! `scan-guard`: XDP port-scan detector and blocker.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use scan_guard::{
     bpffs,
-    error::exit_code,
+    cidr::{Cidr, parse_duration},
+    config::Config,
+    control,
+    error::{exit_code, usage},
     loader::AttachMode,
-    runner::{self, RunOptions},
+    runner::{self, Overrides, RunOptions},
 };
-use scan_guard_common::config::KernelConfig;
 
 #[derive(Parser)]
 #[command(
@@ -18,36 +20,109 @@ use scan_guard_common::config::KernelConfig;
     version,
     about = "Detect and block port scans at the NIC with XDP",
     long_about = "Detect and block port scans at the NIC with XDP.\n\n\
-        An XDP program drops invalid TCP flag combinations and traffic from blocked \
-        sources, and counts per-source probes; a source that crosses the threshold is \
-        blocked in the kernel at once and reported as a JSON event."
+        `run` attaches an XDP program that drops invalid TCP flag combinations and \
+        traffic from blocked sources, and counts per-source probes. A source that \
+        crosses the threshold is blocked in the kernel at once; the controller adds \
+        slow-scan detection, escalation and reporting as JSON lines. The other \
+        commands inspect and steer a running instance from another shell.\n\n\
+        Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Attach to an interface and protect it until SIGINT/SIGTERM.
-    Run(RunArgs),
+#[derive(Args, Clone)]
+struct PinDir {
+    /// Pin directory of the instance [default: /sys/fs/bpf/scan-guard/IFACE when only
+    /// one instance exists].
+    #[arg(long, env = "SCAN_GUARD_PIN_DIR", value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
+#[derive(Args, Clone)]
+struct Query {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pin: PinDir,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach to an interface and protect it until SIGINT/SIGTERM (SIGHUP reloads
+    /// the config file).
+    Run(RunArgs),
+    /// Is an instance attached, is its controller running, and headline counts.
+    Status(Query),
+    /// Kernel counters: packets, drops by reason, tracked and blocked sources.
+    Stats(Query),
+    /// Blocked sources: address or prefix, kind, reason, since, expires.
+    List(Query),
+    /// Block an address or prefix now.
+    Block {
+        /// ADDR or ADDR/LEN (IPv4 or IPv6).
+        target: String,
+        /// How long: 90s, 10m, 1h, 7d; 0 = until unblocked [default: the first
+        /// escalation step, 10m].
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Why (shown by `list` and in events).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Lift a block.
+    Unblock {
+        /// ADDR or ADDR/LEN, as listed by `scan-guard list`.
+        target: String,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Never inspect or block an address or prefix.
+    Allow {
+        target: String,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Remove an address or prefix from the allowlist.
+    Disallow {
+        target: String,
+        #[command(flatten)]
+        pin: PinDir,
+    },
+    /// Print the complete configuration with every default filled in (TOML).
+    DefaultConfig,
+}
+
+#[derive(Args)]
 struct RunArgs {
     /// Interface to protect (e.g. eth0).
     #[arg(long, short = 'i', value_name = "IFACE")]
     iface: String,
+    /// TOML configuration file (see docs/config.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
     /// XDP attach mode: auto tries native (driver) XDP and falls back to skb.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     xdp_mode: AttachMode,
+    /// Detect and report (`would_block`) without blocking anything for scanning.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where JSON-line events go: a file (appended) or - for standard output
+    /// [default: output.events from the config, else -].
+    #[arg(long, value_name = "PATH|-")]
+    events: Option<PathBuf>,
+    /// State file for blocks and offence history
+    /// [default: /var/lib/scan-guard/IFACE.state.json].
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
     /// Directory on a bpffs for the pinned link and maps
     /// [default: /sys/fs/bpf/scan-guard/IFACE].
     #[arg(long, env = "SCAN_GUARD_PIN_DIR", value_name = "DIR")]
     pin_dir: Option<PathBuf>,
-    /// Where JSON-line events go: a file (appended) or - for standard output.
-    #[arg(long, default_value = "-", value_name = "PATH|-")]
-    events: PathBuf,
     /// On exit, leave the program attached and its maps pinned (it keeps enforcing).
     #[arg(long)]
     keep_attached: bool,
@@ -68,23 +143,104 @@ fn main() {
     }
 }
 
+fn target(text: &str) -> Result<Cidr> {
+    text.parse::<Cidr>().map_err(usage)
+}
+
+/// The pin directory a control command talks to: the flag, or the only instance
+/// under the default location.
+fn resolve_pin_dir(p: &PinDir) -> Result<PathBuf> {
+    if let Some(d) = &p.pin_dir {
+        return Ok(d.clone());
+    }
+    let root = PathBuf::from(bpffs::DEFAULT_BPFFS).join("scan-guard");
+    let found: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(usage(format!(
+            "no scan-guard instance under {} (start one with `scan-guard run --iface IFACE`, or pass --pin-dir)",
+            root.display()
+        ))),
+        many => Err(usage(format!(
+            "several instances under {}: pass --pin-dir (one of {})",
+            root.display(),
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Status(q) => control::status(&resolve_pin_dir(&q.pin)?, q.json),
+        Command::Stats(q) => control::stats(&resolve_pin_dir(&q.pin)?, q.json),
+        Command::List(q) => control::list(&resolve_pin_dir(&q.pin)?, q.json),
+        Command::Block {
+            target: t,
+            ttl,
+            reason,
+            pin,
+        } => {
+            let c = target(&t)?;
+            let ttl: Option<Duration> = ttl
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(usage)?;
+            control::block(&resolve_pin_dir(&pin)?, &c, ttl, reason.as_deref())
+        }
+        Command::Unblock { target: t, pin } => {
+            control::unblock(&resolve_pin_dir(&pin)?, &target(&t)?)
+        }
+        Command::Allow { target: t, pin } => control::allow(&resolve_pin_dir(&pin)?, &target(&t)?),
+        Command::Disallow { target: t, pin } => {
+            control::disallow(&resolve_pin_dir(&pin)?, &target(&t)?)
+        }
+        Command::DefaultConfig => {
+            print!("{}", Config::default().to_toml()?);
+            Ok(())
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let overrides = Overrides {
+        dry_run: args.dry_run,
+    };
+    let file_cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let config = runner::apply_overrides(file_cfg, &overrides);
+    let pin_dir = args
+        .pin_dir
+        .unwrap_or_else(|| bpffs::default_pin_dir(&args.iface));
+    let events = args
+        .events
+        .unwrap_or_else(|| PathBuf::from(&config.output.events));
+    let state_file = runner::state_file_for(args.state_file.as_deref(), &config, &args.iface);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match cli.command {
-        Command::Run(args) => {
-            let pin_dir = args
-                .pin_dir
-                .unwrap_or_else(|| bpffs::default_pin_dir(&args.iface));
-            rt.block_on(runner::run(RunOptions {
-                iface: args.iface,
-                mode: args.xdp_mode,
-                pin_dir,
-                events: args.events,
-                keep_attached: args.keep_attached,
-                config: KernelConfig::default(),
-            }))
-        }
-    }
+    rt.block_on(runner::run(RunOptions {
+        iface: args.iface,
+        mode: args.xdp_mode,
+        pin_dir,
+        config_path: args.config,
+        config,
+        overrides,
+        events,
+        state_file,
+        keep_attached: args.keep_attached,
+    }))
 }

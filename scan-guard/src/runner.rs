@@ -1,10 +1,19 @@
-//! `scan-guard run`: load, configure, attach, stream events, detach on signal.
+//! `scan-guard run`: load (or re-adopt), configure, attach, then turn kernel events
+//! and first contacts into decisions until SIGINT/SIGTERM; SIGHUP reloads the config.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::RingBuf;
-use scan_guard_common::{config::KernelConfig, event::ScanEvent, map_names};
+use aya::maps::{MapData, RingBuf};
+use scan_guard_common::{
+    config::KernelConfig,
+    event::{Contact, ScanEvent, Suppression},
+    map_names,
+    state::Trigger,
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -12,22 +21,58 @@ use tokio::{
 
 use crate::{
     bpffs,
-    events::{self, EventSink},
+    cidr::Cidr,
+    clock,
+    config::Config,
+    detector::{Correlator, Trw},
+    enforcer::{Change, Enforcer, Verdict},
+    events::{EventRecord, EventSink},
+    instance::{self, InstanceInfo},
     kernel_maps::KernelMaps,
     listeners::{self, Listening},
     loader::{self, AttachMode},
+    neverblock, persist,
 };
 
-/// How often the listening-port bitmap is refreshed from procfs.
-const LISTENER_REFRESH: Duration = Duration::from_secs(2);
+/// How often blocks are reconciled, listeners re-read and state saved.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Settings given on the command line; they win over the file, also after SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub dry_run: bool,
+}
 
 pub struct RunOptions {
     pub iface: String,
     pub mode: AttachMode,
     pub pin_dir: PathBuf,
+    pub config_path: Option<PathBuf>,
+    pub config: Config,
+    pub overrides: Overrides,
     pub events: PathBuf,
+    pub state_file: PathBuf,
     pub keep_attached: bool,
-    pub config: KernelConfig,
+}
+
+/// Applies CLI overrides to a config read from the file.
+pub fn apply_overrides(mut cfg: Config, o: &Overrides) -> Config {
+    if o.dry_run {
+        cfg.blocking.dry_run = true;
+    }
+    cfg
+}
+
+struct Controller {
+    cfg: Config,
+    kcfg: KernelConfig,
+    maps: KernelMaps,
+    enforcer: Enforcer,
+    trw: Trw,
+    correlator: Correlator,
+    sink: EventSink,
+    listening: Listening,
+    state_file: PathBuf,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -37,12 +82,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("scan-guard run must be started as root: it loads an XDP program and pins BPF maps");
     }
-    let mut sink = EventSink::open(&opts.events)?;
+    let sink = EventSink::open(&opts.events)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
 
-    let started = start(&opts).await;
-    let (mut ebpf_guard, mut maps, ring, cfg) = match started {
+    let (ebpf, mut ctl, events, contacts, mode) = match start(&opts, sink, fresh) {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -52,50 +96,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             return Err(e);
         }
     };
-
-    // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the
-    // AsyncFd (which owns the RingBuf) lives.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow!("watching the event ring buffer: {e}"))?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut refresh = tokio::time::interval(LISTENER_REFRESH);
-    let mut listening = Listening::default();
-    loop {
-        tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.context("waiting for kernel events")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    match ScanEvent::from_bytes(&item) {
-                        Some(ev) => for rec in events::records(&ev, &cfg) {
-                            sink.write(&rec)?;
-                        },
-                        None => tracing::warn!("short event record ({} bytes) ignored", item.len()),
-                    }
-                }
-                guard.clear_ready();
-            }
-            _ = refresh.tick() => {
-                match Listening::read() {
-                    Ok(now) if now != listening => {
-                        if let Err(e) = maps.write_listening(&now.bitmap()) {
-                            tracing::warn!("updating listening ports: {e:#}");
-                        } else {
-                            tracing::debug!(tcp = ?now.tcp, udp = ?now.udp, "listening ports updated");
-                            listening = now;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("reading listening ports: {e:#}"),
-                }
-            }
-            _ = sigint.recv() => { tracing::info!("SIGINT received"); break; }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM received"); break; }
-        }
+    let info = InstanceInfo {
+        pid: std::process::id(),
+        iface: opts.iface.clone(),
+        mode: mode.to_string(),
+        started_unix_s: clock::unix_now(),
+        pin_dir: opts.pin_dir.clone(),
+        state_file: opts.state_file.clone(),
+        dry_run: ctl.cfg.blocking.dry_run,
+    };
+    if let Err(e) = instance::write(&info) {
+        tracing::warn!("writing runtime info: {e:#}");
     }
 
-    drop(ring);
+    let result = event_loop(&opts, &mut ctl, events, contacts).await;
+
+    if let Err(e) = ctl.save() {
+        tracing::warn!("saving state: {e:#}");
+    }
+    instance::remove(&opts.pin_dir);
     if opts.keep_attached {
         tracing::info!(
             "leaving the program attached to {} (pins in {})",
@@ -106,33 +125,358 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         loader::detach(&opts.pin_dir)?;
         tracing::info!("detached from {}", opts.iface);
     }
-    ebpf_guard.take();
-    Ok(())
+    drop(ebpf);
+    result
 }
 
-type Started = (
-    Option<aya::Ebpf>,
-    KernelMaps,
-    RingBuf<aya::maps::MapData>,
-    KernelConfig,
-);
+type Ring = AsyncFd<RingBuf<MapData>>;
 
-async fn start(opts: &RunOptions) -> Result<Started> {
-    let mut ebpf = loader::load(Some(&opts.pin_dir))?;
+fn ring(ebpf: &mut aya::Ebpf, name: &str) -> Result<Ring> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("object has no map {name}"))?;
+    let rb = RingBuf::try_from(map).with_context(|| format!("{name} is not a ring buffer"))?;
+    // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the
+    // AsyncFd (which owns the RingBuf) lives.
+    unsafe { AsyncFd::register(rb) }.map_err(|e| anyhow!("watching {name}: {e}"))
+}
+
+fn start(
+    opts: &RunOptions,
+    sink: EventSink,
+    fresh: bool,
+) -> Result<(aya::Ebpf, Controller, Ring, Ring, &'static str)> {
+    let cfg = opts.config.clone();
+    let max_blocks = fresh.then_some(cfg.blocking.max_blocks);
+    let mut ebpf = loader::load_with(Some(&opts.pin_dir), max_blocks)?;
     let mut maps = KernelMaps::take(&mut ebpf)?;
-    let mut cfg = opts.config;
-    cfg.ephemeral_port_min = u32::from(listeners::ephemeral_port_min()?);
-    maps.write_config(&cfg)?;
-    maps.write_listening(&Listening::read()?.bitmap())?;
-    let ring = ebpf
-        .take_map(map_names::EVENTS)
-        .ok_or_else(|| anyhow!("object has no map {}", map_names::EVENTS))?;
-    let ring = RingBuf::try_from(ring).context("EVENTS is not a ring buffer")?;
+    let ephemeral = listeners::ephemeral_port_min()?;
+    let kcfg = cfg.kernel_config(ephemeral);
+    maps.write_config(&kcfg)?;
+    let listening = Listening::read()?;
+    maps.write_listening(&listening.bitmap())?;
+
+    let saved = persist::load(&opts.state_file);
+    let mut enforcer = Enforcer::new(Vec::new());
+    let mut ctl_cfg_maps = (cfg, maps);
+    apply_lists(
+        &mut ctl_cfg_maps.1,
+        &ctl_cfg_maps.0,
+        &mut enforcer,
+        saved.as_ref().map(|s| s.allows.as_slice()),
+    )?;
+    let (cfg, mut maps) = ctl_cfg_maps;
+    if let Some(saved) = &saved {
+        let n = enforcer.restore(&mut maps, saved)?;
+        if n > 0 {
+            tracing::info!("restored {n} blocks from {}", opts.state_file.display());
+        }
+    }
+    let events = ring(&mut ebpf, map_names::EVENTS)?;
+    let contacts = ring(&mut ebpf, map_names::CONTACTS)?;
     let att = loader::attach(&mut ebpf, &opts.iface, opts.mode, &opts.pin_dir)?;
     if att.readopted {
         tracing::info!(iface = %opts.iface, "re-adopted the instance left attached; its maps and blocks are kept");
     } else {
         tracing::info!(iface = %opts.iface, mode = att.mode, pins = %opts.pin_dir.display(), "attached");
     }
-    Ok((Some(ebpf), maps, ring, cfg))
+    if cfg.blocking.dry_run {
+        tracing::info!(
+            "dry run: scans are reported as would_block, nothing is dropped for scanning"
+        );
+    }
+    let ctl = Controller {
+        trw: Trw::new(cfg.slow_scan.clone()),
+        correlator: Correlator::new(
+            cfg.detection.distributed_window.0.as_nanos() as u64,
+            cfg.detection.distributed_min_sources,
+        ),
+        kcfg,
+        cfg,
+        maps,
+        enforcer,
+        sink,
+        listening,
+        state_file: opts.state_file.clone(),
+    };
+    Ok((ebpf, ctl, events, contacts, att.mode))
+}
+
+/// Installs the never-block set and the allowlist (config entries plus `extra`,
+/// entries saved from earlier `scan-guard allow` commands).
+fn apply_lists(
+    maps: &mut KernelMaps,
+    cfg: &Config,
+    enforcer: &mut Enforcer,
+    extra: Option<&[String]>,
+) -> Result<()> {
+    let mut never: Vec<Cidr> = cfg.blocking.never_block.iter().map(|p| p.0).collect();
+    if cfg.blocking.protect_host_addresses {
+        never.extend(neverblock::automatic());
+    }
+    never.sort();
+    never.dedup();
+    let keys: Vec<_> = never.iter().map(|c| (c.addr, c.prefix_len)).collect();
+    maps.write_protected(&keys)?;
+    tracing::info!(
+        "never-block set: {}",
+        never
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    enforcer.set_never_block(never);
+    for p in &cfg.blocking.allow {
+        maps.insert_allow(&p.0.addr, p.0.prefix_len)?;
+    }
+    for text in extra.unwrap_or_default() {
+        match text.parse::<Cidr>() {
+            Ok(c) => maps.insert_allow(&c.addr, c.prefix_len)?,
+            Err(e) => tracing::warn!("state file: skipping allow entry: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn event_loop(
+    opts: &RunOptions,
+    ctl: &mut Controller,
+    mut events: Ring,
+    mut contacts: Ring,
+) -> Result<()> {
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            guard = events.readable_mut() => {
+                let mut guard = guard.context("waiting for kernel events")?;
+                let mut batch = Vec::new();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    match ScanEvent::from_bytes(&item) {
+                        Some(ev) => batch.push(ev),
+                        None => tracing::warn!("short event record ({} bytes) ignored", item.len()),
+                    }
+                }
+                guard.clear_ready();
+                for ev in batch {
+                    ctl.on_kernel_event(&ev)?;
+                }
+            }
+            guard = contacts.readable_mut() => {
+                let mut guard = guard.context("waiting for first contacts")?;
+                let mut batch = Vec::new();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    if let Some(c) = Contact::from_bytes(&item) {
+                        batch.push(c);
+                    }
+                }
+                guard.clear_ready();
+                for c in batch {
+                    ctl.on_contact(&c)?;
+                }
+            }
+            _ = tick.tick() => ctl.on_tick()?,
+            _ = sighup.recv() => ctl.reload(opts),
+            _ = sigint.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
+        }
+    }
+}
+
+impl Controller {
+    fn emit(&mut self, rec: &EventRecord) -> Result<()> {
+        self.sink.write(rec)
+    }
+
+    fn on_kernel_event(&mut self, ev: &ScanEvent) -> Result<()> {
+        let rec = EventRecord::from_kernel(ev, &self.kcfg);
+        self.emit(&rec)?;
+        if let Some(hint) = self.correlator.observe(ev.ts_ns, ev.src, ev.ports()) {
+            self.emit(&EventRecord::from_hint(&hint, &self.cfg))?;
+        }
+        let reason = format!(
+            "{}: score {} (threshold {}), {} ports, {} addresses",
+            Trigger::from_u8(ev.trigger).map_or("unknown", Trigger::name),
+            ev.score,
+            self.kcfg.score_threshold,
+            ev.distinct_ports,
+            ev.distinct_addrs
+        );
+        if ev.blocked != 0 {
+            if let Some((_, meta)) = self.enforcer.adopt_kernel_block(
+                &mut self.maps,
+                &ev.src,
+                ev.last_kind,
+                &reason,
+                &self.cfg,
+            )? {
+                let ttl =
+                    Duration::from_secs(meta.expires_unix_s.saturating_sub(meta.since_unix_s));
+                self.emit(
+                    &rec.as_event("blocked")
+                        .with_ttl(Some(ttl), Some(meta.offences))
+                        .with_reason(reason),
+                )?;
+                self.trw.forget(&ev.src);
+            }
+            return Ok(());
+        }
+        if let Some(s) = Suppression::from_u8(ev.suppressed) {
+            return self.emit(&rec.as_event("suppressed").with_reason(s.name()));
+        }
+        // Kernel auto-block is off (dry run, or blocking left to userspace).
+        let verdicts = self.enforcer.block_source(
+            &mut self.maps,
+            &ev.src,
+            ev.last_kind,
+            &reason,
+            &self.cfg,
+        )?;
+        self.emit_verdicts(&rec, verdicts, &reason)
+    }
+
+    fn on_contact(&mut self, c: &Contact) -> Result<()> {
+        let Some(finding) = self.trw.observe(c) else {
+            return Ok(());
+        };
+        let rec = EventRecord::from_slow_scan(&finding, &self.cfg);
+        self.emit(&rec)?;
+        let reason = format!(
+            "trw: likelihood ratio {:.0} > {} after {} failed and {} successful first contacts",
+            finding.likelihood_ratio,
+            self.cfg.slow_scan.threshold,
+            finding.failures,
+            finding.successes
+        );
+        let verdicts = self.enforcer.block_source(
+            &mut self.maps,
+            &finding.src,
+            finding.kind_byte,
+            &reason,
+            &self.cfg,
+        )?;
+        self.emit_verdicts(&rec, verdicts, &reason)
+    }
+
+    fn emit_verdicts(
+        &mut self,
+        rec: &EventRecord,
+        verdicts: Vec<Verdict>,
+        reason: &str,
+    ) -> Result<()> {
+        for v in verdicts {
+            let out = match v {
+                Verdict::Blocked {
+                    prefix,
+                    ttl,
+                    offences,
+                } => {
+                    let mut r = rec
+                        .as_event("blocked")
+                        .with_ttl(ttl, Some(offences))
+                        .with_reason(reason);
+                    r.origin = "detector";
+                    r.src = prefix.to_string();
+                    r
+                }
+                Verdict::WouldBlock { ttl, offences } => rec
+                    .as_event("would_block")
+                    .with_ttl(Some(ttl), Some(offences))
+                    .with_reason(reason),
+                Verdict::Suppressed { why } => rec.as_event("suppressed").with_reason(why),
+                Verdict::AlreadyBlocked => continue,
+            };
+            self.emit(&out)?;
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self) -> Result<()> {
+        let changes = self.enforcer.reconcile(&mut self.maps, &self.cfg)?;
+        let changed = !changes.is_empty();
+        for ch in changes {
+            let rec = match ch {
+                Change::Expired(k, m) => EventRecord::from_meta("expired", &k, &m),
+                Change::Unblocked(k, m) => EventRecord::from_meta("unblocked", &k, &m),
+                Change::Appeared(k, m) | Change::Adopted(k, m) => {
+                    EventRecord::from_meta("blocked", &k, &m)
+                }
+            };
+            self.emit(&rec)?;
+        }
+        match Listening::read() {
+            Ok(now) if now != self.listening => match self.maps.write_listening(&now.bitmap()) {
+                Ok(()) => self.listening = now,
+                Err(e) => tracing::warn!("updating listening ports: {e:#}"),
+            },
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reading listening ports: {e:#}"),
+        }
+        self.trw.expire(clock::monotonic_ns());
+        if changed {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        let config_allows: Vec<Cidr> = self.cfg.blocking.allow.iter().map(|p| p.0).collect();
+        let operator_allows: Vec<String> = self
+            .maps
+            .allows()
+            .into_iter()
+            .map(|(a, l)| Cidr::from_key(a, l))
+            .filter(|c| !config_allows.contains(c))
+            .map(|c| c.to_string())
+            .collect();
+        persist::save(&self.state_file, &self.enforcer.snapshot(operator_allows))
+    }
+
+    /// SIGHUP: re-read the file; a bad file changes nothing.
+    fn reload(&mut self, opts: &RunOptions) {
+        let Some(path) = &opts.config_path else {
+            tracing::info!("SIGHUP: no config file given, nothing to reload");
+            return;
+        };
+        let new = match Config::load(path) {
+            Ok(c) => apply_overrides(c, &opts.overrides),
+            Err(e) => {
+                tracing::error!("SIGHUP: {e:#}; keeping the running configuration");
+                return;
+            }
+        };
+        let result = (|| -> Result<()> {
+            let kcfg = new.kernel_config(listeners::ephemeral_port_min()?);
+            // Allow entries from the old file that the new one drops are removed.
+            for p in &self.cfg.blocking.allow {
+                if !new.blocking.allow.contains(p) {
+                    self.maps.remove_allow(&p.0.addr, p.0.prefix_len)?;
+                }
+            }
+            apply_lists(&mut self.maps, &new, &mut self.enforcer, None)?;
+            self.maps.write_config(&kcfg)?;
+            self.trw.set_config(new.slow_scan.clone());
+            self.kcfg = kcfg;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                self.cfg = new;
+                tracing::info!("SIGHUP: configuration reloaded from {}", path.display());
+            }
+            Err(e) => tracing::error!("SIGHUP: applying {}: {e:#}", path.display()),
+        }
+    }
+}
+
+/// The state file to use: CLI, then config, then the per-interface default.
+pub fn state_file_for(cli: Option<&Path>, cfg: &Config, iface: &str) -> PathBuf {
+    cli.map(Path::to_path_buf)
+        .or_else(|| {
+            (!cfg.output.state_file.is_empty()).then(|| PathBuf::from(&cfg.output.state_file))
+        })
+        .unwrap_or_else(|| persist::default_path(iface))
 }

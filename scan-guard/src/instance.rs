@@ -1,0 +1,65 @@
+//! A small runtime file per running controller (under /run/scan-guard), so
+//! `scan-guard status` can tell attached-and-supervised from attached-and-orphaned.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+const RUN_DIR: &str = "/run/scan-guard";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceInfo {
+    pub pid: u32,
+    pub iface: String,
+    /// "native", "skb" or "adopted".
+    pub mode: String,
+    pub started_unix_s: u64,
+    pub pin_dir: PathBuf,
+    pub state_file: PathBuf,
+    pub dry_run: bool,
+}
+
+/// Runtime file of the instance pinned at `pin_dir`.
+pub fn info_path(pin_dir: &Path) -> PathBuf {
+    let name: String = pin_dir
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Path::new(RUN_DIR).join(format!("{name}.json"))
+}
+
+pub fn write(info: &InstanceInfo) -> Result<()> {
+    let path = info_path(&info.pin_dir);
+    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    let body = serde_json::to_vec_pretty(info).context("serialising instance info")?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, body).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))
+}
+
+pub fn read(pin_dir: &Path) -> Option<InstanceInfo> {
+    let text = std::fs::read_to_string(info_path(pin_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn remove(pin_dir: &Path) {
+    let _ = std::fs::remove_file(info_path(pin_dir));
+}
+
+/// True when a process with this pid exists.
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    unsafe { libc::kill(pid, 0) == 0 }
+}

@@ -1,0 +1,126 @@
+//! System packages: present, installed with apt on Debian as root, or named as missing.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use crate::{privilege, process, workspace::Workspace};
+
+/// A Debian package and a program it provides (to check for it elsewhere).
+pub struct Package {
+    pub name: &'static str,
+    pub program: &'static str,
+}
+
+/// Scanners, capture and load tools of the network-namespace lab.
+/// Keep in sync with `.ci/run`.
+pub const LAB_PACKAGES: &[Package] = &[
+    Package {
+        name: "nmap",
+        program: "nmap",
+    },
+    Package {
+        name: "hping3",
+        program: "hping3",
+    },
+    Package {
+        name: "tcpdump",
+        program: "tcpdump",
+    },
+    Package {
+        name: "iproute2",
+        program: "ip",
+    },
+    Package {
+        name: "curl",
+        program: "curl",
+    },
+    Package {
+        name: "nginx-light",
+        program: "nginx",
+    },
+    Package {
+        name: "wrk",
+        program: "wrk",
+    },
+    Package {
+        name: "masscan",
+        program: "masscan",
+    },
+];
+
+/// Makes sure `packages` are installed; `purpose` names what needs them.
+pub fn ensure(ws: &Workspace, packages: &[Package], purpose: &str) -> Result<()> {
+    if ws.which("dpkg-query").is_none() || ws.which("apt-get").is_none() {
+        let missing: Vec<&str> = packages
+            .iter()
+            .filter(|p| !has_program(ws, p.program))
+            .map(|p| p.program)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "{purpose} needs these programs, which are not on PATH: {}; this is not a \
+             Debian system (no dpkg-query/apt-get), so install them with your package manager",
+            missing.join(", ")
+        );
+    }
+
+    let missing = missing_debs(ws, packages)?;
+    if missing.is_empty() {
+        eprintln!("{purpose} packages present");
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !privilege::is_root() {
+        bail!(
+            "{purpose} needs these Debian packages, which are missing: {list}; install \
+             them with `sudo apt-get install --no-install-recommends {list}`"
+        );
+    }
+    eprintln!("installing {purpose} packages: {list} (apt-get)");
+    let hint = "apt-get needs network access to the Debian mirrors; fix what it reports \
+                above and rerun";
+    let fix = "this is a Debian system, apt-get should be there";
+    process::run_quiet(ws.command("apt-get").args(["update", "-q"]), fix, hint)?;
+    process::run_quiet(
+        ws.command("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+        fix,
+        hint,
+    )?;
+    Ok(())
+}
+
+/// Packages that dpkg does not report as installed.
+fn missing_debs(ws: &Workspace, packages: &[Package]) -> Result<Vec<&'static str>> {
+    // One query for all; unknown packages only add a complaint on stderr.
+    let out = process::output(
+        ws.command("dpkg-query")
+            .args(["-W", "-f=${Package}\t${Status}\n"])
+            .args(packages.iter().map(|p| p.name)),
+        "dpkg-query comes with dpkg",
+    )?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let installed = |name: &str| {
+        listing.lines().any(|l| {
+            l.split_once('\t')
+                .is_some_and(|(pkg, status)| pkg == name && status.ends_with(" installed"))
+        })
+    };
+    Ok(packages
+        .iter()
+        .map(|p| p.name)
+        .filter(|n| !installed(n))
+        .collect())
+}
+
+fn has_program(ws: &Workspace, program: &str) -> bool {
+    ws.which(program).is_some()
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(program).is_file())
+}

@@ -1,0 +1,35 @@
+//! `cargo xtask test [-- CARGO_TEST_ARGS]`: the whole suite on the real kernel.
+//!
+//! Builds and tests the workspace's default members: every crate except
+//! scan-guard-ebpf, which only builds for the BPF target (through scan-guard's
+//! build.rs). `--workspace` would try to build it for the host and fail.
+
+use anyhow::Result;
+
+use crate::{apt, privilege, process, setup, workspace::Workspace};
+
+const CARGO_FIX: &str = "install Rust with rustup (https://rustup.rs)";
+
+pub fn run(ws: &Workspace, args: &[String]) -> Result<()> {
+    privilege::require_root(
+        "cargo xtask test",
+        "the tests load XDP programs, create network namespaces and run raw-socket scanners",
+    )?;
+    setup::ensure(ws)?;
+    apt::ensure(ws, apt::LAB_PACKAGES, "the test lab")?;
+
+    // The lab tests exec target/debug/scan-guard: build every binary first.
+    eprintln!("building the binaries");
+    process::run(
+        ws.cargo().args(["build", "--bins"]),
+        CARGO_FIX,
+        "fix the build errors above",
+    )?;
+
+    eprintln!("running the tests");
+    process::run(
+        ws.cargo().arg("test").args(args),
+        CARGO_FIX,
+        "see the failures above",
+    )
+}
