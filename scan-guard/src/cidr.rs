@@ -131,9 +131,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 90s, 10m, 1h or 7d ({e})"))
 }
 
-/// Formats a duration the way users type them (`10m`, `1h`, `7d`).
+/// Formats a duration the way users type them (`10m`, `1h`, `7d`): the largest unit
+/// that divides it exactly, else seconds.
 pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
+    let s = d.as_secs();
+    for (unit, name) in [(86_400, "d"), (3_600, "h"), (60, "m")] {
+        if s != 0 && s % unit == 0 {
+            return format!("{}{name}", s / unit);
+        }
+    }
+    format!("{s}s")
 }
 
 #[cfg(test)]
@@ -193,5 +200,8 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("ten minutes").is_err());
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86400)), "7d");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_secs(0)), "0s");
     }
 }

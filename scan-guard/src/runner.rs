@@ -339,6 +339,12 @@ impl Controller {
     }
 
     fn on_contact(&mut self, c: &Contact) -> Result<()> {
+        // Contacts still in flight from a source blocked meanwhile add nothing.
+        let host = Cidr::from_key(c.src, 128);
+        if self.maps.meta.get(&crate::enforcer::key_of(&host), 0).is_ok() {
+            self.trw.forget(&c.src);
+            return Ok(());
+        }
         let Some(finding) = self.trw.observe(c) else {
             return Ok(());
         };
