@@ -10,7 +10,7 @@ use scan_guard::{kernel_maps::KernelMaps, loader};
 use scan_guard_common::{
     addr::{Addr, from_v4},
     config::KernelConfig,
-    event::ScanEvent,
+    event::{Contact, ScanEvent},
     map_names,
     state::{BlockEntry, BlockOrigin, KIND_NONE},
     stats::StatBlock,
@@ -23,6 +23,7 @@ pub struct Harness {
     pub ebpf: Ebpf,
     pub maps: KernelMaps,
     pub events: RingBuf<MapData>,
+    pub contacts: RingBuf<MapData>,
 }
 
 /// The shared 16-byte form of an address given as text.
@@ -42,7 +43,14 @@ impl Harness {
         maps.write_config(&cfg).expect("write config");
         let events = ebpf.take_map(map_names::EVENTS).expect("EVENTS map");
         let events = RingBuf::try_from(events).expect("ring buffer");
-        Self { ebpf, maps, events }
+        let contacts = ebpf.take_map(map_names::CONTACTS).expect("CONTACTS map");
+        let contacts = RingBuf::try_from(contacts).expect("ring buffer");
+        Self {
+            ebpf,
+            maps,
+            events,
+            contacts,
+        }
     }
 
     /// Runs one frame through the program and returns its XDP verdict.
@@ -104,6 +112,30 @@ impl Harness {
         let plen = family_prefix(text, prefix_len);
         let a = scan_guard_common::addr::mask(&addr(text), plen);
         self.maps.insert_allow(&a, plen).expect("insert allow");
+    }
+
+    /// Every first-contact record currently in the ring buffer.
+    pub fn drain_contacts(&mut self) -> Vec<Contact> {
+        let mut out = Vec::new();
+        while let Some(item) = self.contacts.next() {
+            out.push(Contact::from_bytes(&item).expect("full contact record"));
+        }
+        out
+    }
+
+    /// Adds `text/prefix_len` to the never-block set.
+    pub fn protect(&mut self, text: &str, prefix_len: u32) {
+        let plen = family_prefix(text, prefix_len);
+        let a = scan_guard_common::addr::mask(&addr(text), plen);
+        let mut keys: Vec<(Addr, u32)> = self
+            .maps
+            .protected
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| (k.data(), k.prefix_len()))
+            .collect();
+        keys.push((a, plen));
+        self.maps.write_protected(&keys).expect("write protected");
     }
 
     /// Every event currently in the ring buffer.
