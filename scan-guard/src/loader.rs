@@ -122,15 +122,22 @@ pub fn attach(
     let link_path = pin_dir.join(LINK_PIN);
     let prog = program(ebpf)?;
     if link_path.exists() {
-        let fd_link = PinnedLink::from_pin(&link_path)
+        // Keep the pin while swapping programs: if the update fails, the old program
+        // stays attached and pinned.
+        let fd_link: FdLink = PinnedLink::from_pin(&link_path)
             .with_context(|| format!("opening pinned link {}", link_path.display()))?
-            .unpin()
-            .with_context(|| format!("unpinning {}", link_path.display()))?;
+            .into();
         let xdp_link = XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?;
         let id = prog
             .attach_to_link(xdp_link)
             .context("replacing the program in the pinned link")?;
-        pin_link(prog, id, &link_path)?;
+        // The pin holds the link; our handle can go.
+        drop(prog.take_link(id).context("taking the XDP link")?);
+        if mode != AttachMode::Auto {
+            tracing::warn!(
+                "re-adopted the existing attachment on {iface}; --xdp-mode {mode:?} is not applied (stop the instance with SIGTERM to attach afresh)"
+            );
+        }
         return Ok(Attachment {
             mode: "adopted",
             readopted: true,

@@ -82,6 +82,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("scan-guard run must be started as root: it loads an XDP program and pins BPF maps");
     }
+    // Signals first: a SIGTERM during start-up is then handled by the loop (clean
+    // detach) instead of killing us with the program attached.
+    let signals = Signals::install()?;
     let sink = EventSink::open(&opts.events)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
@@ -109,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::warn!("writing runtime info: {e:#}");
     }
 
-    let result = event_loop(&opts, &mut ctl, events, contacts).await;
+    let result = event_loop(&opts, &mut ctl, events, contacts, signals).await;
 
     if let Err(e) = ctl.save() {
         tracing::warn!("saving state: {e:#}");
@@ -239,15 +242,34 @@ fn apply_lists(
     Ok(())
 }
 
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+        })
+    }
+}
+
 async fn event_loop(
     opts: &RunOptions,
     ctl: &mut Controller,
     mut events: Ring,
     mut contacts: Ring,
+    signals: Signals,
 ) -> Result<()> {
-    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let Signals {
+        int: mut sigint,
+        term: mut sigterm,
+        hup: mut sighup,
+    } = signals;
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -341,7 +363,12 @@ impl Controller {
     fn on_contact(&mut self, c: &Contact) -> Result<()> {
         // Contacts still in flight from a source blocked meanwhile add nothing.
         let host = Cidr::from_key(c.src, 128);
-        if self.maps.meta.get(&crate::enforcer::key_of(&host), 0).is_ok() {
+        if self
+            .maps
+            .meta
+            .get(&crate::enforcer::key_of(&host), 0)
+            .is_ok()
+        {
             self.trw.forget(&c.src);
             return Ok(());
         }

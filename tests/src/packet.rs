@@ -196,9 +196,9 @@ impl Pkt {
         h[0] = 0x40 | (ihl / 4) as u8;
         h[2..4].copy_from_slice(&((ihl + body.len()) as u16).to_be_bytes());
         let frag: u16 = match self.frag {
-            Frag::None => 0x4000,      // DF
-            Frag::First => 0x2000,     // MF, offset 0
-            Frag::Later => 0x0000 | 3, // offset 3 (24 bytes)
+            Frag::None => 0x4000,  // DF
+            Frag::First => 0x2000, // MF, offset 0
+            Frag::Later => 3,      // offset 3 (24 bytes), no flags
         };
         h[6..8].copy_from_slice(&frag.to_be_bytes());
         h[8] = 64;
