@@ -113,7 +113,7 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 listening,
                 false,
             );
-            let tracked = track::record(l3, &probe, cfg, stats);
+            let tracked = track::record(ctx, l3, &probe, cfg, stats);
             if cfg.drops(class) {
                 bump(stats, Stat::dropped_invalid(class));
                 XDP_DROP
@@ -133,7 +133,7 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 listening,
                 os_stack,
             );
-            let tracked = track::record(l3, &probe, cfg, stats);
+            let tracked = track::record(ctx, l3, &probe, cfg, stats);
             if tracked == XDP_PASS && cfg.stealth() && !listening {
                 bump(stats, Stat::DroppedStealth as usize);
                 XDP_DROP
@@ -156,7 +156,7 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                     false,
                     false,
                 );
-                track::record(l3, &probe, cfg, stats)
+                track::record(ctx, l3, &probe, cfg, stats)
             }
         }
         TcpRole::Ignore => XDP_PASS,
@@ -178,7 +178,7 @@ fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
         false,
         false,
     );
-    Ok(track::record(l3, &probe, cfg, stats))
+    Ok(track::record(ctx, l3, &probe, cfg, stats))
 }
 
 #[inline(always)]
@@ -201,7 +201,7 @@ fn icmp(
         listening: false,
         os_stack: false,
     };
-    Ok(track::record(l3, &probe, cfg, stats))
+    Ok(track::record(ctx, l3, &probe, cfg, stats))
 }
 
 #[inline(always)]

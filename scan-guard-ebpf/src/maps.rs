@@ -57,4 +57,5 @@ pub static CONTACTS: RingBuf = RingBuf::with_byte_size(limits::CONTACT_RING_BYTE
 /// Userspace-only (the program never touches it): the controller's block records,
 /// pinned with the rest so control commands can share them.
 #[map]
-pub static BLOCK_META: HashMap<MetaKey, BlockMeta> = HashMap::with_max_entries(limits::MAX_BLOCKS, 0);
+pub static BLOCK_META: HashMap<MetaKey, BlockMeta> =
+    HashMap::with_max_entries(limits::MAX_BLOCKS, 0);

@@ -8,7 +8,9 @@ use aya_ebpf::{
     },
     helpers::bpf_ktime_get_coarse_ns,
     maps::lpm_trie::Key,
+    programs::XdpContext,
 };
+use aya_log_ebpf::info;
 use scan_guard_common::{
     addr::Addr,
     config::KernelConfig,
@@ -26,7 +28,13 @@ use crate::{
 /// Records `probe` against the packet's source; returns the packet's verdict
 /// (drop when this very probe got the source blocked).
 #[inline(never)]
-pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
+pub fn record(
+    ctx: &XdpContext,
+    l3: &L3,
+    probe: &Probe,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+) -> u32 {
     bump(stats, Stat::Probes as usize);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -68,6 +76,13 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     } else {
         (false, 0)
     };
+    if blocked {
+        // Rare path (once per source per window): worth a log line for operators.
+        info!(
+            ctx,
+            "kernel auto-block of {:i} at score {}", l3.src, state.score
+        );
+    }
     match EVENTS.reserve::<ScanEvent>(0) {
         Some(mut slot) => {
             // SAFETY: the reserved slot is sized and aligned for one ScanEvent.
@@ -125,7 +140,9 @@ fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
     if cfg.max_auto_blocks_per_sec == 0 {
         return true;
     }
-    let Some(rate) = RATE.get_ptr_mut(0) else { return false };
+    let Some(rate) = RATE.get_ptr_mut(0) else {
+        return false;
+    };
     // SAFETY: map value pointer valid for this run; a race between CPUs can only
     // let a block or two more through in one second.
     let rate = unsafe { &mut *rate };
@@ -143,7 +160,13 @@ fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
 /// Blocks `src` in the kernel unless it is protected or a cap says no. Returns
 /// (blocked, `Suppression` code or 0).
 #[inline(always)]
-fn auto_block(src: &Addr, now: u64, kind: u8, cfg: &KernelConfig, stats: &mut StatBlock) -> (bool, u8) {
+fn auto_block(
+    src: &Addr,
+    now: u64,
+    kind: u8,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+) -> (bool, u8) {
     if PROTECTED.get(Key::new(128, *src)).is_some() {
         bump(stats, Stat::AutoBlockSuppressed as usize);
         return (false, Suppression::Protected as u8);

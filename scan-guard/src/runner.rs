@@ -89,7 +89,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
 
-    let (ebpf, mut ctl, events, contacts, mode) = match start(&opts, sink, fresh) {
+    let (ebpf, mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh) {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::warn!("writing runtime info: {e:#}");
     }
 
-    let result = event_loop(&opts, &mut ctl, events, contacts, signals).await;
+    let result = event_loop(&opts, &mut ctl, events, contacts, klog, signals).await;
 
     if let Err(e) = ctl.save() {
         tracing::warn!("saving state: {e:#}");
@@ -133,6 +133,26 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 }
 
 type Ring = AsyncFd<RingBuf<MapData>>;
+type KernelLog = AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>;
+
+/// Bridges the program's aya-log records into our logs (rare: kernel auto-blocks).
+fn kernel_log(ebpf: &mut aya::Ebpf) -> Option<KernelLog> {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("kernel log records unavailable: {e}");
+            return None;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer fd for as long as the AsyncFd lives.
+    match unsafe { AsyncFd::register(logger) } {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!("watching kernel log records: {e}");
+            None
+        }
+    }
+}
 
 fn ring(ebpf: &mut aya::Ebpf, name: &str) -> Result<Ring> {
     let map = ebpf
@@ -144,11 +164,16 @@ fn ring(ebpf: &mut aya::Ebpf, name: &str) -> Result<Ring> {
     unsafe { AsyncFd::register(rb) }.map_err(|e| anyhow!("watching {name}: {e}"))
 }
 
-fn start(
-    opts: &RunOptions,
-    sink: EventSink,
-    fresh: bool,
-) -> Result<(aya::Ebpf, Controller, Ring, Ring, &'static str)> {
+type Started = (
+    aya::Ebpf,
+    Controller,
+    Ring,
+    Ring,
+    Option<KernelLog>,
+    &'static str,
+);
+
+fn start(opts: &RunOptions, sink: EventSink, fresh: bool) -> Result<Started> {
     let cfg = opts.config.clone();
     let max_blocks = fresh.then_some(cfg.blocking.max_blocks);
     let mut ebpf = loader::load_with(Some(&opts.pin_dir), max_blocks)?;
@@ -177,6 +202,7 @@ fn start(
     }
     let events = ring(&mut ebpf, map_names::EVENTS)?;
     let contacts = ring(&mut ebpf, map_names::CONTACTS)?;
+    let klog = kernel_log(&mut ebpf);
     let att = loader::attach(&mut ebpf, &opts.iface, opts.mode, &opts.pin_dir)?;
     if att.readopted {
         tracing::info!(iface = %opts.iface, "re-adopted the instance left attached; its maps and blocks are kept");
@@ -202,7 +228,7 @@ fn start(
         listening,
         state_file: opts.state_file.clone(),
     };
-    Ok((ebpf, ctl, events, contacts, att.mode))
+    Ok((ebpf, ctl, events, contacts, klog, att.mode))
 }
 
 /// Installs the never-block set and the allowlist (config entries plus `extra`,
@@ -263,6 +289,7 @@ async fn event_loop(
     ctl: &mut Controller,
     mut events: Ring,
     mut contacts: Ring,
+    mut klog: Option<KernelLog>,
     signals: Signals,
 ) -> Result<()> {
     let Signals {
@@ -299,6 +326,16 @@ async fn event_loop(
                 for c in batch {
                     ctl.on_contact(&c)?;
                 }
+            }
+            guard = async {
+                match klog.as_mut() {
+                    Some(l) => l.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let mut guard = guard.context("waiting for kernel log records")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
             }
             _ = tick.tick() => ctl.on_tick()?,
             _ = sighup.recv() => ctl.reload(opts),
