@@ -4,9 +4,11 @@
 //! Helpers panic with context instead of returning errors: a failing step in a
 //! test is a test failure, and the message should say which step.
 
+pub mod bench;
 pub mod cost;
 pub mod harness;
 pub mod lab;
+pub mod model;
 pub mod packet;
 
 /// True when the tests run with the privileges they need (root).

@@ -1,0 +1,427 @@
+//! A userspace reference model of the XDP program: the documented behaviour,
+//! written independently of the kernel code (plain slices, no verifier tricks), so
+//! differential tests can hold the real program to it frame by frame: verdict,
+//! counters, per-source state, events and blocks.
+//!
+//! Shared on purpose: the pure rules in `scan-guard-common` (flag classes, probe
+//! roles, weights, `SourceState::record`) are the specification both sides run.
+
+use std::collections::HashMap;
+
+use scan_guard_common::{
+    addr::{Addr, from_v4, mask},
+    config::KernelConfig,
+    event::Suppression,
+    flags::{ProbeKind, TcpRole, tcp_role},
+    state::{BlockEntry, BlockOrigin, Probe, SourceState},
+    stats::{STAT_COUNT, Stat, StatBlock},
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// What the model expects one frame to do.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub verdict: u32,
+    pub stats: StatBlock,
+    /// (source, blocked, suppression) for a threshold crossing.
+    pub event: Option<(Addr, bool, u8)>,
+}
+
+#[derive(Default)]
+pub struct Model {
+    pub cfg: KernelConfig,
+    pub allow: Vec<(Addr, u32)>,
+    pub protected: Vec<(Addr, u32)>,
+    /// Blocklist: (address, prefix) -> entry.
+    pub blocks: HashMap<(Addr, u32), BlockEntry>,
+    pub tcp_listening: Vec<u16>,
+    pub udp_listening: Vec<u16>,
+    pub sources: HashMap<Addr, SourceState>,
+    /// Cache of the distinct blocklist prefix lengths, longest first.
+    lens: (usize, Vec<u32>),
+}
+
+struct L3 {
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+    l4: usize,
+    later_fragment: bool,
+}
+
+enum Parsed {
+    Ip(L3),
+    NotIp,
+    Bad,
+}
+
+fn be16(f: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*f.get(at)?, *f.get(at + 1)?]))
+}
+
+fn need(f: &[u8], at: usize, n: usize) -> bool {
+    at + n <= f.len()
+}
+
+fn parse(f: &[u8]) -> Parsed {
+    if !need(f, 0, 14) {
+        return Parsed::Bad;
+    }
+    let Some(mut ethertype) = be16(f, 12) else {
+        return Parsed::Bad;
+    };
+    let mut off = 14;
+    for _ in 0..2 {
+        if ethertype != 0x8100 && ethertype != 0x88a8 {
+            break;
+        }
+        if !need(f, off, 4) {
+            return Parsed::Bad;
+        }
+        ethertype = be16(f, off + 2).unwrap_or(0);
+        off += 4;
+    }
+    match ethertype {
+        0x0800 => ipv4(f, off),
+        0x86dd => ipv6(f, off),
+        0x8100 | 0x88a8 => Parsed::Bad,
+        _ => Parsed::NotIp,
+    }
+}
+
+fn ipv4(f: &[u8], off: usize) -> Parsed {
+    if !need(f, off, 20) {
+        return Parsed::Bad;
+    }
+    let ihl = (f[off] & 0x0f) as usize * 4;
+    if f[off] >> 4 != 4 || ihl < 20 {
+        return Parsed::Bad;
+    }
+    let frag = be16(f, off + 6).unwrap_or(0);
+    Parsed::Ip(L3 {
+        src: from_v4([f[off + 12], f[off + 13], f[off + 14], f[off + 15]]),
+        dst: from_v4([f[off + 16], f[off + 17], f[off + 18], f[off + 19]]),
+        proto: f[off + 9],
+        l4: off + ihl,
+        later_fragment: frag & 0x1fff != 0,
+    })
+}
+
+fn ipv6(f: &[u8], off: usize) -> Parsed {
+    if !need(f, off, 40) || f[off] >> 4 != 6 {
+        return Parsed::Bad;
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&f[off + 8..off + 24]);
+    dst.copy_from_slice(&f[off + 24..off + 40]);
+    let is_ext = |n: u8| matches!(n, 0 | 43 | 44 | 60);
+    let mut next = f[off + 6];
+    let mut l4 = off + 40;
+    for _ in 0..6 {
+        if !is_ext(next) {
+            return Parsed::Ip(L3 {
+                src,
+                dst,
+                proto: next,
+                l4,
+                later_fragment: false,
+            });
+        }
+        if !need(f, l4, 8) {
+            return Parsed::Bad;
+        }
+        let mut later = false;
+        let len = if next == 44 {
+            later = be16(f, l4 + 2).unwrap_or(0) >> 3 != 0;
+            8
+        } else {
+            (f[l4 + 1] as usize + 1) * 8
+        };
+        next = f[l4];
+        l4 += len;
+        if l4 > 1024 {
+            return Parsed::Bad;
+        }
+        if later {
+            return Parsed::Ip(L3 {
+                src,
+                dst,
+                proto: next,
+                l4,
+                later_fragment: true,
+            });
+        }
+    }
+    if is_ext(next) {
+        Parsed::Bad
+    } else {
+        Parsed::Ip(L3 {
+            src,
+            dst,
+            proto: next,
+            l4,
+            later_fragment: false,
+        })
+    }
+}
+
+fn covers(prefixes: &[(Addr, u32)], a: &Addr) -> bool {
+    prefixes.iter().any(|(p, l)| mask(a, *l) == *p)
+}
+
+impl Model {
+    pub fn new(cfg: KernelConfig) -> Self {
+        Self {
+            cfg,
+            ..Self::default()
+        }
+    }
+
+    fn longest_block(&mut self, a: &Addr) -> Option<(Addr, u32)> {
+        // Longest prefix first; a handful of distinct lengths, each a hash lookup.
+        // The length list is rebuilt only when the blocklist changed size.
+        if self.lens.0 != self.blocks.len() {
+            let set: std::collections::BTreeSet<u32> =
+                self.blocks.keys().map(|(_, l)| *l).collect();
+            self.lens = (self.blocks.len(), set.into_iter().rev().collect());
+        }
+        self.lens
+            .1
+            .iter()
+            .map(|l| (mask(a, *l), *l))
+            .find(|k| self.blocks.contains_key(k))
+    }
+
+    /// The blocklist check, with kernel-side expiry of the longest match.
+    fn blocked(&mut self, src: &Addr, now: u64, st: &mut StatBlock) -> bool {
+        let Some(k) = self.longest_block(src) else {
+            return false;
+        };
+        let e = self.blocks[&k];
+        if !e.is_expired(now) {
+            if let Some(e) = self.blocks.get_mut(&k) {
+                e.hits += 1;
+            }
+            return true;
+        }
+        self.blocks.remove(&k);
+        st[Stat::BlocksExpired as usize] += 1;
+        match self.longest_block(src) {
+            Some(k2) if !self.blocks[&k2].is_expired(now) => {
+                if let Some(e) = self.blocks.get_mut(&k2) {
+                    e.hits += 1;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn record(
+        &mut self,
+        l3: &L3,
+        probe: &Probe,
+        now: u64,
+        st: &mut StatBlock,
+        step: &mut Step,
+    ) -> u32 {
+        st[Stat::Probes as usize] += 1;
+        if !self.sources.contains_key(&l3.src) {
+            self.sources.insert(l3.src, SourceState::new(now));
+            st[Stat::NewSources as usize] += 1;
+        }
+        let cfg = self.cfg;
+        let Some(state) = self.sources.get_mut(&l3.src) else {
+            return XDP_PASS;
+        };
+        let out = state.record(now, probe, &cfg);
+        if out.new_port && probe.port.is_some() {
+            st[Stat::Contacts as usize] += 1;
+        }
+        let Some(_) = out.trigger else {
+            return XDP_PASS;
+        };
+        let (blocked, suppressed) = if !cfg.auto_block() {
+            (false, 0)
+        } else if covers(&self.protected, &l3.src) {
+            st[Stat::AutoBlockSuppressed as usize] += 1;
+            (false, Suppression::Protected as u8)
+        } else {
+            let entry = BlockEntry {
+                expires_ns: if cfg.block_ttl_ns == 0 {
+                    0
+                } else {
+                    now + cfg.block_ttl_ns
+                },
+                created_ns: now,
+                hits: 0,
+                prefix_len: 128,
+                origin: BlockOrigin::Kernel as u8,
+                kind: probe.kind,
+                _pad: [0; 2],
+            };
+            self.blocks.insert((l3.src, 128), entry);
+            st[Stat::AutoBlocks as usize] += 1;
+            (true, 0)
+        };
+        st[Stat::Events as usize] += 1;
+        step.event = Some((l3.src, blocked, suppressed));
+        if blocked {
+            st[Stat::DroppedBlocked as usize] += 1;
+            XDP_DROP
+        } else {
+            XDP_PASS
+        }
+    }
+
+    /// Runs one frame at time `now` (rate cap assumed off: `max_auto_blocks_per_sec` 0).
+    pub fn step(&mut self, f: &[u8], now: u64) -> Step {
+        let mut step = Step::default();
+        let mut st = [0u64; STAT_COUNT];
+        st[Stat::Packets as usize] += 1;
+        let verdict = self.inspect(f, now, &mut st, &mut step);
+        if verdict == XDP_PASS {
+            st[Stat::Passed as usize] += 1;
+        }
+        step.verdict = verdict;
+        step.stats = st;
+        step
+    }
+
+    fn inspect(&mut self, f: &[u8], now: u64, st: &mut StatBlock, step: &mut Step) -> u32 {
+        let l3 = match parse(f) {
+            Parsed::Ip(l3) => l3,
+            Parsed::NotIp => {
+                st[Stat::NotIp as usize] += 1;
+                return XDP_PASS;
+            }
+            Parsed::Bad => {
+                st[Stat::ParseFailed as usize] += 1;
+                return XDP_PASS;
+            }
+        };
+        if covers(&self.allow, &l3.src) {
+            st[Stat::Allowlisted as usize] += 1;
+            return XDP_PASS;
+        }
+        if self.blocked(&l3.src, now, st) {
+            st[Stat::DroppedBlocked as usize] += 1;
+            return XDP_DROP;
+        }
+        if l3.later_fragment {
+            st[Stat::Fragments as usize] += 1;
+            return XDP_PASS;
+        }
+        let cfg = self.cfg;
+        let probe =
+            |kind: ProbeKind, port: Option<u16>, weight, flags, listening, os_stack| Probe {
+                kind: kind as u8,
+                dst: l3.dst,
+                port,
+                weight,
+                tcp_flags: flags,
+                listening,
+                os_stack,
+            };
+        match l3.proto {
+            6 => {
+                if !need(f, l3.l4, 14) {
+                    st[Stat::ParseFailed as usize] += 1;
+                    return XDP_PASS;
+                }
+                let port = be16(f, l3.l4 + 2).unwrap_or(0);
+                let flags = f[l3.l4 + 13];
+                let os_stack = f[l3.l4 + 12] >> 4 >= 8;
+                let listening = self.tcp_listening.contains(&port);
+                match tcp_role(flags) {
+                    TcpRole::Invalid(class, kind) => {
+                        let p = probe(
+                            kind,
+                            Some(port),
+                            cfg.port_weight(port, listening, true),
+                            Some(flags),
+                            listening,
+                            false,
+                        );
+                        let tracked = self.record(&l3, &p, now, st, step);
+                        if cfg.drops(class) {
+                            st[Stat::dropped_invalid(class)] += 1;
+                            XDP_DROP
+                        } else {
+                            st[Stat::counted_invalid(class)] += 1;
+                            tracked
+                        }
+                    }
+                    TcpRole::Syn => {
+                        let p = probe(
+                            ProbeKind::Syn,
+                            Some(port),
+                            cfg.port_weight(port, listening, false),
+                            Some(flags),
+                            listening,
+                            os_stack,
+                        );
+                        let tracked = self.record(&l3, &p, now, st, step);
+                        if tracked == XDP_PASS && cfg.stealth() && !listening {
+                            st[Stat::DroppedStealth as usize] += 1;
+                            XDP_DROP
+                        } else {
+                            tracked
+                        }
+                    }
+                    TcpRole::Stray(kind) => {
+                        if u32::from(port) >= cfg.ephemeral_port_min || listening {
+                            XDP_PASS
+                        } else {
+                            let p = probe(
+                                kind,
+                                Some(port),
+                                cfg.port_weight(port, false, false),
+                                Some(flags),
+                                false,
+                                false,
+                            );
+                            self.record(&l3, &p, now, st, step)
+                        }
+                    }
+                    TcpRole::Ignore => XDP_PASS,
+                }
+            }
+            17 => {
+                if !need(f, l3.l4, 4) {
+                    st[Stat::ParseFailed as usize] += 1;
+                    return XDP_PASS;
+                }
+                let port = be16(f, l3.l4 + 2).unwrap_or(0);
+                if u32::from(port) >= cfg.ephemeral_port_min || self.udp_listening.contains(&port) {
+                    return XDP_PASS;
+                }
+                let p = probe(
+                    ProbeKind::Udp,
+                    Some(port),
+                    cfg.port_weight(port, false, false),
+                    None,
+                    false,
+                    false,
+                );
+                self.record(&l3, &p, now, st, step)
+            }
+            1 | 58 => {
+                if !need(f, l3.l4, 2) {
+                    st[Stat::ParseFailed as usize] += 1;
+                    return XDP_PASS;
+                }
+                let echo = if l3.proto == 1 { 8 } else { 128 };
+                if f[l3.l4] != echo {
+                    return XDP_PASS;
+                }
+                let p = probe(ProbeKind::IcmpEcho, None, 0, None, false, false);
+                self.record(&l3, &p, now, st, step)
+            }
+            _ => XDP_PASS,
+        }
+    }
+}
