@@ -4,7 +4,6 @@
 //! Helpers panic with context instead of returning errors: a failing step in a
 //! test is a test failure, and the message should say which step.
 
-pub mod bench;
 pub mod cost;
 pub mod harness;
 pub mod lab;

@@ -229,8 +229,8 @@ impl Model {
         step: &mut Step,
     ) -> u32 {
         st[Stat::Probes as usize] += 1;
-        if !self.sources.contains_key(&l3.src) {
-            self.sources.insert(l3.src, SourceState::new(now));
+        if let std::collections::hash_map::Entry::Vacant(v) = self.sources.entry(l3.src) {
+            v.insert(SourceState::new(now));
             st[Stat::NewSources as usize] += 1;
         }
         let cfg = self.cfg;
