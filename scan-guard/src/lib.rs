@@ -17,6 +17,7 @@ pub mod listeners;
 pub mod loader;
 pub mod neverblock;
 pub mod persist;
+pub mod privileges;
 pub mod runner;
 
 /// The compiled XDP program, embedded at build time.

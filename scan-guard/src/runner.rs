@@ -111,6 +111,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Err(e) = instance::write(&info) {
         tracing::warn!("writing runtime info: {e:#}");
     }
+    // Everything from here on goes through descriptors we already hold.
+    match crate::privileges::drop_all() {
+        Ok(()) => tracing::info!("dropped all capabilities"),
+        Err(e) => tracing::warn!("could not drop capabilities: {e:#}"),
+    }
 
     let result = event_loop(&opts, &mut ctl, events, contacts, klog, signals).await;
 
