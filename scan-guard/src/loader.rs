@@ -164,6 +164,26 @@ pub fn attach(
     })
 }
 
+/// Attaches afresh after the interface was recreated: the old pinned link died
+/// with the old interface, so it is removed and a new one made and pinned.
+pub fn reattach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: AttachMode,
+    pin_dir: &Path,
+) -> Result<&'static str> {
+    let link_path = pin_dir.join(LINK_PIN);
+    if link_path.exists() {
+        if let Ok(old) = PinnedLink::from_pin(&link_path) {
+            drop(old.unpin());
+        } else {
+            std::fs::remove_file(&link_path)
+                .with_context(|| format!("removing stale {}", link_path.display()))?;
+        }
+    }
+    attach(ebpf, iface, mode, pin_dir).map(|a| a.mode)
+}
+
 fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, path: &Path) -> Result<()> {
     let link = prog.take_link(id).context("taking the XDP link")?;
     let fd_link =

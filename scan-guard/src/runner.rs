@@ -64,6 +64,13 @@ pub fn apply_overrides(mut cfg: Config, o: &Overrides) -> Config {
 }
 
 struct Controller {
+    /// The loaded object: its program is re-attached if the interface comes back.
+    ebpf: aya::Ebpf,
+    iface: String,
+    mode: AttachMode,
+    pin_dir: PathBuf,
+    /// Index the program is attached to; `None` while the interface is gone.
+    ifindex: Option<u32>,
     cfg: Config,
     kcfg: KernelConfig,
     maps: KernelMaps,
@@ -89,7 +96,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
 
-    let (ebpf, mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh) {
+    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh) {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -133,7 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         loader::detach(&opts.pin_dir)?;
         tracing::info!("detached from {}", opts.iface);
     }
-    drop(ebpf);
+    drop(ctl);
     result
 }
 
@@ -169,14 +176,7 @@ fn ring(ebpf: &mut aya::Ebpf, name: &str) -> Result<Ring> {
     unsafe { AsyncFd::register(rb) }.map_err(|e| anyhow!("watching {name}: {e}"))
 }
 
-type Started = (
-    aya::Ebpf,
-    Controller,
-    Ring,
-    Ring,
-    Option<KernelLog>,
-    &'static str,
-);
+type Started = (Controller, Ring, Ring, Option<KernelLog>, &'static str);
 
 fn start(opts: &RunOptions, sink: EventSink, fresh: bool) -> Result<Started> {
     let cfg = opts.config.clone();
@@ -220,6 +220,11 @@ fn start(opts: &RunOptions, sink: EventSink, fresh: bool) -> Result<Started> {
         );
     }
     let ctl = Controller {
+        ifindex: loader::if_index(&opts.iface).ok(),
+        ebpf,
+        iface: opts.iface.clone(),
+        mode: opts.mode,
+        pin_dir: opts.pin_dir.clone(),
         trw: Trw::new(cfg.slow_scan.clone()),
         correlator: Correlator::new(
             cfg.detection.distributed_window.0.as_nanos() as u64,
@@ -233,7 +238,7 @@ fn start(opts: &RunOptions, sink: EventSink, fresh: bool) -> Result<Started> {
         listening,
         state_file: opts.state_file.clone(),
     };
-    Ok((ebpf, ctl, events, contacts, klog, att.mode))
+    Ok((ctl, events, contacts, klog, att.mode))
 }
 
 /// Installs the never-block set and the allowlist (config entries plus `extra`,
@@ -469,7 +474,35 @@ impl Controller {
         Ok(())
     }
 
+    /// Follows the interface: when it disappears the kernel drops the attachment;
+    /// when it (or a new interface of the same name) appears, attach again.
+    fn follow_interface(&mut self) {
+        let now = loader::if_index(&self.iface).ok();
+        if now == self.ifindex {
+            return;
+        }
+        match now {
+            None => tracing::warn!(
+                "interface {} is gone; will re-attach when it returns",
+                self.iface
+            ),
+            Some(idx) => {
+                match loader::reattach(&mut self.ebpf, &self.iface, self.mode, &self.pin_dir) {
+                    Ok(mode) => {
+                        tracing::info!(iface = %self.iface, ifindex = idx, mode, "interface is back; re-attached")
+                    }
+                    Err(e) => {
+                        tracing::error!("re-attaching to {}: {e:#}", self.iface);
+                        return;
+                    }
+                }
+            }
+        }
+        self.ifindex = now;
+    }
+
     fn on_tick(&mut self) -> Result<()> {
+        self.follow_interface();
         let changes = self.enforcer.reconcile(&mut self.maps, &self.cfg)?;
         let changed = !changes.is_empty();
         for ch in changes {
