@@ -85,7 +85,9 @@ pub struct Contact {
     pub kind: u8,
     /// 1 when the port has a listener (a TRW success).
     pub listening: u8,
-    pub _pad: [u8; 4],
+    /// 1 for a SYN with an OS stack's option set (a connect() scan).
+    pub os_stack: u8,
+    pub _pad: [u8; 3],
 }
 
 pub const CONTACT_SIZE: usize = core::mem::size_of::<Contact>();

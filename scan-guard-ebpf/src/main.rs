@@ -14,6 +14,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
+use aya_log_ebpf::info;
 use scan_guard_common::{
     config::KernelConfig,
     flags::{ProbeKind, TcpRole, tcp_role},
@@ -87,10 +88,20 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         IPPROTO_ICMPV6 => icmp(ctx, &l3, ICMPV6_ECHO_REQUEST, cfg, stats),
         _ => Ok(XDP_PASS),
     };
-    verdict.unwrap_or_else(|()| {
+    let verdict = verdict.unwrap_or_else(|()| {
         bump(stats, Stat::ParseFailed as usize);
         XDP_PASS
-    })
+    });
+    if verdict & track::AUTO_BLOCKED != 0 {
+        log_auto_block(ctx, &l3.src);
+    }
+    verdict & !track::AUTO_BLOCKED
+}
+
+/// Rare (once per blocked source): worth a log line for operators.
+#[inline(never)]
+fn log_auto_block(ctx: &XdpContext, src: &scan_guard_common::addr::Addr) {
+    info!(ctx, "kernel auto-block of {:i}", *src);
 }
 
 #[inline(always)]
@@ -113,10 +124,10 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 listening,
                 false,
             );
-            let tracked = track::record(ctx, l3, &probe, cfg, stats);
+            let tracked = track::record(l3, &probe, cfg, stats);
             if cfg.drops(class) {
                 bump(stats, Stat::dropped_invalid(class));
-                XDP_DROP
+                XDP_DROP | (tracked & track::AUTO_BLOCKED)
             } else {
                 bump(stats, Stat::counted_invalid(class));
                 tracked
@@ -133,7 +144,7 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 listening,
                 os_stack,
             );
-            let tracked = track::record(ctx, l3, &probe, cfg, stats);
+            let tracked = track::record(l3, &probe, cfg, stats);
             if tracked == XDP_PASS && cfg.stealth() && !listening {
                 bump(stats, Stat::DroppedStealth as usize);
                 XDP_DROP
@@ -156,7 +167,7 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                     false,
                     false,
                 );
-                track::record(ctx, l3, &probe, cfg, stats)
+                track::record(l3, &probe, cfg, stats)
             }
         }
         TcpRole::Ignore => XDP_PASS,
@@ -178,7 +189,7 @@ fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
         false,
         false,
     );
-    Ok(track::record(ctx, l3, &probe, cfg, stats))
+    Ok(track::record(l3, &probe, cfg, stats))
 }
 
 #[inline(always)]
@@ -201,7 +212,7 @@ fn icmp(
         listening: false,
         os_stack: false,
     };
-    Ok(track::record(ctx, l3, &probe, cfg, stats))
+    Ok(track::record(l3, &probe, cfg, stats))
 }
 
 #[inline(always)]

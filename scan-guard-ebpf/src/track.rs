@@ -8,9 +8,7 @@ use aya_ebpf::{
     },
     helpers::bpf_ktime_get_coarse_ns,
     maps::lpm_trie::Key,
-    programs::XdpContext,
 };
-use aya_log_ebpf::info;
 use scan_guard_common::{
     addr::Addr,
     config::KernelConfig,
@@ -25,16 +23,15 @@ use crate::{
     parse::L3,
 };
 
+/// Flag or-ed into a verdict when this very packet made the kernel block its
+/// source (the caller logs it; logging here would overflow the verifier's stack
+/// budget for this call chain).
+pub const AUTO_BLOCKED: u32 = 0x100;
+
 /// Records `probe` against the packet's source; returns the packet's verdict
-/// (drop when this very probe got the source blocked).
+/// (drop, with `AUTO_BLOCKED`, when this very probe got the source blocked).
 #[inline(never)]
-pub fn record(
-    ctx: &XdpContext,
-    l3: &L3,
-    probe: &Probe,
-    cfg: &KernelConfig,
-    stats: &mut StatBlock,
-) -> u32 {
+pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
     bump(stats, Stat::Probes as usize);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -76,13 +73,6 @@ pub fn record(
     } else {
         (false, 0)
     };
-    if blocked {
-        // Rare path (once per source per window): worth a log line for operators.
-        info!(
-            ctx,
-            "kernel auto-block of {:i} at score {}", l3.src, state.score
-        );
-    }
     match EVENTS.reserve::<ScanEvent>(0) {
         Some(mut slot) => {
             // SAFETY: the reserved slot is sized and aligned for one ScanEvent.
@@ -106,7 +96,7 @@ pub fn record(
     }
     if blocked {
         bump(stats, Stat::DroppedBlocked as usize);
-        XDP_DROP
+        XDP_DROP | AUTO_BLOCKED
     } else {
         XDP_PASS
     }
@@ -118,15 +108,21 @@ fn contact(l3: &L3, probe: &Probe, now: u64, stats: &mut StatBlock) {
     let Some(port) = probe.port else { return };
     match CONTACTS.reserve::<Contact>(0) {
         Some(mut slot) => {
-            slot.write(Contact {
-                ts_ns: now,
-                src: l3.src,
-                dst: l3.dst,
-                port,
-                kind: probe.kind,
-                listening: probe.listening as u8,
-                _pad: [0; 4],
-            });
+            // Field by field into the slot: no 48-byte temporary on the stack, which
+            // the verifier's 512-byte budget for the whole call chain cannot spare.
+            let c = slot.as_mut_ptr();
+            // SAFETY: the reserved slot is sized and aligned for one Contact; raw
+            // field pointers never reference uninitialised memory.
+            unsafe {
+                (&raw mut (*c).ts_ns).write(now);
+                (&raw mut (*c).src).write(l3.src);
+                (&raw mut (*c).dst).write(l3.dst);
+                (&raw mut (*c).port).write(port);
+                (&raw mut (*c).kind).write(probe.kind);
+                (&raw mut (*c).listening).write(probe.listening as u8);
+                (&raw mut (*c).os_stack).write(probe.os_stack as u8);
+                (&raw mut (*c)._pad).write([0; 3]);
+            }
             slot.submit(0);
             bump(stats, Stat::Contacts as usize);
         }

@@ -66,6 +66,7 @@ struct Walk {
     failures: u32,
     successes: u32,
     kinds: [u32; PROBE_KINDS],
+    os_syns: u16,
     ports: Vec<u16>,
     last_ns: u64,
     flagged: bool,
@@ -115,6 +116,7 @@ impl Trw {
             failures: 0,
             successes: 0,
             kinds: [0; PROBE_KINDS],
+            os_syns: 0,
             ports: Vec::new(),
             last_ns: c.ts_ns,
             flagged: false,
@@ -125,6 +127,9 @@ impl Trw {
         }
         if let Some(k) = w.kinds.get_mut(c.kind as usize) {
             *k += 1;
+        }
+        if c.os_stack != 0 {
+            w.os_syns = w.os_syns.saturating_add(1);
         }
         if w.ports.len() < 8 {
             w.ports.push(c.port);
@@ -141,17 +146,11 @@ impl Trw {
             return None;
         }
         w.flagged = true;
-        let (idx, _) = w
-            .kinds
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, n)| **n)
-            .unwrap_or((0, &0));
-        let kind_byte = idx as u8;
+        let kind = classify(&w.kinds, None, w.os_syns);
         Some(SlowScanFinding {
             src: c.src,
-            kind: classify(&w.kinds, None, 0),
-            kind_byte,
+            kind,
+            kind_byte: crate::kinds::code(kind),
             likelihood_ratio: w.ratio,
             failures: w.failures,
             successes: w.successes,
@@ -260,7 +259,8 @@ mod tests {
             port,
             kind: ProbeKind::Syn as u8,
             listening: listening as u8,
-            _pad: [0; 4],
+            os_stack: 0,
+            _pad: [0; 3],
         }
     }
 
@@ -278,6 +278,18 @@ mod tests {
         assert_eq!(f.ports, vec![1, 2, 3, 4]);
         assert_eq!(f.kind, "syn");
         assert!(t.observe(&contact(2, 5, false)).is_none(), "reported once");
+    }
+
+    #[test]
+    fn slow_connect_scans_are_named_connect() {
+        let mut t = Trw::new(SlowScan::default());
+        let mut last = None;
+        for p in 1..=4 {
+            let mut c = contact(4, p, false);
+            c.os_stack = 1;
+            last = t.observe(&c);
+        }
+        assert_eq!(last.expect("flagged").kind, "connect");
     }
 
     #[test]

@@ -14,9 +14,8 @@ use std::{
 use anyhow::Result;
 use scan_guard_common::{
     addr::Addr,
-    flags::ProbeKind,
     meta::{BlockMeta, MetaKey, REASON_LEN},
-    state::{BlockEntry, BlockOrigin, KIND_NONE},
+    state::{BlockEntry, BlockOrigin},
 };
 
 use crate::{
@@ -122,9 +121,9 @@ pub fn entry_for(c: &Cidr, m: &BlockMeta, hits: u64) -> BlockEntry {
     }
 }
 
-/// Name of a probe kind byte (`-` for none).
+/// Name of a kind byte (`-` for none).
 pub fn kind_name(kind: u8) -> &'static str {
-    ProbeKind::from_u8(kind).map_or("-", ProbeKind::name)
+    crate::kinds::name(kind)
 }
 
 impl Enforcer {
@@ -331,7 +330,7 @@ impl Enforcer {
     pub fn reconcile(&mut self, maps: &mut KernelMaps, cfg: &Config) -> Result<Vec<Change>> {
         let now = clock::unix_now();
         let metas: HashMap<MetaKey, BlockMeta> = maps.metas().into_iter().collect();
-        let kernel: HashMap<MetaKey, BlockEntry> = maps
+        let mut kernel: HashMap<MetaKey, BlockEntry> = maps
             .blocks()?
             .into_iter()
             .map(|(a, l, e)| {
@@ -363,6 +362,8 @@ impl Enforcer {
             if m.expires_unix_s != 0 && now >= m.expires_unix_s {
                 maps.remove_block(&k.addr, k.prefix_len)?;
                 maps.remove_meta(&k)?;
+                // Handled: the pass over kernel entries below must not see it again.
+                kernel.remove(&k);
                 changes.push(Change::Expired(k, m));
                 continue;
             }
@@ -469,7 +470,9 @@ impl Enforcer {
                 }
             };
             let key = key_of(&c);
-            if maps.meta.get(&key, 0).is_ok() {
+            if let Ok(live) = maps.meta.get(&key, 0) {
+                // A re-adopted instance still has it: known, not new.
+                self.known.insert(key, live);
                 continue;
             }
             let origin = match b.origin.as_str() {
@@ -477,10 +480,7 @@ impl Enforcer {
                 "manual" => BlockOrigin::Manual,
                 _ => BlockOrigin::Detector,
             };
-            let kind = ProbeKind::ALL
-                .iter()
-                .find(|k| k.name() == b.kind)
-                .map_or(KIND_NONE, |k| *k as u8);
+            let kind = crate::kinds::code(&b.kind);
             let mut m = new_meta(origin, kind, &b.reason, None, b.offences);
             m.since_unix_s = b.since_unix_s;
             m.expires_unix_s = b.expires_unix_s;

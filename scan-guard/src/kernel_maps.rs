@@ -28,6 +28,16 @@ pub struct KernelMaps {
     pub meta: HashMap<MapData, MetaKey, BlockMeta>,
 }
 
+/// True when a map error means "no such key" (aya reports a delete of a missing
+/// key as the syscall's ENOENT).
+pub fn is_not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn typed<T>(map: Map, name: &str) -> Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
@@ -114,7 +124,7 @@ impl KernelMaps {
     pub fn remove_meta(&mut self, key: &MetaKey) -> Result<bool> {
         match self.meta.remove(key) {
             Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e).context("removing from BLOCK_META"),
         }
     }
@@ -172,7 +182,7 @@ impl KernelMaps {
     pub fn remove_block(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
         match self.blocklist.remove(&Key::new(prefix_len, *addr)) {
             Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e).context("removing from BLOCKLIST"),
         }
     }
@@ -197,7 +207,7 @@ impl KernelMaps {
     pub fn remove_allow(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
         let removed = match self.allowlist.remove(&Key::new(prefix_len, *addr)) {
             Ok(()) => true,
-            Err(aya::maps::MapError::KeyNotFound) => false,
+            Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(e).context("removing from ALLOWLIST"),
         };
         self.sync_allowlist_flag()?;

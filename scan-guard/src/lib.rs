@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod instance;
 pub mod kernel_maps;
+pub mod kinds;
 pub mod listeners;
 pub mod loader;
 pub mod neverblock;

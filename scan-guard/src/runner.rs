@@ -378,7 +378,7 @@ impl Controller {
             if let Some((_, meta)) = self.enforcer.adopt_kernel_block(
                 &mut self.maps,
                 &ev.src,
-                ev.last_kind,
+                crate::kinds::code(&rec.kind),
                 &reason,
                 &self.cfg,
             )? {
@@ -400,7 +400,7 @@ impl Controller {
         let verdicts = self.enforcer.block_source(
             &mut self.maps,
             &ev.src,
-            ev.last_kind,
+            crate::kinds::code(&rec.kind),
             &reason,
             &self.cfg,
         )?;

@@ -23,6 +23,7 @@ use std::{
 
 use scan_guard::kernel_maps::KernelMaps;
 use scan_guard_common::stats::StatBlock;
+use serde_json::Value;
 
 /// Default bound of a one-shot command.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -92,6 +93,80 @@ pub struct Controller {
     pub events: PathBuf,
     /// Its stdout and stderr.
     pub log: PathBuf,
+    /// `--state-file` (in the lab directory unless the options named another).
+    pub state_file: PathBuf,
+    /// What it was started with, every path filled in: start the same instance again
+    /// with [`Lab::start_controller_with`]`(&c.opts)`.
+    pub opts: ControllerOptions,
+}
+
+/// How [`Lab::start_controller_with`] runs `scan-guard run`.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    pub mode: XdpMode,
+    /// `--config FILE` (see [`Lab::write_file`]).
+    pub config: Option<PathBuf>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--keep-attached`.
+    pub keep_attached: bool,
+    /// `--pin-dir`; `None`: `<bpffs>/inst`.
+    pub pin_dir: Option<PathBuf>,
+    /// `--events`; `None`: a fresh file in the lab directory.
+    pub events: Option<PathBuf>,
+    /// `--state-file`; `None`: a fresh file in the lab directory.
+    pub state_file: Option<PathBuf>,
+    /// Appended to the command line as given.
+    pub extra_args: Vec<String>,
+    /// `SCAN_GUARD_LOG`.
+    pub log_level: &'static str,
+}
+
+impl ControllerOptions {
+    pub fn new(mode: XdpMode) -> Self {
+        Self {
+            mode,
+            config: None,
+            dry_run: false,
+            keep_attached: false,
+            pin_dir: None,
+            events: None,
+            state_file: None,
+            extra_args: Vec::new(),
+            log_level: "info",
+        }
+    }
+
+    pub fn config(mut self, path: &Path) -> Self {
+        self.config = Some(path.to_path_buf());
+        self
+    }
+
+    pub fn dry_run(mut self) -> Self {
+        self.dry_run = true;
+        self
+    }
+
+    pub fn keep_attached(mut self) -> Self {
+        self.keep_attached = true;
+        self
+    }
+
+    pub fn state_file(mut self, path: &Path) -> Self {
+        self.state_file = Some(path.to_path_buf());
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra_args.push(a.to_owned());
+        self
+    }
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self::new(XdpMode::Native)
+    }
 }
 
 impl Controller {
@@ -115,6 +190,144 @@ impl Controller {
             .stats_total()
             .unwrap_or_else(|e| panic!("reading STATS from {}: {e:#}", self.pin_dir.display()))
     }
+
+    /// `scan-guard ARGS --pin-dir <pin_dir>`, run by the test process (the pins are
+    /// on the lab's bpffs, reachable from any namespace), bounded.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut full = args.to_vec();
+        full.extend(["--pin-dir", path_str(&self.pin_dir)]);
+        scan_guard_cli(&full)
+    }
+
+    /// Like [`cli`](Self::cli) but panics unless it exits 0; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        if !out.status.success() {
+            panic!(
+                "scan-guard {} --pin-dir {}: {}\n--- controller log ---\n{}",
+                args.join(" "),
+                self.pin_dir.display(),
+                describe(&out),
+                read_lossy(&self.log)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `scan-guard ARGS --json` parsed.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut full = args.to_vec();
+        full.push("--json");
+        let text = self.cli_ok(&full);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "scan-guard {}: stdout is not JSON ({e}): {text}",
+                full.join(" ")
+            )
+        })
+    }
+
+    /// `scan-guard list --json`: the blocked sources.
+    pub fn list(&self) -> Vec<Value> {
+        match self.cli_json(&["list"]) {
+            Value::Array(rows) => rows,
+            other => panic!("scan-guard list --json is not an array: {other}"),
+        }
+    }
+
+    /// The row of `list --json` for `addr` (as `list` prints it), if any.
+    pub fn listed(&self, addr: &str) -> Option<Value> {
+        self.list().into_iter().find(|r| r["addr"] == addr)
+    }
+
+    /// `scan-guard stats --json`.
+    pub fn stats_json(&self) -> Value {
+        self.cli_json(&["stats"])
+    }
+
+    /// The events written so far, one JSON value per complete line; panics on a line
+    /// that is not JSON (the events file holds nothing else).
+    pub fn events(&self) -> Vec<Value> {
+        let text = fs::read_to_string(&self.events).unwrap_or_default();
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        complete
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!(
+                        "events file {}: line is not JSON ({e}): {l}",
+                        self.events.display()
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The events matching `pred`.
+    pub fn events_where(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.events().into_iter().filter(|e| pred(e)).collect()
+    }
+
+    /// Waits (bounded by `limit`) for the first event matching `pred`; panics with
+    /// the events so far and the controller's log if none comes.
+    pub fn wait_event(&self, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "no {what} event within {limit:?}\n--- events ({}) ---\n{}--- controller log ---\n{}",
+                    self.events.display(),
+                    read_lossy(&self.events),
+                    read_lossy(&self.log)
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// An event's `event` field.
+pub fn event_name(e: &Value) -> &str {
+    e["event"].as_str().unwrap_or("")
+}
+
+/// True for an event named `name` about source `src`.
+pub fn is_event(e: &Value, name: &str, src: &str) -> bool {
+    event_name(e) == name && e["src"] == src
+}
+
+/// `scan-guard ARGS` in the test's own namespace, bounded by [`CMD_TIMEOUT`], with
+/// `SCAN_GUARD_PIN_DIR` and `SCAN_GUARD_LOG` removed from its environment so what
+/// it prints is what a user sees by default.
+pub fn scan_guard_cli(args: &[&str]) -> Output {
+    let bin = controller_bin();
+    let secs = CMD_TIMEOUT.as_secs().to_string();
+    Command::new("timeout")
+        .args(["-k", "2", &secs])
+        .arg(&bin)
+        .args(args)
+        .env_remove("SCAN_GUARD_PIN_DIR")
+        .env_remove("SCAN_GUARD_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display()))
+}
+
+/// A command the lab runs in the background (e.g. a scan), with its output file.
+#[derive(Debug)]
+pub struct Background {
+    pub proc: Proc,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+    /// Its command line (for messages).
+    pub what: String,
 }
 
 /// A tcpdump writing a pcap file in the lab directory.
@@ -142,6 +355,10 @@ pub struct Lab {
     pub id: String,
     pub att: Side,
     pub tgt: Side,
+    /// The second client ([`LabOptions::second_client`]): `sg-<id>-cli`, 10.200.1.3.
+    pub cli: Option<Side>,
+    /// The switch namespace holding the bridge when there is a second client.
+    pub switch_ns: Option<String>,
     /// `/run/sg-test-<id>`: logs, captures, events.
     pub dir: PathBuf,
     /// `<dir>/bpffs`, a bpffs mounted for this lab only.
@@ -150,6 +367,20 @@ pub struct Lab {
     namespaces: Vec<String>,
     mounted: bool,
     files: AtomicU32,
+    /// Pin directories controllers were started with (their runtime files under
+    /// /run/scan-guard are removed on drop, also after a SIGKILL).
+    pin_dirs: Mutex<Vec<PathBuf>>,
+}
+
+/// What [`Lab::with_options`] builds besides the two namespaces of [`Lab::new`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LabOptions {
+    /// A second client namespace `sg-<id>-cli` (10.200.1.3/24, fd00:200::3/64, MAC
+    /// ...:03). The attacker, the client and the target then each hang off a bridge
+    /// in a switch namespace of its own (`sg-<id>-sw`, no addresses): a bridge inside
+    /// the target namespace would answer for the target's addresses itself, and
+    /// packets would bypass the protected interface and its XDP program.
+    pub second_client: bool,
 }
 
 /// Runs `program args` under `timeout` (SIGTERM at `limit`, SIGKILL 2 s later).
@@ -233,6 +464,11 @@ impl Lab {
     /// `sg<id>a` / `sg<id>t` with fixed MACs, 10.200.1.1/24 + fd00:200::1/64 on the
     /// attacker and .2 / ::2 on the target, all links up, and a private bpffs.
     pub fn new(tag: &str) -> Self {
+        Self::with_options(tag, LabOptions::default())
+    }
+
+    /// Like [`new`](Self::new), with the extras `opts` asks for (see [`LabOptions`]).
+    pub fn with_options(tag: &str, opts: LabOptions) -> Self {
         let id = unique_id();
         let dir = PathBuf::from(format!("/run/sg-test-{id}"));
         let mut lab = Lab {
@@ -251,6 +487,14 @@ impl Lab {
                 v4: Ipv4Addr::new(10, 200, 1, 2),
                 v6: "fd00:200::2".parse().expect("v6"),
             },
+            cli: opts.second_client.then(|| Side {
+                ns: format!("sg-{id}-cli"),
+                iface: format!("sg{id}c"),
+                mac: "02:53:47:00:00:03",
+                v4: Ipv4Addr::new(10, 200, 1, 3),
+                v6: "fd00:200::3".parse().expect("v6"),
+            }),
+            switch_ns: opts.second_client.then(|| format!("sg-{id}-sw")),
             bpffs: dir.join("bpffs"),
             dir,
             id,
@@ -258,14 +502,39 @@ impl Lab {
             namespaces: Vec::new(),
             mounted: false,
             files: AtomicU32::new(0),
+            pin_dirs: Mutex::new(Vec::new()),
         };
         // From here on a panic unwinds through `lab`'s Drop, which undoes what was done.
         lab.setup();
         lab
     }
 
+    /// The second client; panics unless the lab was built with one.
+    pub fn client(&self) -> &Side {
+        self.cli.as_ref().unwrap_or_else(|| {
+            panic!(
+                "[lab {}] has no second client: build it with LabOptions {{ second_client: true, .. }}",
+                self.tag
+            )
+        })
+    }
+
+    /// The endpoint sides: attacker, target and (if any) the second client.
+    fn endpoints(&self) -> Vec<Side> {
+        let mut v = vec![self.att.clone(), self.tgt.clone()];
+        v.extend(self.cli.clone());
+        v
+    }
+
+    /// Every namespace this lab creates.
+    fn namespace_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.endpoints().into_iter().map(|s| s.ns).collect();
+        v.extend(self.switch_ns.clone());
+        v
+    }
+
     fn setup(&mut self) {
-        assert!(self.att.iface.len() <= 15 && self.tgt.iface.len() <= 15);
+        assert!(self.endpoints().iter().all(|s| s.iface.len() <= 15));
         // A lab directory or namespaces with our names can only be left over from a
         // killed run of a process with the same pid: clear them.
         self.remove_stale();
@@ -275,19 +544,23 @@ impl Lab {
 
         {
             let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            for ns in [self.att.ns.clone(), self.tgt.ns.clone()] {
+            for ns in self.namespace_names() {
                 ip_ok(&["netns", "add", &ns]);
                 self.namespaces.push(ns);
             }
         }
         let (a, t) = (self.att.clone(), self.tgt.clone());
-        // Created inside the attacker namespace with the peer straight in the target
-        // one: the host's own namespace never sees either end.
-        ip_ok(&[
-            "-n", &a.ns, "link", "add", &a.iface, "address", a.mac, "type", "veth", "peer", "name",
-            &t.iface, "address", t.mac, "netns", &t.ns,
-        ]);
-        for s in [&a, &t] {
+        if let Some(sw) = self.switch_ns.clone() {
+            self.build_switch(&sw);
+        } else {
+            // Created inside the attacker namespace with the peer straight in the target
+            // one: the host's own namespace never sees either end.
+            ip_ok(&[
+                "-n", &a.ns, "link", "add", &a.iface, "address", a.mac, "type", "veth", "peer",
+                "name", &t.iface, "address", t.mac, "netns", &t.ns,
+            ]);
+        }
+        for s in &self.endpoints() {
             ip_ok(&["-n", &s.ns, "link", "set", "lo", "up"]);
             ip_ok(&[
                 "-n",
@@ -311,22 +584,68 @@ impl Lab {
             ]);
             ip_ok(&["-n", &s.ns, "link", "set", &s.iface, "up"]);
         }
-        for s in [&a, &t] {
+        for ns in self.namespace_names() {
             for family in ["-4", "-6"] {
-                let routes = ip_ok(&["-n", &s.ns, family, "route", "show", "default"]);
+                let routes = ip_ok(&["-n", &ns, family, "route", "show", "default"]);
                 assert!(
                     routes.trim().is_empty(),
-                    "[lab {}] namespace {} has a default route ({family}): {routes}",
+                    "[lab {}] namespace {ns} has a default route ({family}): {routes}",
                     self.tag,
-                    s.ns
                 );
             }
         }
     }
 
+    /// The bridge `sg<id>br` in the switch namespace and one veth per endpoint, each
+    /// created inside its endpoint namespace with the peer (`sg<id>p<letter>`)
+    /// straight in the switch namespace, enslaved to the bridge.
+    fn build_switch(&self, sw: &str) {
+        // The switch only forwards frames: no addresses, no IPv6 chatter of its own.
+        let out = run_bounded(
+            Duration::from_secs(10),
+            "ip",
+            &[
+                "netns",
+                "exec",
+                sw,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        );
+        if !out.status.success() {
+            panic!("[lab {}] sysctl in {sw}: {}", self.tag, describe(&out));
+        }
+        let br = format!("sg{}br", self.id);
+        ip_ok(&[
+            "-n",
+            sw,
+            "link",
+            "add",
+            "name",
+            &br,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+        ]);
+        ip_ok(&["-n", sw, "link", "set", &br, "up"]);
+        for s in self.endpoints() {
+            let letter = s.iface.chars().last().expect("iface name");
+            let port = format!("sg{}p{letter}", self.id);
+            ip_ok(&[
+                "-n", &s.ns, "link", "add", &s.iface, "address", s.mac, "type", "veth", "peer",
+                "name", &port, "netns", sw,
+            ]);
+            ip_ok(&["-n", sw, "link", "set", &port, "master", &br]);
+            ip_ok(&["-n", sw, "link", "set", &port, "up"]);
+        }
+    }
+
     fn remove_stale(&self) {
         let existing = netns_list();
-        for ns in [&self.att.ns, &self.tgt.ns] {
+        for ns in &self.namespace_names() {
             if existing.contains(ns) {
                 let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
                 ip_ok(&["netns", "del", ns]);
@@ -487,27 +806,68 @@ impl Lab {
     }
 
     /// Starts the real controller attached to the target's veth in `mode`, its pins
-    /// under `<bpffs>/inst`, and waits (bounded) until its link is pinned.
+    /// under `<bpffs>/inst`, its state file in the lab directory, and waits
+    /// (bounded) until it has attached.
     pub fn start_controller(&self, mode: XdpMode) -> Controller {
+        self.start_controller_with(&ControllerOptions::new(mode))
+    }
+
+    /// Starts `scan-guard run` in the target namespace on the target's veth as
+    /// `opts` says and waits (bounded by [`ATTACH_TIMEOUT`]) until it is attached:
+    /// its link is pinned and it has written its runtime file (which it does after
+    /// attaching or re-adopting, right before it starts reading events). With the
+    /// pin directory of an instance left attached, this is a restart that re-adopts.
+    pub fn start_controller_with(&self, opts: &ControllerOptions) -> Controller {
         let bin = controller_bin();
-        let pin_dir = self.bpffs.join("inst");
-        let events = self.file("events", "jsonl");
+        let mut opts = opts.clone();
+        let pin_dir = opts
+            .pin_dir
+            .get_or_insert_with(|| self.bpffs.join("inst"))
+            .clone();
+        let events = opts
+            .events
+            .get_or_insert_with(|| self.file("events", "jsonl"))
+            .clone();
+        let state_file = opts
+            .state_file
+            .get_or_insert_with(|| self.file("state", "json"))
+            .clone();
         let log = self.file("controller", "log");
+        let mut args: Vec<&str> = vec![
+            path_str(&bin),
+            "run",
+            "--iface",
+            &self.tgt.iface,
+            "--xdp-mode",
+            opts.mode.as_str(),
+            "--pin-dir",
+            path_str(&pin_dir),
+            "--events",
+            path_str(&events),
+            "--state-file",
+            path_str(&state_file),
+        ];
+        if let Some(cfg) = &opts.config {
+            args.extend(["--config", path_str(cfg)]);
+        }
+        if opts.dry_run {
+            args.push("--dry-run");
+        }
+        if opts.keep_attached {
+            args.push("--keep-attached");
+        }
+        args.extend(opts.extra_args.iter().map(String::as_str));
+        {
+            let mut dirs = self.pin_dirs.lock().unwrap_or_else(|p| p.into_inner());
+            if !dirs.contains(&pin_dir) {
+                dirs.push(pin_dir.clone());
+            }
+        }
+        let mode = opts.mode;
         let proc = self.spawn_in_env(
             &self.tgt.ns,
-            &[
-                path_str(&bin),
-                "run",
-                "--iface",
-                &self.tgt.iface,
-                "--xdp-mode",
-                mode.as_str(),
-                "--pin-dir",
-                path_str(&pin_dir),
-                "--events",
-                path_str(&events),
-            ],
-            &[("SCAN_GUARD_LOG", "info")],
+            &args,
+            &[("SCAN_GUARD_LOG", opts.log_level)],
             &log,
         );
         let c = Controller {
@@ -516,9 +876,11 @@ impl Lab {
             pin_dir,
             events,
             log,
+            state_file,
+            opts,
         };
         let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while !c.link_pin().exists() {
+        while !(c.link_pin().exists() && self.controller_ready(&c)) {
             if let Some(s) = self.try_status(proc) {
                 panic!(
                     "[lab {}] controller ({} mode) exited before attaching: {}\n--- log ---\n{}",
@@ -530,7 +892,7 @@ impl Lab {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "[lab {}] controller ({} mode) did not pin {} within {ATTACH_TIMEOUT:?}\n--- log ---\n{}",
+                    "[lab {}] controller ({} mode) did not attach (link pin {}, runtime file) within {ATTACH_TIMEOUT:?}\n--- log ---\n{}",
                     self.tag,
                     mode.as_str(),
                     c.link_pin().display(),
@@ -542,9 +904,321 @@ impl Lab {
         c
     }
 
+    /// True once this very controller process (a child of our `timeout`, as `ip
+    /// netns exec` execs in place) has written its runtime file, or (if it could
+    /// not write one) has logged that it attached or re-adopted.
+    fn controller_ready(&self, c: &Controller) -> bool {
+        if let Some(info) = scan_guard::instance::read(&c.pin_dir) {
+            if parent_pid(info.pid) == Some(c.proc.pid) {
+                return true;
+            }
+        }
+        let log = read_lossy(&c.log);
+        log.contains("writing runtime info")
+            && (log.contains("re-adopted") || log.contains("attached iface="))
+    }
+
+    /// The controller's pid (`scan-guard` itself, child of the lab's `timeout`), if
+    /// it is running.
+    pub fn controller_pid(&self, c: &Controller) -> Option<u32> {
+        scan_guard::instance::read(&c.pin_dir)
+            .map(|i| i.pid)
+            .filter(|&pid| parent_pid(pid) == Some(c.proc.pid))
+    }
+
+    /// SIGKILL to `p` and its whole process group (the controller under its
+    /// `timeout`: nothing gets to clean up), then reaps it.
+    pub fn kill(&self, p: Proc) -> ExitStatus {
+        if let Some(s) = self.try_status(p) {
+            return s;
+        }
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        let child = &mut procs[p.idx];
+        // SAFETY: plain syscall on our own unreaped child's group.
+        unsafe {
+            libc::killpg(p.pid as libc::pid_t, libc::SIGKILL);
+        }
+        child
+            .wait()
+            .unwrap_or_else(|e| panic!("[lab {}] reaping pid {}: {e}", self.tag, p.pid))
+    }
+
+    /// `kill -9` of the controller: it leaves its program attached and its pins.
+    pub fn kill_controller(&self, c: &Controller) -> ExitStatus {
+        let pid = self.controller_pid(c);
+        let status = self.kill(c.proc);
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists() || parent_pid(pid) != Some(c.proc.pid),
+                "[lab {}] controller pid {pid} survived SIGKILL",
+                self.tag
+            );
+        }
+        status
+    }
+
     /// SIGTERM to the controller and a bounded wait for it to detach and exit.
     pub fn stop_controller(&self, c: &Controller) -> ExitStatus {
         self.terminate(c.proc, Duration::from_secs(10))
+    }
+
+    /// Writes `contents` to a fresh file in the lab directory and returns its path.
+    pub fn write_file(&self, stem: &str, ext: &str, contents: &str) -> PathBuf {
+        let p = self.file(stem, ext);
+        fs::write(&p, contents).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+        p
+    }
+
+    /// `sysctl -w SETTING` inside `ns`.
+    pub fn sysctl(&self, ns: &str, setting: &str) {
+        self.exec_ok(ns, &["sysctl", "-qw", setting]);
+    }
+
+    /// Adds 10.200.1.`n`/24 for every `n` in `hosts` to the target's veth (so a host
+    /// sweep from the attacker finds many addresses behind the protected interface)
+    /// and returns them.
+    pub fn add_target_v4(&self, hosts: std::ops::RangeInclusive<u8>) -> Vec<Ipv4Addr> {
+        let mut added = Vec::new();
+        for n in hosts {
+            let a = Ipv4Addr::new(10, 200, 1, n);
+            assert!(
+                self.endpoints().iter().all(|s| s.v4 != a),
+                "[lab {}] {a} belongs to an endpoint",
+                self.tag
+            );
+            ip_ok(&[
+                "-n",
+                &self.tgt.ns,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                &self.tgt.iface,
+            ]);
+            added.push(a);
+        }
+        added
+    }
+
+    /// Starts `python3 -m http.server PORT` (dual-stack) in the target namespace
+    /// serving a one-line page, and waits until it listens.
+    pub fn start_http_server(&self, port: u16) -> Proc {
+        let www = self.dir.join(format!("www-{port}"));
+        fs::create_dir_all(&www).unwrap_or_else(|e| panic!("creating {}: {e}", www.display()));
+        fs::write(www.join("index.html"), "scan-guard lab\n").expect("index.html");
+        let log = self.file("http-server", "log");
+        let p = self.spawn_in(
+            &self.tgt.ns,
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "::",
+                "--directory",
+                path_str(&www),
+            ],
+            &log,
+        );
+        self.wait_listening(&self.tgt.ns, port, Duration::from_secs(10));
+        p
+    }
+
+    /// One HTTP GET from `ns` to `ip:port` with curl (connect timeout 2 s, total
+    /// 3 s): `Ok(())` on status 200, else what happened.
+    pub fn http_get(&self, ns: &str, ip: IpAddr, port: u16) -> Result<(), String> {
+        let url = match ip {
+            IpAddr::V4(a) => format!("http://{a}:{port}/"),
+            IpAddr::V6(a) => format!("http://[{a}]:{port}/"),
+        };
+        let out = self.exec_in_for(
+            ns,
+            Duration::from_secs(8),
+            &[
+                "curl",
+                "-sS",
+                "-g",
+                "--connect-timeout",
+                "2",
+                "--max-time",
+                "3",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ],
+        );
+        let code = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && code.trim() == "200" {
+            Ok(())
+        } else {
+            Err(format!("GET {url} from {ns}: {}", describe(&out)))
+        }
+    }
+
+    /// Runs `nmap ARGS` in the attacker namespace, bounded by `limit` (give nmap its
+    /// own `--host-timeout` below it); panics unless nmap exits 0. Returns stdout.
+    pub fn nmap(&self, args: &[&str], limit: Duration) -> String {
+        let mut full = vec!["nmap"];
+        full.extend_from_slice(args);
+        let out = self.exec_in_for(&self.att.ns, limit, &full);
+        if !out.status.success() {
+            panic!(
+                "[lab {}] {} (in {}): {}",
+                self.tag,
+                full.join(" "),
+                self.att.ns,
+                describe(&out)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Panics (with its log) if the controller has exited.
+    pub fn assert_running(&self, c: &Controller, when: &str) {
+        if let Some(s) = self.try_status(c.proc) {
+            panic!(
+                "[lab {}] the controller exited ({}) {when}\n--- events ---\n{}--- controller log ---\n{}",
+                self.tag,
+                describe_status(s),
+                read_lossy(&c.events),
+                read_lossy(&c.log)
+            );
+        }
+    }
+
+    /// [`Controller::wait_event`] that also fails at once, saying so, if the
+    /// controller exits while we wait.
+    pub fn wait_event(
+        &self,
+        c: &Controller,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(e) = c.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            self.assert_running(c, &format!("while waiting for a {what} event"));
+            if Instant::now() >= deadline {
+                return c.wait_event(Duration::ZERO, what, pred);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `nmap ARGS` in the attacker namespace in the background (bounded by
+    /// [`SPAWN_TIMEOUT`]; give it a `--host-timeout` too).
+    pub fn spawn_nmap(&self, args: &[&str]) -> Background {
+        let mut full = vec!["nmap"];
+        full.extend_from_slice(args);
+        let log = self.file("nmap", "log");
+        let proc = self.spawn_in(&self.att.ns, &full, &log);
+        Background {
+            proc,
+            log,
+            what: full.join(" "),
+        }
+    }
+
+    /// Ends a background command: if it already finished it must have exited 0 (else
+    /// this panics with its output); if it still runs it gets SIGTERM (bounded).
+    /// Returns its output.
+    pub fn finish(&self, b: &Background) -> String {
+        match self.try_status(b.proc) {
+            Some(s) if !s.success() => panic!(
+                "[lab {}] {} failed: {}\n{}",
+                self.tag,
+                b.what,
+                describe_status(s),
+                read_lossy(&b.log)
+            ),
+            Some(_) => {}
+            None => {
+                self.terminate(b.proc, Duration::from_secs(5));
+            }
+        }
+        read_lossy(&b.log)
+    }
+
+    /// Waits for the first event of `c` matching `pred` while `b` runs, and at most
+    /// `grace` after it ended on its own; panics (with the events, the controller's
+    /// log and `b`'s output) if none comes, or if `b` failed.
+    pub fn wait_event_during(
+        &self,
+        c: &Controller,
+        b: &Background,
+        grace: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut ended: Option<Instant> = None;
+        loop {
+            if let Some(e) = c.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            self.assert_running(c, &format!("while waiting for a {what} event"));
+            match (ended, self.try_status(b.proc)) {
+                (None, Some(s)) => {
+                    if !s.success() {
+                        panic!(
+                            "[lab {}] {} failed before any {what} event: {}\n{}",
+                            self.tag,
+                            b.what,
+                            describe_status(s),
+                            read_lossy(&b.log)
+                        );
+                    }
+                    ended = Some(Instant::now());
+                }
+                (Some(t), _) if t.elapsed() >= grace => panic!(
+                    "[lab {}] no {what} event within {grace:?} after {} ended\n--- its output ---\n{}--- events ---\n{}--- controller log ---\n{}",
+                    self.tag,
+                    b.what,
+                    read_lossy(&b.log),
+                    read_lossy(&c.events),
+                    read_lossy(&c.log)
+                ),
+                _ => {}
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `scan-guard ARGS` inside `ns`, bounded by [`CMD_TIMEOUT`], with
+    /// `SCAN_GUARD_PIN_DIR` and `SCAN_GUARD_LOG` removed from its environment.
+    pub fn scan_guard_in(&self, ns: &str, args: &[&str]) -> Output {
+        let bin = controller_bin();
+        let secs = CMD_TIMEOUT.as_secs().to_string();
+        Command::new("timeout")
+            .args(["-k", "2", &secs, "ip", "netns", "exec", ns])
+            .arg(&bin)
+            .args(args)
+            .env_remove("SCAN_GUARD_PIN_DIR")
+            .env_remove("SCAN_GUARD_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {} {args:?} in {ns}: {e}", bin.display()))
+    }
+
+    /// Ids of the XDP programs `ip -d link show` reports on `side`'s veth (one
+    /// `prog/xdp id N` per attached program).
+    pub fn xdp_prog_ids(&self, side: &Side) -> Vec<u32> {
+        let text = self.link_show(side);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .windows(3)
+            .filter(|w| w[0].starts_with("prog/xdp") && w[1] == "id")
+            .filter_map(|w| w[2].parse().ok())
+            .collect()
     }
 
     /// `ip -d link show dev <iface>` inside `side`'s namespace.
@@ -684,6 +1358,15 @@ impl Drop for Lab {
                 }
             }
         }
+        for pin_dir in self
+            .pin_dirs
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            // Left behind by a controller that was killed; only ours (per pin dir).
+            scan_guard::instance::remove(&pin_dir);
+        }
         if self.mounted {
             unmount(&self.bpffs);
         }
@@ -710,6 +1393,14 @@ fn signal(pid: u32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid as libc::pid_t, sig);
     }
+}
+
+/// Parent pid of `pid` from /proc (None if it is gone).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn path_str(p: &Path) -> &str {
