@@ -150,6 +150,8 @@ pub struct Output {
     /// Where blocks and offence history are persisted; empty = per interface under
     /// /var/lib/scan-guard.
     pub state_file: String,
+    /// Prometheus endpoint (`PORT`, `:PORT` on loopback, or `HOST:PORT`); empty = off.
+    pub metrics: String,
 }
 
 impl Default for Detection {
@@ -221,6 +223,7 @@ impl Default for Output {
         Self {
             events: "-".into(),
             state_file: String::new(),
+            metrics: String::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod kernel_maps;
 pub mod kinds;
 pub mod listeners;
 pub mod loader;
+pub mod metrics;
 pub mod neverblock;
 pub mod persist;
 pub mod privileges;

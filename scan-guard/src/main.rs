@@ -126,6 +126,10 @@ struct RunArgs {
     /// On exit, leave the program attached and its maps pinned (it keeps enforcing).
     #[arg(long)]
     keep_attached: bool,
+    /// Serve Prometheus/OpenMetrics at http://ADDR/metrics: PORT or :PORT (loopback)
+    /// or HOST:PORT [default: output.metrics from the config, else off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 fn main() {
@@ -229,6 +233,14 @@ fn run(args: RunArgs) -> Result<()> {
         .events
         .unwrap_or_else(|| PathBuf::from(&config.output.events));
     let state_file = runner::state_file_for(args.state_file.as_deref(), &config, &args.iface);
+    let metrics_text = args
+        .metrics
+        .clone()
+        .or_else(|| (!config.output.metrics.is_empty()).then(|| config.output.metrics.clone()));
+    let metrics = metrics_text
+        .as_deref()
+        .map(scan_guard::metrics::parse_listen)
+        .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -242,5 +254,6 @@ fn run(args: RunArgs) -> Result<()> {
         events,
         state_file,
         keep_attached: args.keep_attached,
+        metrics,
     }))
 }

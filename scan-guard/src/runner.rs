@@ -3,6 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -31,6 +32,7 @@ use crate::{
     kernel_maps::KernelMaps,
     listeners::{self, Listening},
     loader::{self, AttachMode},
+    metrics::Metrics,
     neverblock, persist,
 };
 
@@ -53,6 +55,8 @@ pub struct RunOptions {
     pub events: PathBuf,
     pub state_file: PathBuf,
     pub keep_attached: bool,
+    /// Serve Prometheus metrics here (off when `None`).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Applies CLI overrides to a config read from the file.
@@ -64,6 +68,8 @@ pub fn apply_overrides(mut cfg: Config, o: &Overrides) -> Config {
 }
 
 struct Controller {
+    metrics: Arc<Metrics>,
+    ticks: u64,
     /// The loaded object: its program is re-attached if the interface comes back.
     ebpf: aya::Ebpf,
     iface: String,
@@ -93,10 +99,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // detach) instead of killing us with the program attached.
     let signals = Signals::install()?;
     let sink = EventSink::open(&opts.events)?;
+    // Bind before attaching: an address in use fails the start, not a running host.
+    let metrics = Arc::new(Metrics::new());
+    let _metrics_server = match opts.metrics {
+        Some(addr) => Some(crate::metrics::serve(addr, Arc::clone(&metrics)).await?),
+        None => None,
+    };
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
 
-    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh) {
+    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh, metrics) {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -178,7 +190,12 @@ fn ring(ebpf: &mut aya::Ebpf, name: &str) -> Result<Ring> {
 
 type Started = (Controller, Ring, Ring, Option<KernelLog>, &'static str);
 
-fn start(opts: &RunOptions, sink: EventSink, fresh: bool) -> Result<Started> {
+fn start(
+    opts: &RunOptions,
+    sink: EventSink,
+    fresh: bool,
+    metrics: Arc<Metrics>,
+) -> Result<Started> {
     let cfg = opts.config.clone();
     let max_blocks = fresh.then_some(cfg.blocking.max_blocks);
     let mut ebpf = loader::load_with(Some(&opts.pin_dir), max_blocks)?;
@@ -237,6 +254,8 @@ fn start(opts: &RunOptions, sink: EventSink, fresh: bool) -> Result<Started> {
         sink,
         listening,
         state_file: opts.state_file.clone(),
+        metrics,
+        ticks: 0,
     };
     Ok((ctl, events, contacts, klog, att.mode))
 }
@@ -357,6 +376,10 @@ async fn event_loop(
 
 impl Controller {
     fn emit(&mut self, rec: &EventRecord) -> Result<()> {
+        self.metrics.event(rec.event);
+        if rec.event == "scan_detected" {
+            self.metrics.detection(&rec.kind);
+        }
         self.sink.write(rec)
     }
 
@@ -502,7 +525,34 @@ impl Controller {
     }
 
     fn on_tick(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let r = self.housekeeping();
+        self.metrics.tick(started.elapsed());
+        r
+    }
+
+    /// Kernel counters every tick; occupancy (a walk over the LRU keys) every 10.
+    fn update_metrics(&mut self) {
+        let Ok(stats) = self.maps.stats_total() else {
+            return;
+        };
+        self.metrics.update_kernel(&stats);
+        if self.ticks % 10 == 0 {
+            let blocked = self.maps.blocks().map(|b| b.len()).unwrap_or(0);
+            self.metrics.set_occupancy(
+                self.maps.tracked_sources(),
+                blocked,
+                scan_guard_common::limits::MAX_SOURCES,
+                self.cfg.blocking.max_blocks,
+                stats[scan_guard_common::stats::Stat::NewSources as usize],
+            );
+        }
+        self.ticks += 1;
+    }
+
+    fn housekeeping(&mut self) -> Result<()> {
         self.follow_interface();
+        self.update_metrics();
         let changes = self.enforcer.reconcile(&mut self.maps, &self.cfg)?;
         let changed = !changes.is_empty();
         for ch in changes {

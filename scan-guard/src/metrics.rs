@@ -1,0 +1,315 @@
+//! Prometheus/OpenMetrics exposition (`--metrics ADDR`): kernel counters by
+//! reason, map occupancy, events and detections by kind, controller loop latency.
+//! Served by a deliberately tiny HTTP responder (GET /metrics only) on the
+//! controller's own runtime; nothing listens unless asked to.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use scan_guard_common::{
+    flags::InvalidClass,
+    stats::{NAMED, Stat, StatBlock},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpListener,
+};
+
+use crate::error::usage;
+
+type Labels = Vec<(String, String)>;
+
+/// Parses `--metrics`: `HOST:PORT`, `:PORT` or `PORT` (the last two on loopback).
+pub fn parse_listen(s: &str) -> Result<SocketAddr> {
+    let t = s.trim();
+    let port_only = t.strip_prefix(':').unwrap_or(t);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    t.parse::<SocketAddr>().map_err(|_| {
+        usage(format!(
+            "--metrics {s:?}: expected PORT, :PORT or HOST:PORT (e.g. 127.0.0.1:9184 or [::1]:9184)"
+        ))
+    })
+}
+
+pub struct Metrics {
+    registry: Registry,
+    kernel: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    last: Mutex<StatBlock>,
+    tracked_sources: Gauge,
+    blocked_sources: Gauge,
+    blocklist_capacity: Gauge,
+    sources_capacity: Gauge,
+    evictions: Gauge,
+    events: Family<Labels, Counter>,
+    detections: Family<Labels, Counter>,
+    loop_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("scan_guard");
+        let kernel = Family::<Labels, Counter>::default();
+        registry.register(
+            "kernel",
+            "Kernel counters of the XDP program, by counter",
+            kernel.clone(),
+        );
+        let dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "dropped_packets",
+            "Packets dropped at XDP, by reason",
+            dropped.clone(),
+        );
+        let tracked_sources = Gauge::default();
+        registry.register(
+            "tracked_sources",
+            "Sources in the per-source LRU map",
+            tracked_sources.clone(),
+        );
+        let blocked_sources = Gauge::default();
+        registry.register(
+            "blocked_sources",
+            "Entries in the kernel blocklist",
+            blocked_sources.clone(),
+        );
+        let blocklist_capacity = Gauge::default();
+        registry.register(
+            "blocklist_capacity",
+            "Capacity of the kernel blocklist",
+            blocklist_capacity.clone(),
+        );
+        let sources_capacity = Gauge::default();
+        registry.register(
+            "sources_capacity",
+            "Capacity of the per-source LRU map",
+            sources_capacity.clone(),
+        );
+        let evictions = Gauge::default();
+        registry.register(
+            "source_evictions_estimate",
+            "New sources minus tracked sources: sources the LRU map has evicted (upper bound)",
+            evictions.clone(),
+        );
+        let events = Family::<Labels, Counter>::default();
+        registry.register("events", "Events written, by event name", events.clone());
+        let detections = Family::<Labels, Counter>::default();
+        registry.register("detections", "Scan detections, by kind", detections.clone());
+        let loop_seconds = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ]);
+        registry.register(
+            "controller_tick_seconds",
+            "Time spent in one controller housekeeping tick",
+            loop_seconds.clone(),
+        );
+        Self {
+            registry,
+            kernel,
+            dropped,
+            last: Mutex::new([0; scan_guard_common::stats::STAT_COUNT]),
+            tracked_sources,
+            blocked_sources,
+            blocklist_capacity,
+            sources_capacity,
+            evictions,
+            events,
+            detections,
+            loop_seconds,
+        }
+    }
+
+    fn add(family: &Family<Labels, Counter>, key: &str, value: &str, delta: u64) {
+        if delta > 0 {
+            family
+                .get_or_create(&vec![(key.to_string(), value.to_string())])
+                .inc_by(delta);
+        }
+    }
+
+    /// Folds a fresh read of the kernel counters in (counters only move forward;
+    /// a restarted program that reset them just stops adding until it catches up).
+    pub fn update_kernel(&self, now: &StatBlock) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let delta = |i: usize| now[i].saturating_sub(last[i]);
+        for (stat, name) in NAMED {
+            Self::add(&self.kernel, "counter", name, delta(stat as usize));
+        }
+        Self::add(
+            &self.dropped,
+            "reason",
+            "blocked",
+            delta(Stat::DroppedBlocked as usize),
+        );
+        Self::add(
+            &self.dropped,
+            "reason",
+            "stealth",
+            delta(Stat::DroppedStealth as usize),
+        );
+        for c in InvalidClass::ALL {
+            Self::add(
+                &self.dropped,
+                "reason",
+                &format!("invalid_{}", c.name()),
+                delta(Stat::dropped_invalid(c)),
+            );
+        }
+        *last = *now;
+    }
+
+    pub fn set_occupancy(
+        &self,
+        tracked: usize,
+        blocked: usize,
+        sources_cap: u32,
+        blocklist_cap: u32,
+        new_sources: u64,
+    ) {
+        self.tracked_sources.set(tracked as i64);
+        self.blocked_sources.set(blocked as i64);
+        self.sources_capacity.set(i64::from(sources_cap));
+        self.blocklist_capacity.set(i64::from(blocklist_cap));
+        self.evictions
+            .set(new_sources.saturating_sub(tracked as u64) as i64);
+    }
+
+    pub fn event(&self, name: &str) {
+        Self::add(&self.events, "event", name, 1);
+    }
+
+    pub fn detection(&self, kind: &str) {
+        Self::add(&self.detections, "kind", kind, 1);
+    }
+
+    pub fn tick(&self, took: Duration) {
+        self.loop_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves GET /metrics on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr}"))?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = Arc::clone(&metrics);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n =
+                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) = if req.starts_with("GET ")
+                    && (path == "/metrics" || path.starts_with("/metrics?"))
+                {
+                    (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.render(),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        "text/plain",
+                        "only GET /metrics is served\n".to_string(),
+                    )
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_address_forms() {
+        assert_eq!(
+            parse_listen("9184").unwrap(),
+            "127.0.0.1:9184".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen(":9184").unwrap(),
+            "127.0.0.1:9184".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:9184").unwrap(),
+            "[::1]:9184".parse().unwrap()
+        );
+        assert!(parse_listen("nowhere").is_err());
+    }
+
+    #[test]
+    fn kernel_counters_become_monotonic_metrics() {
+        let m = Metrics::new();
+        let mut s = [0u64; scan_guard_common::stats::STAT_COUNT];
+        s[Stat::Packets as usize] = 10;
+        s[Stat::dropped_invalid(InvalidClass::Xmas)] = 3;
+        m.update_kernel(&s);
+        s[Stat::Packets as usize] = 15;
+        m.update_kernel(&s);
+        m.event("blocked");
+        m.detection("syn");
+        let text = m.render();
+        assert!(
+            text.contains("scan_guard_kernel_total{counter=\"packets\"} 15"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scan_guard_dropped_packets_total{reason=\"invalid_xmas\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scan_guard_events_total{event=\"blocked\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scan_guard_detections_total{kind=\"syn\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
