@@ -537,7 +537,7 @@ impl Controller {
             return;
         };
         self.metrics.update_kernel(&stats);
-        if self.ticks % 10 == 0 {
+        if self.ticks.is_multiple_of(10) {
             let blocked = self.maps.blocks().map(|b| b.len()).unwrap_or(0);
             self.metrics.set_occupancy(
                 self.maps.tracked_sources(),
