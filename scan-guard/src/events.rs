@@ -219,13 +219,30 @@ fn by_kind(probes: &[u32; PROBE_KINDS]) -> serde_json::Map<String, Value> {
 pub enum EventSink {
     Stdout,
     File(PathBuf, std::fs::File),
+    /// The system log (syslog(3), facility daemon; journald collects it too).
+    Syslog,
 }
 
+/// Identity under which events appear in the system log.
+const SYSLOG_IDENT: &std::ffi::CStr = c"scan-guard";
+
 impl EventSink {
-    /// `-` is standard output; anything else a file opened for appending.
+    /// `-` is standard output, `syslog` the system log; anything else a file opened
+    /// for appending.
     pub fn open(spec: &Path) -> Result<Self> {
         if spec == Path::new("-") {
             return Ok(Self::Stdout);
+        }
+        if spec == Path::new("syslog") {
+            // SAFETY: the identity string is 'static, as openlog requires.
+            unsafe {
+                libc::openlog(
+                    SYSLOG_IDENT.as_ptr(),
+                    libc::LOG_PID | libc::LOG_NDELAY,
+                    libc::LOG_DAEMON,
+                )
+            };
+            return Ok(Self::Syslog);
         }
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -250,6 +267,13 @@ impl EventSink {
                 .write_all(line.as_bytes())
                 .and_then(|()| f.flush())
                 .with_context(|| format!("writing event to {}", path.display())),
+            Self::Syslog => {
+                line.pop();
+                let msg = std::ffi::CString::new(line).context("event text contains NUL")?;
+                // SAFETY: constant format string with one %s and a NUL-terminated argument.
+                unsafe { libc::syslog(libc::LOG_NOTICE, c"%s".as_ptr(), msg.as_ptr()) };
+                Ok(())
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use scan_guard::{
     bpffs,
     cidr::{Cidr, parse_duration},
@@ -95,6 +95,16 @@ enum Command {
     },
     /// Print the complete configuration with every default filled in (TOML).
     DefaultConfig,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for scan-guard or one of its commands.
+    Manpage {
+        /// A command name (run, status, block, ...) for its own page.
+        command: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -111,9 +121,9 @@ struct RunArgs {
     /// Detect and report (`would_block`) without blocking anything for scanning.
     #[arg(long)]
     dry_run: bool,
-    /// Where JSON-line events go: a file (appended) or - for standard output
-    /// [default: output.events from the config, else -].
-    #[arg(long, value_name = "PATH|-")]
+    /// Where JSON-line events go: a file (appended), - for standard output, or
+    /// syslog for the system log/journal [default: output.events, else -].
+    #[arg(long, value_name = "PATH|-|syslog")]
     events: Option<PathBuf>,
     /// State file for blocks and offence history
     /// [default: /var/lib/scan-guard/IFACE.state.json].
@@ -214,7 +224,36 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", Config::default().to_toml()?);
             Ok(())
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "scan-guard",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Manpage { command } => manpage(command.as_deref()),
     }
+}
+
+fn manpage(command: Option<&str>) -> Result<()> {
+    let root = Cli::command();
+    let cmd = match command {
+        None => root,
+        Some(name) => root
+            .find_subcommand(name)
+            .cloned()
+            .map(|c| c.name(format!("scan-guard-{name}")))
+            .ok_or_else(|| {
+                usage(format!(
+                    "no command named {name:?} (see `scan-guard --help`)"
+                ))
+            })?,
+    };
+    clap_mangen::Man::new(cmd)
+        .render(&mut std::io::stdout())
+        .map_err(Into::into)
 }
 
 fn run(args: RunArgs) -> Result<()> {

@@ -14,6 +14,7 @@ mod apt;
 mod bpf_linker;
 mod build;
 mod elf;
+mod package;
 mod privilege;
 mod process;
 mod run;
@@ -68,6 +69,9 @@ enum Command {
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         args: Vec<String>,
     },
+    /// Build the Debian package (cargo-deb): binary, systemd unit, default config,
+    /// man pages and shell completions, into target/package/; then check it.
+    Package,
     // Next: `Demo` (netns lab: a scan caught and blocked live) and `Bench`
     // (BPF_PROG_TEST_RUN ns/packet, live-frames Mpps), each in its own module.
 }
@@ -92,5 +96,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Run { debug, args, .. } => run::run(&ws, Profile::from_release(!debug), &args),
         Command::Test { args } => test::run(&ws, &args),
+        Command::Package => package::run(&ws),
     }
 }

@@ -31,5 +31,12 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<()> {
         ws.cargo().arg("test").args(args),
         CARGO_FIX,
         "see the failures above",
-    )
+    )?;
+
+    // A full run also builds the Debian package and checks it as installed.
+    if args.is_empty() {
+        eprintln!("packaging: building and checking the Debian package");
+        crate::package::run(ws)?;
+    }
+    Ok(())
 }
