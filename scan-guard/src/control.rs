@@ -243,11 +243,17 @@ pub fn block(
     Ok(())
 }
 
-pub fn unblock(pin_dir: &Path, target: &Cidr) -> Result<()> {
-    let mut maps = open(pin_dir)?;
+/// Lifts a block in the maps (record and kernel entry); false if there was none.
+/// The running controller notices and reports `unblocked`.
+pub fn unblock_maps(maps: &mut KernelMaps, target: &Cidr) -> Result<bool> {
     let had_meta = maps.remove_meta(&enforcer::key_of(target))?;
     let had_entry = maps.remove_block(&target.addr, target.prefix_len)?;
-    if !had_meta && !had_entry {
+    Ok(had_meta || had_entry)
+}
+
+pub fn unblock(pin_dir: &Path, target: &Cidr) -> Result<()> {
+    let mut maps = open(pin_dir)?;
+    if !unblock_maps(&mut maps, target)? {
         bail!("{target} is not blocked (see `scan-guard list`)");
     }
     println!("unblocked {target}");

@@ -1,0 +1,291 @@
+//! The controller's blocking policy against the real kernel maps (loaded, not
+//! attached): escalation, never-block, dry run, caps, prefix aggregation, the
+//! reconcile loop and restoring saved state.
+
+use std::time::Duration;
+
+use scan_guard::{
+    cidr::Cidr,
+    config::{Config, Dur},
+    control,
+    enforcer::{Change, Enforcer, Verdict, key_of, new_meta},
+    persist::{STATE_VERSION, SavedBlock, SavedState},
+};
+use scan_guard_common::{config::KernelConfig, state::BlockOrigin};
+use scan_guard_tests::harness::{Harness, addr};
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().expect("prefix")
+}
+
+fn blocks(h: &Harness) -> Vec<String> {
+    let mut v: Vec<String> = h
+        .maps
+        .blocks()
+        .expect("blocks")
+        .into_iter()
+        .map(|(a, l, _)| Cidr::from_key(a, l).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn repeat_offenders_get_longer_blocks() {
+    let mut h = Harness::new(KernelConfig::default());
+    let cfg = Config::default();
+    let mut e = Enforcer::new(vec![]);
+    let src = addr("10.60.0.9");
+    let mut ttls = Vec::new();
+    for round in 0..3 {
+        let v = e
+            .block_source(&mut h.maps, &src, 0, "test", &cfg)
+            .expect("block");
+        match &v[..] {
+            [
+                Verdict::Blocked {
+                    ttl: Some(t),
+                    offences,
+                    ..
+                },
+            ] => {
+                assert_eq!(*offences, round + 1);
+                ttls.push(*t);
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+        // Lift it the way `scan-guard unblock` does, from "another process".
+        control::unblock_maps(&mut h.maps, &cidr("10.60.0.9")).expect("unblock");
+        let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
+        assert!(
+            matches!(changes[..], [Change::Unblocked(..)]),
+            "{changes:?}"
+        );
+    }
+    assert_eq!(
+        ttls,
+        vec![
+            Duration::from_secs(600),
+            Duration::from_secs(3600),
+            Duration::from_secs(86_400)
+        ]
+    );
+}
+
+#[test]
+fn never_block_dry_run_and_caps() {
+    let mut h = Harness::new(KernelConfig::default());
+    let mut cfg = Config::default();
+    let mut e = Enforcer::new(vec![cidr("10.61.0.0/24")]);
+    let v = e
+        .block_source(&mut h.maps, &addr("10.61.0.7"), 0, "t", &cfg)
+        .expect("block");
+    assert_eq!(v, vec![Verdict::Suppressed { why: "never_block" }]);
+    cfg.blocking.dry_run = true;
+    let v = e
+        .block_source(&mut h.maps, &addr("10.62.0.7"), 0, "t", &cfg)
+        .expect("block");
+    assert!(matches!(v[..], [Verdict::WouldBlock { .. }]), "{v:?}");
+    assert!(blocks(&h).is_empty(), "nothing blocked so far");
+
+    // Rate cap: 3 per second.
+    cfg.blocking.dry_run = false;
+    cfg.blocking.max_new_blocks_per_sec = 3;
+    let mut blocked = 0;
+    let mut capped = 0;
+    for i in 1..=10u8 {
+        match &e
+            .block_source(&mut h.maps, &addr(&format!("10.63.0.{i}")), 0, "t", &cfg)
+            .expect("block")[..]
+        {
+            [Verdict::Blocked { .. }] => blocked += 1,
+            [
+                Verdict::Suppressed {
+                    why: "block_rate_cap",
+                },
+            ] => capped += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((blocked, capped), (3, 7));
+
+    // Size cap: 3 already in place, cap at 4.
+    cfg.blocking.max_new_blocks_per_sec = 0;
+    cfg.blocking.max_blocks = 4;
+    let first = e
+        .block_source(&mut h.maps, &addr("10.64.0.1"), 0, "t", &cfg)
+        .expect("block");
+    assert!(matches!(first[..], [Verdict::Blocked { .. }]));
+    let second = e
+        .block_source(&mut h.maps, &addr("10.64.0.2"), 0, "t", &cfg)
+        .expect("block");
+    assert_eq!(
+        second,
+        vec![Verdict::Suppressed {
+            why: "blocklist_cap"
+        }]
+    );
+    assert_eq!(blocks(&h).len(), 4);
+}
+
+#[test]
+fn enough_blocked_addresses_block_their_prefix() {
+    let mut h = Harness::new(KernelConfig::default());
+    let mut cfg = Config::default();
+    cfg.blocking.aggregate_after = 3;
+    let mut e = Enforcer::new(vec![]);
+    for i in 1..=3u8 {
+        let v = e
+            .block_source(&mut h.maps, &addr(&format!("10.65.1.{i}")), 0, "t", &cfg)
+            .expect("block");
+        if i < 3 {
+            assert_eq!(v.len(), 1);
+        } else {
+            assert!(
+                matches!(&v[..], [_, Verdict::Blocked { prefix, .. }] if prefix.to_string() == "10.65.1.0/24"),
+                "{v:?}"
+            );
+        }
+    }
+    for i in 1..=2u16 {
+        e.block_source(
+            &mut h.maps,
+            &addr(&format!("2001:db8:65::{i}")),
+            0,
+            "t",
+            &cfg,
+        )
+        .expect("block");
+    }
+    let v = e
+        .block_source(&mut h.maps, &addr("2001:db8:65::3"), 0, "t", &cfg)
+        .expect("block");
+    assert!(
+        matches!(&v[..], [_, Verdict::Blocked { prefix, .. }] if prefix.to_string() == "2001:db8:65::/64"),
+        "{v:?}"
+    );
+    assert!(blocks(&h).contains(&"10.65.1.0/24".to_string()));
+}
+
+#[test]
+fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
+    let mut h = Harness::new(KernelConfig::default());
+    let cfg = Config::default();
+    let mut e = Enforcer::new(vec![]);
+    // A block that is already over, written as another process would.
+    let mut old = new_meta(
+        BlockOrigin::Manual,
+        0xff,
+        "old",
+        Some(Duration::from_secs(60)),
+        1,
+    );
+    old.since_unix_s -= 120;
+    old.expires_unix_s -= 120;
+    h.maps
+        .put_meta(&key_of(&cidr("10.66.0.1")), &old)
+        .expect("meta");
+    // A block someone removed from the kernel behind our back (drift).
+    e.block_source(&mut h.maps, &addr("10.66.0.2"), 0, "t", &cfg)
+        .expect("block");
+    h.maps
+        .remove_block(&addr("10.66.0.2"), 128)
+        .expect("remove");
+    // An entry nobody asked for.
+    h.block("10.66.0.3", 32, 0);
+    // A kernel auto-block (origin kernel, no record yet).
+    let mut k = scan_guard::enforcer::entry_for(
+        &cidr("10.66.0.4"),
+        &new_meta(
+            BlockOrigin::Kernel,
+            0,
+            "",
+            Some(Duration::from_secs(600)),
+            1,
+        ),
+        5,
+    );
+    k.origin = BlockOrigin::Kernel as u8;
+    h.maps
+        .insert_block(&addr("10.66.0.4"), 128, &k)
+        .expect("kernel entry");
+
+    let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
+    assert!(changes.iter().any(|c| matches!(c, Change::Expired(k, _) if Cidr::from_key(k.addr, k.prefix_len).to_string() == "10.66.0.1")), "{changes:?}");
+    assert!(changes.iter().any(|c| matches!(c, Change::Adopted(k, _) if Cidr::from_key(k.addr, k.prefix_len).to_string() == "10.66.0.4")), "{changes:?}");
+    assert_eq!(
+        blocks(&h),
+        vec!["10.66.0.2".to_string(), "10.66.0.4".to_string()]
+    );
+    // Idempotent: a second pass changes nothing.
+    assert!(
+        e.reconcile(&mut h.maps, &cfg)
+            .expect("reconcile")
+            .is_empty()
+    );
+}
+
+#[test]
+fn saved_state_is_restored_and_expired_entries_are_skipped() {
+    let mut h = Harness::new(KernelConfig::default());
+    let mut cfg = Config::default();
+    cfg.blocking.ttl = vec![Dur(Duration::from_secs(600))];
+    let now = scan_guard::clock::unix_now();
+    let saved = SavedState {
+        version: STATE_VERSION,
+        blocks: vec![
+            SavedBlock {
+                prefix: "10.67.0.0/24".into(),
+                since_unix_s: now - 10,
+                expires_unix_s: now + 600,
+                offences: 2,
+                origin: "manual".into(),
+                kind: "-".into(),
+                reason: "r".into(),
+            },
+            SavedBlock {
+                prefix: "10.67.1.1".into(),
+                since_unix_s: now - 900,
+                expires_unix_s: now - 300,
+                offences: 1,
+                origin: "kernel".into(),
+                kind: "syn".into(),
+                reason: "r".into(),
+            },
+            SavedBlock {
+                prefix: "2001:db8:67::1".into(),
+                since_unix_s: now,
+                expires_unix_s: 0,
+                offences: 1,
+                origin: "detector".into(),
+                kind: "connect".into(),
+                reason: "r".into(),
+            },
+        ],
+        offences: vec![],
+        allows: vec![],
+    };
+    let mut e = Enforcer::new(vec![]);
+    assert_eq!(e.restore(&mut h.maps, &saved).expect("restore"), 2);
+    assert_eq!(
+        blocks(&h),
+        vec!["10.67.0.0/24".to_string(), "2001:db8:67::1".to_string()]
+    );
+    let snap = e.snapshot(vec![]);
+    assert_eq!(snap.blocks.len(), 2);
+    assert!(
+        snap.blocks
+            .iter()
+            .any(|b| b.kind == "connect" && b.expires_unix_s == 0)
+    );
+    // Restoring into maps that still hold them (a re-adopted instance) adds nothing.
+    let mut again = Enforcer::new(vec![]);
+    assert_eq!(again.restore(&mut h.maps, &saved).expect("restore"), 0);
+    assert!(
+        again
+            .reconcile(&mut h.maps, &cfg)
+            .expect("reconcile")
+            .is_empty(),
+        "no spurious events"
+    );
+}
