@@ -202,6 +202,8 @@ pub enum BlockOrigin {
     Detector = 1,
     /// An operator (`scan-guard block`).
     Manual = 2,
+    /// A CrowdSec Local API decision (bouncer mode).
+    Crowdsec = 3,
 }
 
 impl BlockOrigin {
@@ -210,6 +212,7 @@ impl BlockOrigin {
             0 => Some(Self::Kernel),
             1 => Some(Self::Detector),
             2 => Some(Self::Manual),
+            3 => Some(Self::Crowdsec),
             _ => None,
         }
     }
@@ -219,6 +222,7 @@ impl BlockOrigin {
             Self::Kernel => "kernel",
             Self::Detector => "detector",
             Self::Manual => "manual",
+            Self::Crowdsec => "crowdsec",
         }
     }
 }

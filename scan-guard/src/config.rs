@@ -68,6 +68,7 @@ pub struct Config {
     pub blocking: Blocking,
     pub invalid_flags: InvalidFlags,
     pub output: Output,
+    pub crowdsec: Crowdsec,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -152,6 +153,41 @@ pub struct Output {
     pub state_file: String,
     /// Prometheus endpoint (`PORT`, `:PORT` on loopback, or `HOST:PORT`); empty = off.
     pub metrics: String,
+}
+
+/// `[crowdsec]`: the CrowdSec Local API (see `crate::crowdsec` and
+/// docs/operations.md). An empty `lapi_url` turns all of it off.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Crowdsec {
+    /// `http://HOST:PORT` of the Local API; empty = off.
+    pub lapi_url: String,
+    /// Bouncer mode: the key from `cscli bouncers add NAME` (or a file holding it).
+    pub bouncer_api_key: String,
+    pub bouncer_api_key_file: String,
+    /// How often the decision stream is polled.
+    pub poll_interval: Dur,
+    /// Agent mode: the machine from `cscli machines add NAME --password ...`.
+    pub agent_machine_id: String,
+    pub agent_password: String,
+    pub agent_password_file: String,
+    /// Push our own blocks to the Local API as alerts with a ban decision.
+    pub push_alerts: bool,
+}
+
+impl Default for Crowdsec {
+    fn default() -> Self {
+        Self {
+            lapi_url: String::new(),
+            bouncer_api_key: String::new(),
+            bouncer_api_key_file: String::new(),
+            poll_interval: Dur(Duration::from_secs(10)),
+            agent_machine_id: String::new(),
+            agent_password: String::new(),
+            agent_password_file: String::new(),
+            push_alerts: false,
+        }
+    }
 }
 
 impl Default for Detection {
@@ -286,6 +322,7 @@ impl Config {
         if b.max_blocks == 0 {
             return Err(Invalid("blocking.max_blocks must be at least 1".into()));
         }
+        crate::crowdsec::validate(&self.crowdsec).map_err(Invalid)?;
         if b.aggregate_ipv4_prefix > 32 || b.aggregate_ipv6_prefix > 128 {
             return Err(Invalid(
                 "blocking.aggregate_ipv4_prefix must be 0..=32 and aggregate_ipv6_prefix 0..=128"

@@ -53,6 +53,20 @@ pub enum Verdict {
     AlreadyBlocked,
 }
 
+/// What became of a block decided elsewhere ([`Enforcer::block_external`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum External {
+    /// Blocked now, with this record.
+    Blocked(BlockMeta),
+    /// Already blocked by a record of the same origin (its end was updated).
+    Refreshed,
+    /// A record of another origin (a detection, an operator) already blocks
+    /// exactly this prefix; it is left as it is.
+    Covered,
+    /// Not blocked: `never_block`, `blocklist_cap` or `blocklist_full`.
+    Suppressed(&'static str),
+}
+
 /// A change the reconcile pass found or made.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -478,6 +492,7 @@ impl Enforcer {
             let origin = match b.origin.as_str() {
                 "kernel" => BlockOrigin::Kernel,
                 "manual" => BlockOrigin::Manual,
+                "crowdsec" => BlockOrigin::Crowdsec,
                 _ => BlockOrigin::Detector,
             };
             let kind = crate::kinds::code(&b.kind);
@@ -490,6 +505,97 @@ impl Enforcer {
             restored += 1;
         }
         Ok(restored)
+    }
+
+    /// A block decided outside this host (a CrowdSec decision): the never-block set
+    /// (any overlap) and the blocklist cap apply; escalation, dry run and the rate
+    /// cap do not (the decision was taken elsewhere, not from packets we saw). An
+    /// existing record of the same origin gets the new end; one of another origin
+    /// is left as it is.
+    pub fn block_external(
+        &mut self,
+        maps: &mut KernelMaps,
+        c: &Cidr,
+        origin: BlockOrigin,
+        expires_unix_s: u64,
+        reason: &str,
+        cfg: &Config,
+    ) -> Result<External> {
+        let key = key_of(c);
+        if let Ok(live) = maps.meta.get(&key, 0) {
+            if live.origin != origin as u8 {
+                return Ok(External::Covered);
+            }
+            if live.expires_unix_s != expires_unix_s {
+                // The next reconcile moves the kernel entry's end (keeping its hits).
+                let mut m = live;
+                m.expires_unix_s = expires_unix_s;
+                m.set_reason(reason);
+                maps.put_meta(&key, &m)?;
+                self.known.insert(key, m);
+            }
+            return Ok(External::Refreshed);
+        }
+        if self
+            .never_block
+            .iter()
+            .any(|p| p.contains(&c.addr) || c.contains(&p.addr))
+        {
+            return Ok(External::Suppressed("never_block"));
+        }
+        if self.known.len() >= cfg.blocking.max_blocks as usize {
+            return Ok(External::Suppressed("blocklist_cap"));
+        }
+        let mut m = new_meta(origin, scan_guard_common::state::KIND_NONE, reason, None, 1);
+        m.expires_unix_s = expires_unix_s;
+        // A full map (sized when the instance was first created) refuses this one
+        // block; it does not stop the controller.
+        if let Err(e) = maps.put_meta(&key, &m) {
+            tracing::warn!("blocking {c}: {e:#}");
+            return Ok(External::Suppressed("blocklist_full"));
+        }
+        if let Err(e) = maps.insert_block(&c.addr, c.prefix_len, &entry_for(c, &m, 0)) {
+            let _ = maps.remove_meta(&key);
+            tracing::warn!("blocking {c}: {e:#}");
+            return Ok(External::Suppressed("blocklist_full"));
+        }
+        self.known.insert(key, m);
+        Ok(External::Blocked(m))
+    }
+
+    /// Lifts a block of `origin` (a deleted CrowdSec decision); blocks of other
+    /// origins are left alone. Returns the record that was lifted.
+    pub fn lift_external(
+        &mut self,
+        maps: &mut KernelMaps,
+        c: &Cidr,
+        origin: BlockOrigin,
+    ) -> Result<Option<BlockMeta>> {
+        let key = key_of(c);
+        let Ok(live) = maps.meta.get(&key, 0) else {
+            return Ok(None);
+        };
+        if live.origin != origin as u8 {
+            return Ok(None);
+        }
+        maps.remove_meta(&key)?;
+        maps.remove_block(&c.addr, c.prefix_len)?;
+        self.known.remove(&key);
+        Ok(Some(live))
+    }
+
+    /// The prefixes of every recorded block of `origin`.
+    pub fn blocks_of(&self, origin: BlockOrigin) -> Vec<Cidr> {
+        self.known
+            .iter()
+            .filter(|(_, m)| m.origin == origin as u8)
+            .map(|(k, _)| cidr_of(k))
+            .collect()
+    }
+
+    /// Whether a block record exists for exactly this prefix.
+    pub fn has_record(maps: &KernelMaps, c: &Cidr) -> bool {
+        maps.meta.get(&key_of(c), 0).is_ok()
     }
 
     /// Number of blocks in the desired state.

@@ -7,6 +7,7 @@ pub mod cidr;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod detector;
 pub mod enforcer;
 pub mod error;

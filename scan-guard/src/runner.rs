@@ -86,6 +86,8 @@ struct Controller {
     sink: EventSink,
     listening: Listening,
     state_file: PathBuf,
+    /// CrowdSec Local API tasks (bouncer and agent), when `[crowdsec]` asks.
+    crowdsec: crate::crowdsec::Link,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -105,6 +107,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Some(addr) => Some(crate::metrics::serve(addr, Arc::clone(&metrics)).await?),
         None => None,
     };
+    // Secrets are read (and bad ones refused) before anything is attached.
+    let crowdsec = crate::crowdsec::Link::start(&opts.config.crowdsec)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
 
@@ -118,6 +122,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             return Err(e);
         }
     };
+    ctl.crowdsec = crowdsec;
     let info = InstanceInfo {
         pid: std::process::id(),
         iface: opts.iface.clone(),
@@ -256,6 +261,7 @@ fn start(
         state_file: opts.state_file.clone(),
         metrics,
         ticks: 0,
+        crowdsec: crate::crowdsec::Link::disabled(),
     };
     Ok((ctl, events, contacts, klog, att.mode))
 }
@@ -367,6 +373,7 @@ async fn event_loop(
                 guard.clear_ready();
             }
             _ = tick.tick() => ctl.on_tick()?,
+            batch = ctl.crowdsec.next() => ctl.on_crowdsec(batch)?,
             _ = sighup.recv() => ctl.reload(opts),
             _ = sigint.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
@@ -380,7 +387,23 @@ impl Controller {
         if rec.event == "scan_detected" {
             self.metrics.detection(&rec.kind);
         }
+        self.crowdsec.observe(rec);
         self.sink.write(rec)
+    }
+
+    /// One answer of the CrowdSec decision stream: blocks and lifts with origin
+    /// `crowdsec`, reported as events like every other block.
+    fn on_crowdsec(&mut self, batch: crate::crowdsec::Batch) -> Result<()> {
+        let recs = self
+            .crowdsec
+            .apply(batch, &mut self.enforcer, &mut self.maps, &self.cfg)?;
+        for rec in &recs {
+            self.emit(rec)?;
+        }
+        if !recs.is_empty() {
+            self.save()?;
+        }
+        Ok(())
     }
 
     fn on_kernel_event(&mut self, ev: &ScanEvent) -> Result<()> {

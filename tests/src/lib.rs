@@ -5,6 +5,7 @@
 //! test is a test failure, and the message should say which step.
 
 pub mod cost;
+pub mod crowdsec;
 pub mod harness;
 pub mod lab;
 pub mod model;

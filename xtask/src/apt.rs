@@ -47,6 +47,15 @@ pub const LAB_PACKAGES: &[Package] = &[
         name: "masscan",
         program: "masscan",
     },
+    Package {
+        name: "zmap",
+        program: "zmap",
+    },
+    // The Local API the CrowdSec tests run (offline: see `prepare_crowdsec`).
+    Package {
+        name: "crowdsec",
+        program: "cscli",
+    },
 ];
 
 /// Makes sure `packages` are installed; `purpose` names what needs them.
@@ -84,6 +93,11 @@ pub fn ensure(ws: &Workspace, packages: &[Package], purpose: &str) -> Result<()>
                 above and rerun";
     let fix = "this is a Debian system, apt-get should be there";
     process::run_quiet(ws.command("apt-get").args(["update", "-q"]), fix, hint)?;
+    let _no_service_start = if missing.contains(&"crowdsec") {
+        prepare_crowdsec()?
+    } else {
+        None
+    };
     process::run_quiet(
         ws.command("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -93,6 +107,52 @@ pub fn ensure(ws: &Workspace, packages: &[Package], purpose: &str) -> Result<()>
         hint,
     )?;
     Ok(())
+}
+
+/// What the crowdsec package's configure step must find so that nothing leaves the
+/// machine: a non-empty `/etc/crowdsec/online_api_credentials.yaml` (the Debian
+/// postinst then skips `cscli capi register`, its Central API registration; see
+/// its comment on creating the file in advance), and, where systemd runs, a
+/// `policy-rc.d` that keeps the freshly installed service (agent and Local API
+/// with the Central API configured) from being started. The tests run a Local
+/// API of their own with a configuration of their own.
+fn prepare_crowdsec() -> Result<Option<PolicyRcD>> {
+    let dir = Path::new("/etc/crowdsec");
+    let capi = dir.join("online_api_credentials.yaml");
+    if !capi.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            &capi,
+            "# No Central API: installed by scan-guard's xtask for an offline Local API.\n",
+        )?;
+        eprintln!(
+            "wrote {} so that installing crowdsec registers with no Central API",
+            capi.display()
+        );
+    }
+    let policy = Path::new(POLICY_RC_D);
+    if Path::new("/run/systemd/system").is_dir() && !policy.exists() {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(
+            policy,
+            "#!/bin/sh\n# scan-guard xtask: no service starts during this install\nexit 101\n",
+        )?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))?;
+        return Ok(Some(PolicyRcD));
+    }
+    Ok(None)
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Removes the `policy-rc.d` that [`prepare_crowdsec`] installed, when the install
+/// is over (or failed).
+struct PolicyRcD;
+
+impl Drop for PolicyRcD {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
 }
 
 /// Packages that dpkg does not report as installed.

@@ -1,0 +1,300 @@
+//! CrowdSec integration, through the Local API (LAPI) of a CrowdSec installation
+//! (see docs/operations.md, "Fleet setup (CrowdSec)"):
+//!
+//! - bouncer mode ([`bouncer`]): the decision stream (bans of `Ip` and `Range`
+//!   scope, IPv4 and IPv6) becomes XDP blocks with origin `crowdsec`; deleted
+//!   decisions lift them;
+//! - agent mode ([`agent`]): our own blocks go to the LAPI as alerts with a ban
+//!   decision, for the bouncers of the other hosts.
+//!
+//! Both run as tokio tasks and talk to the controller over channels; the
+//! controller stays the only writer of the maps ([`apply`] runs in its loop).
+//! [`Link`] is the controller's end.
+
+pub mod agent;
+pub mod apply;
+pub mod bouncer;
+pub mod decisions;
+pub mod lapi;
+
+use std::path::Path;
+
+use anyhow::Result;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+pub use self::decisions::Batch;
+use self::{agent::AlertInfo, apply::Applier, lapi::Endpoint};
+use crate::{
+    cidr::format_duration,
+    config::{Config, Crowdsec},
+    enforcer::Enforcer,
+    error::usage,
+    events::EventRecord,
+    kernel_maps::KernelMaps,
+};
+
+/// Answers the bouncer may have queued for the controller.
+const DECISION_QUEUE: usize = 4;
+/// Alerts the controller may have queued for the agent.
+const ALERT_QUEUE: usize = 1024;
+
+/// Checks `[crowdsec]` (part of [`Config`] validation): what is set must be
+/// usable, and nothing is set that would silently do nothing.
+pub fn validate(c: &Crowdsec) -> Result<(), String> {
+    let bouncer = !c.bouncer_api_key.is_empty() || !c.bouncer_api_key_file.is_empty();
+    if c.lapi_url.is_empty() {
+        if bouncer || c.push_alerts {
+            return Err(
+                "crowdsec: a bouncer key or push_alerts is set but crowdsec.lapi_url is empty"
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+    Endpoint::parse(&c.lapi_url).map_err(|e| format!("crowdsec.lapi_url: {e}"))?;
+    if !c.bouncer_api_key.is_empty() && !c.bouncer_api_key_file.is_empty() {
+        return Err("crowdsec: set bouncer_api_key or bouncer_api_key_file, not both".into());
+    }
+    if !c.agent_password.is_empty() && !c.agent_password_file.is_empty() {
+        return Err("crowdsec: set agent_password or agent_password_file, not both".into());
+    }
+    if c.push_alerts
+        && (c.agent_machine_id.is_empty()
+            || c.agent_password.is_empty() && c.agent_password_file.is_empty())
+    {
+        return Err(
+            "crowdsec.push_alerts needs agent_machine_id and agent_password (or agent_password_file)"
+                .into(),
+        );
+    }
+    if !bouncer && !c.push_alerts {
+        return Err(
+            "crowdsec.lapi_url is set but neither bouncer_api_key(_file) nor push_alerts: nothing would use the Local API"
+                .into(),
+        );
+    }
+    if c.poll_interval.0.is_zero() {
+        return Err("crowdsec.poll_interval must be longer than 0s".into());
+    }
+    Ok(())
+}
+
+/// A secret given inline or in a file (first line, trimmed).
+fn secret(inline: &str, file: &str, field: &str) -> Result<String> {
+    if file.is_empty() {
+        return Ok(inline.trim().to_string());
+    }
+    let text = std::fs::read_to_string(Path::new(file))
+        .map_err(|e| usage(format!("cannot read crowdsec.{field} {file}: {e}")))?;
+    let s = text.lines().next().unwrap_or_default().trim().to_string();
+    if s.is_empty() {
+        return Err(usage(format!("crowdsec.{field} {file} is empty")));
+    }
+    Ok(s)
+}
+
+/// The controller's end of the CrowdSec tasks.
+#[derive(Default)]
+pub struct Link {
+    decisions: Option<mpsc::Receiver<Batch>>,
+    alerts: Option<mpsc::Sender<AlertInfo>>,
+    applier: Applier,
+    tasks: Vec<JoinHandle<()>>,
+    alerts_dropped: u64,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Link {
+    /// Nothing to talk to (`[crowdsec] lapi_url` empty).
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Reads the secrets and starts the tasks `cfg` asks for (needs a tokio
+    /// runtime). Unreadable secret files are usage errors.
+    pub fn start(cfg: &Crowdsec) -> Result<Self> {
+        let mut link = Self::default();
+        if cfg.lapi_url.is_empty() {
+            return Ok(link);
+        }
+        let ep =
+            Endpoint::parse(&cfg.lapi_url).map_err(|e| usage(format!("crowdsec.lapi_url: {e}")))?;
+        let key = secret(
+            &cfg.bouncer_api_key,
+            &cfg.bouncer_api_key_file,
+            "bouncer_api_key_file",
+        )?;
+        let agent = if cfg.push_alerts {
+            Some((
+                cfg.agent_machine_id.clone(),
+                secret(
+                    &cfg.agent_password,
+                    &cfg.agent_password_file,
+                    "agent_password_file",
+                )?,
+            ))
+        } else {
+            None
+        };
+        if !key.is_empty() {
+            let (tx, rx) = mpsc::channel(DECISION_QUEUE);
+            tracing::info!(
+                "crowdsec bouncer: enforcing the decisions of the Local API at {ep} (polled every {})",
+                format_duration(cfg.poll_interval.0)
+            );
+            link.tasks.push(tokio::spawn(bouncer::run(
+                ep.clone(),
+                key,
+                cfg.poll_interval.0,
+                tx,
+            )));
+            link.decisions = Some(rx);
+        }
+        if let Some((id, password)) = agent {
+            let (tx, rx) = mpsc::channel(ALERT_QUEUE);
+            tracing::info!("crowdsec agent: pushing our blocks to the Local API at {ep} as {id:?}");
+            link.tasks
+                .push(tokio::spawn(agent::run(ep, id, password, rx)));
+            link.alerts = Some(tx);
+        }
+        Ok(link)
+    }
+
+    /// The next answer of the decision stream; never ready when bouncer mode is
+    /// off (or its task ended).
+    pub async fn next(&mut self) -> Batch {
+        let Some(rx) = self.decisions.as_mut() else {
+            return std::future::pending().await;
+        };
+        match rx.recv().await {
+            Some(b) => b,
+            None => {
+                tracing::error!(
+                    "crowdsec bouncer: the task ended; decisions are no longer followed"
+                );
+                self.decisions = None;
+                std::future::pending().await
+            }
+        }
+    }
+
+    /// Applies a batch (in the controller's loop); returns the events to write.
+    pub fn apply(
+        &mut self,
+        batch: Batch,
+        enforcer: &mut Enforcer,
+        maps: &mut KernelMaps,
+        cfg: &Config,
+    ) -> Result<Vec<EventRecord>> {
+        self.applier.apply(batch, enforcer, maps, cfg)
+    }
+
+    /// Sees every event written; our own `blocked` decisions (kernel or detector)
+    /// go to the agent. Never waits: when the queue is full the alert is dropped.
+    pub fn observe(&mut self, rec: &EventRecord) {
+        let Some(tx) = &self.alerts else {
+            return;
+        };
+        if rec.event != "blocked" || !matches!(rec.origin, "kernel" | "detector") {
+            return;
+        }
+        let info = AlertInfo {
+            ts: rec.ts.clone(),
+            src: rec.src.clone(),
+            kind: rec.kind.clone(),
+            ports: rec.ports.clone(),
+            probes: rec.probes,
+            score: rec.score,
+            ttl_s: rec.ttl_s,
+            reason: rec.reason.clone(),
+            origin: rec.origin.to_string(),
+        };
+        match tx.try_send(info) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.alerts_dropped += 1;
+                if self.alerts_dropped.is_power_of_two() {
+                    tracing::warn!(
+                        "crowdsec agent: alert queue full, {} alerts not pushed so far",
+                        self.alerts_dropped
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("crowdsec agent: the task ended; blocks are no longer pushed");
+                self.alerts = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text)
+    }
+
+    #[test]
+    fn off_by_default_and_round_trips() {
+        let c = Config::default();
+        assert!(c.crowdsec.lapi_url.is_empty());
+        assert_eq!(c.crowdsec.poll_interval.0.as_secs(), 10);
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("[crowdsec]"), "{text}");
+        let full = parse(
+            "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080\"\nbouncer_api_key = \"k\"\npoll_interval = \"2s\"\n\
+             agent_machine_id = \"m\"\nagent_password_file = \"/etc/p\"\npush_alerts = true\n",
+        )
+        .unwrap();
+        assert_eq!(parse(&full.to_toml().unwrap()).unwrap(), full);
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused() {
+        let err = |t: &str| parse(&format!("[crowdsec]\n{t}")).unwrap_err();
+        assert!(err("bouncer_api_key = \"k\"\n").contains("lapi_url is empty"));
+        assert!(err("lapi_url = \"https://h:8080\"\nbouncer_api_key = \"k\"\n").contains("https"));
+        assert!(err("lapi_url = \"http://h:8080\"\n").contains("nothing would use"));
+        assert!(
+            err("lapi_url = \"http://h:8080\"\nbouncer_api_key = \"k\"\nbouncer_api_key_file = \"f\"\n")
+                .contains("not both")
+        );
+        assert!(
+            err("lapi_url = \"http://h:8080\"\npush_alerts = true\nagent_machine_id = \"m\"\n")
+                .contains("agent_password")
+        );
+        assert!(
+            err(
+                "lapi_url = \"http://h:8080\"\nbouncer_api_key = \"k\"\npoll_interval = \"soon\"\n"
+            )
+            .contains("line 4")
+        );
+        assert!(err("lapi_uri = \"http://h:8080\"\n").contains("lapi_uri"));
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let dir = std::env::temp_dir().join(format!("sg-crowdsec-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("key");
+        std::fs::write(&f, "abc123\n").unwrap();
+        let path = f.to_str().unwrap();
+        assert_eq!(secret("", path, "x").unwrap(), "abc123");
+        assert_eq!(secret(" inline ", "", "x").unwrap(), "inline");
+        std::fs::write(&f, "\n").unwrap();
+        assert!(secret("", path, "x").is_err());
+        let missing = dir.join("missing");
+        let e = secret("", missing.to_str().unwrap(), "bouncer_api_key_file").unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,293 @@
+//! A real CrowdSec Local API (Debian's `crowdsec` package) for the lab tests.
+//!
+//! [`Lapi::start`] writes a configuration of its own into a directory inside the
+//! lab directory (database, credentials, profiles: nothing under /etc/crowdsec or
+//! /var/lib/crowdsec is read or written) and runs `crowdsec -no-cs -no-capi` (the
+//! Local API alone, no agent, no Central API, no hub) inside the lab's target
+//! namespace, listening on that namespace's 127.0.0.1 only. Every `cscli` call
+//! runs there too, bounded by `timeout`. The process is started through the lab
+//! (so the lab stops it too), and [`Drop`] stops it first, also on panic; the
+//! directory goes with the lab directory.
+
+use std::{
+    cell::Cell,
+    fs,
+    path::{Path, PathBuf},
+    process::Output,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::lab::{Lab, Proc, describe, read_lossy};
+
+/// Port of the Local API on the target namespace's loopback.
+pub const LAPI_PORT: u16 = 18080;
+/// How long the Local API may take to listen after it was started.
+const LISTEN_LIMIT: Duration = Duration::from_secs(20);
+const CROWDSEC: &str = "/usr/bin/crowdsec";
+const CSCLI: &str = "/usr/bin/cscli";
+
+/// A Local API running in `ns` on 127.0.0.1:[`LAPI_PORT`].
+pub struct Lapi<'a> {
+    lab: &'a Lab,
+    /// Namespace it runs in (the lab's target: where the controller runs).
+    pub ns: String,
+    /// Its own configuration, database and credentials.
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    /// `http://127.0.0.1:18080`, for `[crowdsec] lapi_url`.
+    pub url: String,
+    /// Its standard output and error (every start appends).
+    pub log: PathBuf,
+    proc: Cell<Option<Proc>>,
+}
+
+/// Panics with an install hint unless the crowdsec package is installed.
+pub fn require_crowdsec() {
+    for p in [CROWDSEC, CSCLI] {
+        assert!(
+            Path::new(p).is_file(),
+            "{p} not found: install Debian's crowdsec package (`cargo xtask test` does, with its Central API registration disabled)"
+        );
+    }
+}
+
+impl<'a> Lapi<'a> {
+    /// Configures a Local API of its own in the lab's target namespace, registers
+    /// the machine `cscli` itself uses, starts it and waits until it listens.
+    pub fn start(lab: &'a Lab) -> Self {
+        require_crowdsec();
+        let dir = lab.file("crowdsec", "d");
+        for sub in ["", "data", "hub", "notifications"] {
+            fs::create_dir_all(dir.join(sub))
+                .unwrap_or_else(|e| panic!("creating {}: {e}", dir.join(sub).display()));
+        }
+        let d = dir.display();
+        let url = format!("http://127.0.0.1:{LAPI_PORT}");
+        // No `online_client`: no Central API. No prometheus listener.
+        let config = format!(
+            "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n  working_dir: {d}\n\
+             config_paths:\n  config_dir: {d}/\n  data_dir: {d}/data/\n  simulation_path: {d}/simulation.yaml\n  \
+             hub_dir: {d}/hub/\n  index_path: {d}/hub/.index.json\n  notification_dir: {d}/notifications/\n  \
+             plugin_dir: /usr/lib/crowdsec/plugins/\n\
+             crowdsec_service:\n  acquisition_path: {d}/acquis.yaml\n  parser_routines: 1\n\
+             cscli:\n  output: human\n  color: \"no\"\n\
+             db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n  use_wal: false\n  \
+             flush:\n    max_items: 5000\n    max_age: 7d\n\
+             api:\n  client:\n    insecure_skip_verify: false\n    credentials_path: {d}/local_api_credentials.yaml\n  \
+             server:\n    log_level: info\n    listen_uri: 127.0.0.1:{LAPI_PORT}\n    profiles_path: {d}/profiles.yaml\n    \
+             console_path: {d}/console.yaml\n    trusted_ips:\n      - 127.0.0.1\n      - ::1\n\
+             prometheus:\n  enabled: false\n  level: full\n  listen_addr: 127.0.0.1\n  listen_port: 6060\n"
+        );
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
+        };
+        write("config.yaml", &config);
+        // The package's default profile: alerts without decisions get a 4h ban.
+        write(
+            "profiles.yaml",
+            "name: default_ip_remediation\nfilters:\n - Alert.Remediation == true && Alert.GetScope() == \"Ip\"\n\
+             decisions:\n - type: ban\n   duration: 4h\non_success: break\n",
+        );
+        write("simulation.yaml", "simulation: off\n");
+        write("acquis.yaml", "");
+        write("local_api_credentials.yaml", "");
+        let lapi = Lapi {
+            lab,
+            ns: lab.tgt.ns.clone(),
+            config: dir.join("config.yaml"),
+            log: dir.join("lapi.log"),
+            dir,
+            url,
+            proc: Cell::new(None),
+        };
+        lapi.add_cscli_machine();
+        lapi.spawn();
+        lapi
+    }
+
+    /// cscli's own machine (decisions and alerts go through the API).
+    fn add_cscli_machine(&self) {
+        let creds = self.dir.join("local_api_credentials.yaml");
+        self.cscli_ok(&[
+            "machines",
+            "add",
+            "scan-guard-test-cli",
+            "--auto",
+            "--force",
+            "-f",
+            creds.to_str().expect("UTF-8 path"),
+        ]);
+    }
+
+    /// Stops it, deletes its database (every decision, bouncer and machine: a
+    /// reinstalled Local API) and starts it again.
+    pub fn wipe_and_restart(&self) {
+        self.stop();
+        for f in ["crowdsec.db", "crowdsec.db-wal", "crowdsec.db-shm"] {
+            let p = self.dir.join("data").join(f);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("removing {}: {e}", p.display()),
+            }
+        }
+        self.add_cscli_machine();
+        self.spawn();
+    }
+
+    fn spawn(&self) {
+        let cfg = self.config.to_str().expect("UTF-8 path");
+        let p = self.lab.spawn_in(
+            &self.ns,
+            &[CROWDSEC, "-c", cfg, "-no-cs", "-no-capi"],
+            &self.log,
+        );
+        self.proc.set(Some(p));
+        let deadline = Instant::now() + LISTEN_LIMIT;
+        loop {
+            let out = self
+                .lab
+                .exec_in(&self.ns, &["ss", "-Hltn", &format!("sport = :{LAPI_PORT}")]);
+            if out.status.success() && !out.stdout.is_empty() {
+                return;
+            }
+            if let Some(s) = self.lab.try_status(p) {
+                panic!(
+                    "[lab {}] the CrowdSec Local API exited at start ({s:?})\n--- its log ---\n{}",
+                    self.lab.tag,
+                    read_lossy(&self.log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[lab {}] the CrowdSec Local API does not listen on 127.0.0.1:{LAPI_PORT} after {LISTEN_LIMIT:?}\n--- its log ---\n{}",
+                self.lab.tag,
+                read_lossy(&self.log)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the Local API (SIGTERM, bounded) and waits until it is gone.
+    pub fn stop(&self) {
+        if let Some(p) = self.proc.take() {
+            self.lab.terminate(p, Duration::from_secs(10));
+        }
+    }
+
+    /// Starts it again with the same configuration and database.
+    pub fn restart(&self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// `cscli -c <config> ARGS` in the namespace, bounded.
+    pub fn cscli(&self, args: &[&str]) -> Output {
+        let cfg = self.config.to_str().expect("UTF-8 path");
+        let mut full = vec![CSCLI, "-c", cfg];
+        full.extend_from_slice(args);
+        self.lab.exec_in(&self.ns, &full)
+    }
+
+    /// Like [`cscli`](Self::cscli) but panics (with the Local API's log) unless it
+    /// exits 0; returns stdout.
+    pub fn cscli_ok(&self, args: &[&str]) -> String {
+        let out = self.cscli(args);
+        if !out.status.success() {
+            panic!(
+                "[lab {}] cscli {}: {}\n--- Local API log ---\n{}",
+                self.lab.tag,
+                args.join(" "),
+                describe(&out),
+                read_lossy(&self.log)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `cscli ARGS -o json` as a list (`null` is an empty list).
+    pub fn cscli_list(&self, args: &[&str]) -> Vec<Value> {
+        let mut full = args.to_vec();
+        full.extend(["-o", "json"]);
+        let text = self.cscli_ok(&full);
+        match serde_json::from_str(text.trim()) {
+            Ok(Value::Array(v)) => v,
+            Ok(Value::Null) => Vec::new(),
+            other => panic!(
+                "cscli {}: not a JSON list: {other:?}: {text}",
+                full.join(" ")
+            ),
+        }
+    }
+
+    /// Registers a bouncer and returns its API key.
+    pub fn add_bouncer(&self, name: &str) -> String {
+        let key = self.cscli_ok(&["bouncers", "add", name, "-o", "raw"]);
+        let key = key.trim().to_string();
+        assert!(!key.is_empty(), "cscli bouncers add {name}: no key printed");
+        key
+    }
+
+    /// Registers a bouncer with a key of our choosing.
+    pub fn add_bouncer_with_key(&self, name: &str, key: &str) {
+        self.cscli_ok(&["bouncers", "add", name, "-k", key]);
+    }
+
+    /// Registers a (validated) machine with this password.
+    pub fn add_machine(&self, name: &str, password: &str) {
+        self.cscli_ok(&["machines", "add", name, "--password", password, "-f", "-"]);
+    }
+
+    /// The alerts with an active decision (`cscli decisions list -o json`).
+    pub fn decisions(&self) -> Vec<Value> {
+        self.cscli_list(&["decisions", "list"])
+    }
+
+    /// `cscli alerts list -o json`.
+    pub fn alerts(&self) -> Vec<Value> {
+        self.cscli_list(&["alerts", "list"])
+    }
+
+    /// `GET /v1/decisions/stream?startup=true` with `key`, as another host's bouncer
+    /// would ask (curl in the namespace, bounded).
+    pub fn stream_startup(&self, key: &str) -> Value {
+        let url = format!("{}/v1/decisions/stream?startup=true", self.url);
+        let header = format!("X-Api-Key: {key}");
+        let out = self.lab.exec_in(
+            &self.ns,
+            &["curl", "-sS", "--max-time", "5", "-H", &header, &url],
+        );
+        assert!(out.status.success(), "GET {url}: {}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "GET {url}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+}
+
+impl Drop for Lapi<'_> {
+    fn drop(&mut self) {
+        // Never panics (this may run while unwinding): SIGTERM, a bounded wait,
+        // then SIGKILL to its process group through the lab.
+        let Some(p) = self.proc.take() else {
+            return;
+        };
+        if self.lab.try_status(p).is_some() {
+            return;
+        }
+        // SAFETY: plain syscall on the lab's own unreaped child (`timeout`, which
+        // passes SIGTERM on to the Local API).
+        unsafe {
+            libc::kill(p.pid as libc::pid_t, libc::SIGTERM);
+        }
+        if self.lab.wait_for(p, Duration::from_secs(5)).is_none() {
+            self.lab.kill(p);
+        }
+    }
+}

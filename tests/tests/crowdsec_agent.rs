@@ -1,0 +1,200 @@
+//! Agent mode against a real CrowdSec Local API (Debian's crowdsec 1.4.6, run by
+//! the test inside the lab's target namespace on its 127.0.0.1; no Central API):
+//! a real nmap SYN scan from the lab's attacker is blocked (kernel threshold or
+//! slow-scan test, whichever fires first), and the block reaches the Local API as
+//! a `scan-guard/port-scan` alert with a ban decision (`cscli alerts list`,
+//! `cscli decisions list`), which another host's bouncer receives in its decision
+//! stream. Our own bouncer gets the decision back and leaves our block as it is.
+
+use std::{
+    thread,
+    time::{Duration, Instant},
+};
+
+use scan_guard_tests::{
+    crowdsec::Lapi,
+    is_root,
+    lab::{ControllerOptions, Lab, XdpMode, is_event, read_lossy},
+};
+use serde_json::Value;
+
+const SCENARIO: &str = "scan-guard/port-scan";
+
+#[test]
+fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
+    let t0 = Instant::now();
+    assert!(
+        is_root(),
+        "the lab tests need root (namespaces, XDP, bpffs)"
+    );
+    scan_guard_tests::crowdsec::require_crowdsec();
+    let lab = Lab::new("crowdsec-agent");
+    let tag = lab.tag.clone();
+    let lapi = Lapi::start(&lab);
+    lapi.add_machine("scan-guard-agent", "agent-password-1234");
+    let key = lapi.add_bouncer("scan-guard-test");
+    let other_host = lapi.add_bouncer("another-host");
+    let key_file = lab.write_file("bouncer", "key", &key);
+    let pw_file = lab.write_file("agent", "password", "agent-password-1234\n");
+    let cfg = lab.write_file(
+        "config",
+        "toml",
+        &format!(
+            "[crowdsec]\nlapi_url = \"{}\"\nbouncer_api_key_file = \"{}\"\npoll_interval = \"1s\"\n\
+             push_alerts = true\nagent_machine_id = \"scan-guard-agent\"\nagent_password_file = \"{}\"\n",
+            lapi.url,
+            key_file.display(),
+            pw_file.display()
+        ),
+    );
+    let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read_lossy(&c.log).contains("logged in to the Local API") {
+        lab.assert_running(&c, "while the agent logs in");
+        assert!(
+            Instant::now() < deadline,
+            "[{tag}] the agent did not log in\n{}",
+            read_lossy(&c.log)
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    let att = lab.att.v4.to_string();
+    let target = lab.tgt.v4.to_string();
+    let scan = lab.spawn_nmap(&[
+        "-sS",
+        "-n",
+        "-Pn",
+        "-T4",
+        "-p",
+        "1-200",
+        "--max-retries",
+        "1",
+        "--max-rtt-timeout",
+        "200ms",
+        "--host-timeout",
+        "30s",
+        &target,
+    ]);
+    let blocked = lab.wait_event_during(
+        &c,
+        &scan,
+        Duration::from_secs(5),
+        "blocked for the attacker",
+        |e| is_event(e, "blocked", &att),
+    );
+    lab.finish(&scan);
+    // The kernel's threshold or the slow-scan test, whichever fired first.
+    let origin = blocked["origin"].as_str().unwrap_or("").to_string();
+    assert!(
+        matches!(origin.as_str(), "kernel" | "detector"),
+        "[{tag}] {blocked}"
+    );
+    let ttl = blocked["ttl_s"].as_u64().expect("ttl_s");
+
+    // The alert, as the Local API keeps it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let alert = loop {
+        let found = lapi
+            .alerts()
+            .into_iter()
+            .find(|a| a["scenario"] == SCENARIO && a["source"]["value"] == att.as_str());
+        if let Some(a) = found {
+            break a;
+        }
+        lab.assert_running(&c, "while waiting for the alert");
+        assert!(
+            Instant::now() < deadline,
+            "[{tag}] no {SCENARIO} alert for {att} in the Local API\n--- cscli alerts list ---\n{:?}\n--- controller log ---\n{}",
+            lapi.alerts(),
+            read_lossy(&c.log)
+        );
+        thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(alert["source"]["scope"], "Ip", "[{tag}] {alert}");
+    assert!(
+        alert["events_count"].as_u64().unwrap_or(0) >= 1,
+        "[{tag}] {alert}"
+    );
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("blocked by scan-guard"),
+        "[{tag}] {alert}"
+    );
+    let d = &alert["decisions"][0];
+    assert_eq!(d["type"], "ban", "[{tag}] {alert}");
+    assert_eq!(d["value"], att.as_str(), "[{tag}] {alert}");
+    assert_eq!(d["origin"], "crowdsec", "[{tag}] {alert}");
+
+    // The decision is active (what every bouncer enforces), as long as our block.
+    let decision: Vec<Value> = lapi
+        .decisions()
+        .into_iter()
+        .flat_map(|a| a["decisions"].as_array().cloned().unwrap_or_default())
+        .filter(|d| d["value"] == att.as_str() && d["scenario"] == SCENARIO)
+        .collect();
+    assert_eq!(
+        decision.len(),
+        1,
+        "[{tag}] decisions for {att}: {decision:?}"
+    );
+    let left = go_seconds(decision[0]["duration"].as_str().unwrap_or(""));
+    assert!(
+        left > 0.0 && left <= ttl as f64,
+        "[{tag}] {decision:?} vs our ttl {ttl}"
+    );
+
+    // Another host's bouncer gets it.
+    let stream = lapi.stream_startup(&other_host);
+    let new = stream["new"].as_array().cloned().unwrap_or_default();
+    assert!(
+        new.iter()
+            .any(|d| d["value"] == att.as_str() && d["scenario"] == SCENARIO && d["type"] == "ban"),
+        "[{tag}] the other host's stream lacks {att}: {stream}"
+    );
+
+    // Ours gets it back too and leaves our own block alone.
+    thread::sleep(Duration::from_secs(3));
+    let row = c
+        .listed(&att)
+        .unwrap_or_else(|| panic!("[{tag}] {att} not listed: {:?}", c.list()));
+    assert_eq!(row["origin"], origin.as_str(), "[{tag}] {row}");
+    assert!(
+        c.events_where(|e| is_event(e, "blocked", &att) && e["origin"] == "crowdsec")
+            .is_empty(),
+        "[{tag}] a second block for {att}\n{}",
+        read_lossy(&c.events)
+    );
+    lab.assert_running(&c, "at the end");
+    assert!(
+        lab.stop_controller(&c).success(),
+        "[{tag}] controller exit\n{}",
+        read_lossy(&c.log)
+    );
+    eprintln!("[{tag}] passed in {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// Seconds in a Go duration such as `9m58.3s` (h, m, s only: what the Local API
+/// prints for decisions of minutes to hours).
+fn go_seconds(text: &str) -> f64 {
+    let mut total = 0.0;
+    let mut num = String::new();
+    for ch in text.chars() {
+        match ch {
+            '0'..='9' | '.' => num.push(ch),
+            'h' | 'm' | 's' => {
+                let v: f64 = num.parse().unwrap_or_else(|_| panic!("duration {text:?}"));
+                total += v * match ch {
+                    'h' => 3600.0,
+                    'm' => 60.0,
+                    _ => 1.0,
+                };
+                num.clear();
+            }
+            _ => panic!("duration {text:?}"),
+        }
+    }
+    total
+}
