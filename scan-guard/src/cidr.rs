@@ -121,14 +121,23 @@ impl FromStr for Cidr {
     }
 }
 
-/// Parses `90s`, `10m`, `1h`, `7d` (and combinations such as `1h30m`).
+/// Longest duration accepted anywhere (block lifetimes, windows, memories): ten
+/// years. Longer ones are typos, and would overflow time arithmetic downstream.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Parses `90s`, `10m`, `1h`, `7d` (and combinations such as `1h30m`), up to
+/// ten years.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err("empty duration".into());
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("{s:?} is not a duration like 90s, 10m, 1h or 7d ({e})"))
+    let d = humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration like 90s, 10m, 1h or 7d ({e})"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is longer than the 10-year maximum"));
+    }
+    Ok(d)
 }
 
 /// Formats a duration the way users type them (`10m`, `1h`, `7d`): the largest unit
@@ -199,6 +208,9 @@ mod tests {
         );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("ten minutes").is_err());
+        assert!(parse_duration("20000y").unwrap_err().contains("10-year"));
+        assert!(parse_duration("18446744073709551615s").is_err());
+        assert!(parse_duration("10y").is_ok() || parse_duration("3650d").is_ok());
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_secs(7 * 86400)), "7d");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");

@@ -50,8 +50,23 @@ pub fn mono_deadline(expires_unix_s: u64) -> u64 {
         .max(1)
 }
 
-/// RFC 3339 text of a Unix time in seconds.
+/// Last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const RFC3339_MAX_UNIX_S: u64 = 253_402_300_799;
+
+/// RFC 3339 text of a Unix time in seconds (clamped to the year 9999).
 pub fn rfc3339_unix(secs: u64) -> String {
+    let secs = secs.min(RFC3339_MAX_UNIX_S);
     humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn far_future_times_are_clamped_not_a_panic() {
+        assert_eq!(rfc3339_unix(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_unix(0), "1970-01-01T00:00:00Z");
+    }
 }

@@ -307,7 +307,7 @@ impl Config {
                 "slow_scan: need 0 < scanner_success < benign_success < 1".into(),
             ));
         }
-        if s.threshold <= 1.0 {
+        if !(s.threshold.is_finite() && s.threshold > 1.0) {
             return Err(Invalid("slow_scan.threshold must be greater than 1".into()));
         }
         let b = &self.blocking;
@@ -364,8 +364,8 @@ impl Config {
             }
         }
         KernelConfig {
-            window_ns: d.window.0.as_nanos() as u64,
-            block_ttl_ns: self.ttl_for_offence(1).as_nanos() as u64,
+            window_ns: u64::try_from(d.window.0.as_nanos()).unwrap_or(u64::MAX),
+            block_ttl_ns: u64::try_from(self.ttl_for_offence(1).as_nanos()).unwrap_or(u64::MAX),
             score_threshold: d.score_threshold,
             sweep_threshold: d.sweep_threshold,
             weight_privileged: d.weight_privileged,
@@ -440,6 +440,13 @@ mod tests {
             Config::parse("[invalid_flags]\nxmas = \"maybe\"\n")
                 .unwrap_err()
                 .contains("line 2")
+        );
+        assert!(Config::parse("[slow_scan]\nthreshold = nan\n").is_err());
+        assert!(Config::parse("[slow_scan]\nthreshold = inf\n").is_err());
+        assert!(
+            Config::parse("[detection]\nwindow = \"600y\"\n")
+                .unwrap_err()
+                .contains("10-year")
         );
     }
 

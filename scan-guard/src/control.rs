@@ -22,12 +22,19 @@ use crate::{
     loader,
 };
 
-/// Opens the instance's maps or explains why there is none.
-pub fn open(pin_dir: &Path) -> Result<KernelMaps> {
+/// Control commands read root-only pins: say so up front instead of reporting
+/// "not attached" for what is really "not allowed to look".
+fn require_root() -> Result<()> {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("scan-guard control commands must run as root: the pinned BPF maps are root-only");
     }
+    Ok(())
+}
+
+/// Opens the instance's maps or explains why there is none.
+pub fn open(pin_dir: &Path) -> Result<KernelMaps> {
+    require_root()?;
     if !pin_dir
         .join(scan_guard_common::map_names::BLOCKLIST)
         .exists()
@@ -93,6 +100,7 @@ pub fn stats(pin_dir: &Path, as_json: bool) -> Result<()> {
 }
 
 pub fn status(pin_dir: &Path, as_json: bool) -> Result<()> {
+    require_root()?;
     let attached = pin_dir.join(loader::LINK_PIN).exists();
     let info = instance::read(pin_dir).filter(|i| instance::alive(i.pid));
     let counts = if attached {

@@ -6,10 +6,7 @@
 //! processes (`scan-guard block/unblock`) edit the same desired state; the
 //! reconcile pass notices their changes and reports them as events.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::Result;
 use scan_guard_common::{
@@ -86,7 +83,6 @@ pub struct Enforcer {
     /// `BLOCK_META` as of the last reconcile (to tell other processes' edits apart).
     known: HashMap<MetaKey, BlockMeta>,
     never_block: Vec<Cidr>,
-    recent: VecDeque<Instant>,
 }
 
 pub fn key_of(c: &Cidr) -> MetaKey {
@@ -111,7 +107,7 @@ pub fn new_meta(
     let now = clock::unix_now();
     let mut m = BlockMeta {
         since_unix_s: now,
-        expires_unix_s: ttl.map_or(0, |t| now + t.as_secs().max(1)),
+        expires_unix_s: ttl.map_or(0, |t| now.saturating_add(t.as_secs().max(1))),
         offences,
         origin: origin as u8,
         kind,
@@ -180,23 +176,25 @@ impl Enforcer {
         );
     }
 
-    fn rate_ok(&mut self, cfg: &Config) -> bool {
-        let cap = cfg.blocking.max_new_blocks_per_sec as usize;
+    /// One budget of new blocks per second, shared with the kernel's auto-blocks:
+    /// both draw from the pinned `RATE` window (same coarse monotonic clock), so a
+    /// spoofed flood cannot get the cap twice.
+    fn rate_ok(&mut self, maps: &mut KernelMaps, cfg: &Config) -> bool {
+        let cap = u64::from(cfg.blocking.max_new_blocks_per_sec);
         if cap == 0 {
             return true;
         }
-        let now = Instant::now();
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            self.recent.pop_front();
+        let now = clock::monotonic_ns();
+        let mut w = maps.rate.get(&0, 0).unwrap_or([0, 0]);
+        if now.saturating_sub(w[0]) >= 1_000_000_000 {
+            w = [now, 0];
         }
-        if self.recent.len() >= cap {
+        if w[1] >= cap {
             return false;
         }
-        self.recent.push_back(now);
+        w[1] += 1;
+        // A lost race with the kernel lets at most one extra block through.
+        let _ = maps.rate.set(0, w, 0);
         true
     }
 
@@ -262,7 +260,7 @@ impl Enforcer {
                 why: "blocklist_cap",
             }]);
         }
-        if !self.rate_ok(cfg) {
+        if !self.rate_ok(maps, cfg) {
             return Ok(vec![Verdict::Suppressed {
                 why: "block_rate_cap",
             }]);
@@ -370,9 +368,8 @@ impl Enforcer {
         }
         let mut live = HashMap::new();
         for (k, m) in metas {
-            if !self.known.contains_key(&k) {
-                changes.push(Change::Appeared(k, m));
-            }
+            // Expiry first: a record that ran out while nobody watched is reported
+            // once, as expired, not also as a new block.
             if m.expires_unix_s != 0 && now >= m.expires_unix_s {
                 maps.remove_block(&k.addr, k.prefix_len)?;
                 maps.remove_meta(&k)?;
@@ -380,6 +377,9 @@ impl Enforcer {
                 kernel.remove(&k);
                 changes.push(Change::Expired(k, m));
                 continue;
+            }
+            if !self.known.contains_key(&k) {
+                changes.push(Change::Appeared(k, m));
             }
             let c = cidr_of(&k);
             let want = clock::mono_deadline(m.expires_unix_s);

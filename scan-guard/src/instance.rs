@@ -61,5 +61,9 @@ pub fn alive(pid: u32) -> bool {
         return false;
     };
     // SAFETY: signal 0 only checks for existence and permission.
-    unsafe { libc::kill(pid, 0) == 0 }
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    // EPERM: it exists, we just may not signal it.
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

@@ -26,6 +26,9 @@ pub struct KernelMaps {
     pub protected: LpmTrie<MapData, Addr, u8>,
     pub listening: Array<MapData, u64>,
     pub meta: HashMap<MapData, MetaKey, BlockMeta>,
+    /// [second started at (ns), new blocks in it]: the block-rate budget the kernel
+    /// and the controller share.
+    pub rate: Array<MapData, [u64; 2]>,
 }
 
 /// True when a map error means "no such key" (aya reports a delete of a missing
@@ -63,6 +66,7 @@ impl KernelMaps {
             protected: field!(map_names::PROTECTED),
             listening: field!(map_names::LISTENING),
             meta: field!(map_names::BLOCK_META),
+            rate: field!(map_names::RATE),
         })
     }
 

@@ -55,7 +55,11 @@ pub fn load_with(pin_dir: Option<&Path>, max_blocks: Option<u32>) -> Result<Ebpf
     }
     let mut ebpf = loader
         .load(EBPF_OBJECT)
-        .map_err(|e| explain_load_error(e.into()))?;
+        .map_err(|e| explain_load_error(e.into()))
+        .with_context(|| match pin_dir {
+            Some(d) => format!("creating or opening the pinned maps under {}", d.display()),
+            None => "creating the maps".to_string(),
+        })?;
     let prog = program(&mut ebpf)?;
     prog.load()
         .map_err(|e| explain_load_error(e.into()))

@@ -52,8 +52,8 @@ pub fn default_path(iface: &str) -> PathBuf {
 /// Reads the state file. Missing: `None`. Unreadable or corrupt: a warning, the file
 /// renamed to `<name>.corrupt-<unix time>` for inspection, and `None`.
 pub fn load(path: &Path) -> Option<SavedState> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!(
@@ -63,7 +63,8 @@ pub fn load(path: &Path) -> Option<SavedState> {
             return None;
         }
     };
-    match serde_json::from_str::<SavedState>(&text) {
+    // Invalid UTF-8 is as corrupt as invalid JSON: kept aside, never overwritten.
+    match serde_json::from_slice::<SavedState>(&bytes) {
         Ok(s) if s.version == STATE_VERSION => Some(s),
         Ok(s) => {
             keep_aside(path, &format!("unsupported version {}", s.version));
@@ -174,6 +175,17 @@ mod tests {
     #[test]
     fn missing_file_is_none() {
         assert_eq!(load(Path::new("/nonexistent/scan-guard/state.json")), None);
+    }
+
+    #[test]
+    fn non_utf8_file_is_kept_aside_too() {
+        let d = tmpdir("binary");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("state.json");
+        std::fs::write(&p, [0xff, 0xfe, 0x00, 0x7b]).unwrap();
+        assert_eq!(load(&p), None);
+        assert!(!p.exists(), "moved aside, not left to be overwritten");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod cost;
 pub mod crowdsec;
 pub mod harness;
+pub mod hardening;
 pub mod lab;
 pub mod model;
 pub mod packet;

@@ -14,6 +14,7 @@ mod apt;
 mod bpf_linker;
 mod build;
 mod elf;
+mod fuzz;
 mod package;
 mod privilege;
 mod process;
@@ -72,6 +73,10 @@ enum Command {
     /// Build the Debian package (cargo-deb): binary, systemd unit, default config,
     /// man pages and shell completions, into target/package/; then check it.
     Package,
+    /// Fuzz: the differential test (XDP program vs reference model, --frames N,
+    /// release build, needs root) and the cargo-fuzz targets of fuzz/ (--seconds S
+    /// each, pinned nightly, cargo-fuzz installed if missing).
+    Fuzz(fuzz::Args),
     // Next: `Demo` (netns lab: a scan caught and blocked live) and `Bench`
     // (BPF_PROG_TEST_RUN ns/packet, live-frames Mpps), each in its own module.
 }
@@ -97,5 +102,6 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run { debug, args, .. } => run::run(&ws, Profile::from_release(!debug), &args),
         Command::Test { args } => test::run(&ws, &args),
         Command::Package => package::run(&ws),
+        Command::Fuzz(args) => fuzz::run(&ws, &args),
     }
 }
