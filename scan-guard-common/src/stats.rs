@@ -36,9 +36,11 @@ pub enum Stat {
     ContactsLost,
     /// Crossings not blocked: protected source, rate cap or full blocklist.
     AutoBlockSuppressed,
+    /// First fragments too short for the TCP flags, dropped (RFC 1858).
+    DroppedTinyFragment,
 }
 
-pub const STAT_COUNT: usize = Stat::AutoBlockSuppressed as usize + 1;
+pub const STAT_COUNT: usize = Stat::DroppedTinyFragment as usize + 1;
 
 /// The per-CPU counter block.
 pub type StatBlock = [u64; STAT_COUNT];
@@ -56,7 +58,7 @@ impl Stat {
 }
 
 /// Named counters (apart from the per-class ones), in index order, for userspace.
-pub const NAMED: [(Stat, &str); 19] = [
+pub const NAMED: [(Stat, &str); 20] = [
     (Stat::Packets, "packets"),
     (Stat::Passed, "passed"),
     (Stat::DroppedBlocked, "dropped_blocked"),
@@ -76,6 +78,7 @@ pub const NAMED: [(Stat, &str); 19] = [
     (Stat::Contacts, "contacts"),
     (Stat::ContactsLost, "contacts_lost"),
     (Stat::AutoBlockSuppressed, "auto_block_suppressed"),
+    (Stat::DroppedTinyFragment, "dropped_tiny_fragment"),
 ];
 
 #[cfg(test)]

@@ -106,12 +106,27 @@ fn log_auto_block(ctx: &XdpContext, src: &scan_guard_common::addr::Addr) {
 
 #[inline(always)]
 fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
-    let h = parse::header::<14>(ctx, l3.l4_off)?;
-    let port = parse::be16(h, 2);
-    let flags = parse::byte(h, 13);
-    // A header of 32+ bytes (12+ option bytes: MSS, SACK, timestamps, window scale)
-    // is what an OS stack sends on connect(); raw scanners send few or none.
-    let os_stack = parse::byte(h, 12) >> 4 >= 8;
+    // A first fragment too short for the TCP flags (nmap -f, --mtu 8) is dropped
+    // (RFC 1858): no conforming stack sends one.
+    let (port, flags, os_stack) = match parse::header::<14>(ctx, l3.l4_off) {
+        Ok(h) => {
+            // A header of 32+ bytes (12+ option bytes: MSS, SACK, timestamps, window
+            // scale) is what an OS stack sends on connect(); raw scanners send few.
+            (
+                parse::be16(h, 2),
+                parse::byte(h, 13),
+                parse::byte(h, 12) >> 4 >= 8,
+            )
+        }
+        Err(()) if l3.first_fragment => {
+            // No tracking here: one more path through the tracker would blow the
+            // verifier's complexity budget. Dropping is what matters: the scanner
+            // learns nothing, and the controller sees the drops in the counters.
+            bump(stats, Stat::DroppedTinyFragment as usize);
+            return Ok(XDP_DROP);
+        }
+        Err(()) => return Err(()),
+    };
     Ok(match tcp_role(flags) {
         TcpRole::Invalid(class, kind) => {
             let listening = lists::is_listening(PROTO_TCP, port);

@@ -36,6 +36,9 @@ pub struct L3 {
     pub l4_off: usize,
     /// A non-first fragment: no transport header in this frame.
     pub later_fragment: bool,
+    /// The first fragment of a fragmented datagram (more follow): its transport
+    /// header may be cut short, which no conforming stack does (RFC 1858).
+    pub first_fragment: bool,
 }
 
 /// Outcome of the layer-2/3 parse.
@@ -122,6 +125,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
         proto: byte(h, 9),
         l4_off: off + ihl,
         later_fragment: be16(h, 6) & 0x1fff != 0,
+        first_fragment: be16(h, 6) & 0x3fff == 0x2000,
     })
 }
 
@@ -136,6 +140,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
     let dst = addr16(h, 24);
     let mut l4_off = off + 40;
     let mut later_fragment = false;
+    let mut first_fragment = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if !matches!(
             next,
@@ -147,12 +152,15 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
                 proto: next,
                 l4_off,
                 later_fragment,
+                first_fragment,
             });
         }
         // Every extension header we walk is at least 8 bytes.
         let ext = header::<8>(ctx, l4_off)?;
         let len = if next == IPPROTO_FRAGMENT {
-            later_fragment = be16(ext, 2) >> 3 != 0;
+            let frag = be16(ext, 2);
+            later_fragment = frag >> 3 != 0;
+            first_fragment = frag == 1;
             8
         } else {
             (byte(ext, 1) as usize + 1) * 8
@@ -169,6 +177,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
                 proto: next,
                 l4_off,
                 later_fragment,
+                first_fragment,
             });
         }
     }
@@ -180,6 +189,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
             proto: next,
             l4_off,
             later_fragment,
+            first_fragment,
         }),
     }
 }

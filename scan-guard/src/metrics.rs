@@ -164,6 +164,12 @@ impl Metrics {
             "stealth",
             delta(Stat::DroppedStealth as usize),
         );
+        Self::add(
+            &self.dropped,
+            "reason",
+            "tiny_fragment",
+            delta(Stat::DroppedTinyFragment as usize),
+        );
         for c in InvalidClass::ALL {
             Self::add(
                 &self.dropped,

@@ -15,7 +15,7 @@ use std::{
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{
         Mutex,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -370,6 +370,9 @@ pub struct Lab {
     /// Pin directories controllers were started with (their runtime files under
     /// /run/scan-guard are removed on drop, also after a SIGKILL).
     pin_dirs: Mutex<Vec<PathBuf>>,
+    /// Bound (seconds) of every process spawned from now on; [`SPAWN_TIMEOUT`]
+    /// unless [`Lab::set_spawn_limit`] changed it.
+    spawn_limit_s: AtomicU64,
 }
 
 /// What [`Lab::with_options`] builds besides the two namespaces of [`Lab::new`].
@@ -436,6 +439,14 @@ pub fn netns_list() -> Vec<String> {
 /// `target/<profile>/deps/<test>-<hash>` -> `target/<profile>/scan-guard`.
 pub fn controller_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("path of the test executable");
+    // A binary of this crate (the demo) lives next to scan-guard itself, in
+    // target/<profile>/.
+    if let Some(dir) = exe.parent().filter(|d| !d.ends_with("deps")) {
+        let bin = dir.join("scan-guard");
+        if bin.is_file() {
+            return bin;
+        }
+    }
     let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
         panic!(
             "test executable {} is not in target/<profile>/deps",
@@ -503,6 +514,7 @@ impl Lab {
             mounted: false,
             files: AtomicU32::new(0),
             pin_dirs: Mutex::new(Vec::new()),
+            spawn_limit_s: AtomicU64::new(SPAWN_TIMEOUT.as_secs()),
         };
         // From here on a panic unwinds through `lab`'s Drop, which undoes what was done.
         lab.setup();
@@ -712,7 +724,8 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Starts `args` inside `ns` under `timeout` (bounded by [`SPAWN_TIMEOUT`]),
+    /// Starts `args` inside `ns` under `timeout` (bounded by [`SPAWN_TIMEOUT`], or
+    /// what [`set_spawn_limit`](Self::set_spawn_limit) set),
     /// stdout and stderr appended to `log`. The lab keeps the child and stops it
     /// on drop if the test has not.
     pub fn spawn_in(&self, ns: &str, args: &[&str], log: &Path) -> Proc {
@@ -726,7 +739,7 @@ impl Lab {
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
         let err = out.try_clone().expect("dup log fd");
-        let secs = SPAWN_TIMEOUT.as_secs().to_string();
+        let secs = self.spawn_limit_s.load(Ordering::SeqCst).to_string();
         // timeout makes itself a process-group leader and forwards SIGTERM to the
         // whole group; -k: SIGKILL 3 s after a SIGTERM that did not end it.
         let mut cmd = Command::new("timeout");
@@ -1314,6 +1327,236 @@ impl Lab {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Extras for scenarios with many sources and real services (the demo, the scan
+/// matrix, the false-positive suite).
+impl Lab {
+    /// Bound of every process spawned from now on (the controller and long loads of
+    /// a scenario that runs for minutes); the default is [`SPAWN_TIMEOUT`].
+    pub fn set_spawn_limit(&self, limit: Duration) {
+        self.spawn_limit_s
+            .store(limit.as_secs().max(1), Ordering::SeqCst);
+    }
+
+    /// Every namespace this lab created (all removed on drop).
+    pub fn namespaces(&self) -> Vec<String> {
+        self.namespace_names()
+    }
+
+    /// Adds 10.200.1.`n`/24 for every `n` in `hosts` to `side`'s veth (more source
+    /// addresses for that side, e.g. a fresh one per attack) and returns them.
+    pub fn add_v4(&self, side: &Side, hosts: std::ops::RangeInclusive<u8>) -> Vec<Ipv4Addr> {
+        let mut added = Vec::new();
+        for n in hosts {
+            let a = Ipv4Addr::new(10, 200, 1, n);
+            assert!(
+                self.endpoints().iter().all(|s| s.v4 != a),
+                "[lab {}] {a} belongs to an endpoint",
+                self.tag
+            );
+            ip_ok(&[
+                "-n",
+                &side.ns,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                &side.iface,
+            ]);
+            added.push(a);
+        }
+        added
+    }
+
+    /// Adds fd00:200::`n` (n written in hex)/64 for every `n` in `hosts` to `side`'s
+    /// veth (no duplicate address detection: usable at once) and returns them.
+    pub fn add_v6(&self, side: &Side, hosts: std::ops::RangeInclusive<u16>) -> Vec<Ipv6Addr> {
+        let mut added = Vec::new();
+        for n in hosts {
+            let a = Ipv6Addr::new(0xfd00, 0x200, 0, 0, 0, 0, 0, n);
+            assert!(
+                self.endpoints().iter().all(|s| s.v6 != a),
+                "[lab {}] {a} belongs to an endpoint",
+                self.tag
+            );
+            ip_ok(&[
+                "-n",
+                &side.ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/64"),
+                "dev",
+                &side.iface,
+                "nodad",
+            ]);
+            added.push(a);
+        }
+        added
+    }
+
+    /// Starts nginx (nginx-light) in the target namespace with a minimal config of
+    /// its own in the lab directory: every port in `ports` on IPv4 and IPv6, a
+    /// 200 "scan-guard lab" answer to every request, no access log, logs and temp
+    /// files in the lab directory; waits until every port listens. It runs in the
+    /// foreground under the lab's `timeout`, so the lab stops it on drop.
+    pub fn start_nginx(&self, ports: &[u16]) -> Proc {
+        let root = self.file("nginx", "d");
+        fs::create_dir_all(&root).unwrap_or_else(|e| panic!("creating {}: {e}", root.display()));
+        let r = path_str(&root);
+        let listen: String = ports
+            .iter()
+            .map(|p| format!("    listen {p} backlog=4096;\n    listen [::]:{p} backlog=4096;\n"))
+            .collect();
+        let conf = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\n\
+             pid {r}/nginx.pid;\nerror_log {r}/error.log warn;\n\
+             events {{ worker_connections 16384; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+             \x20 client_body_temp_path {r}/body;\n  proxy_temp_path {r}/proxy;\n\
+             \x20 fastcgi_temp_path {r}/fastcgi;\n  uwsgi_temp_path {r}/uwsgi;\n\
+             \x20 scgi_temp_path {r}/scgi;\n\
+             \x20 server {{\n{listen}    location / {{ default_type text/plain; return 200 \"scan-guard lab\\n\"; }}\n  }}\n}}\n"
+        );
+        let conf_file = root.join("nginx.conf");
+        fs::write(&conf_file, conf)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", conf_file.display()));
+        let log = self.file("nginx", "log");
+        let error_log = root.join("error.log");
+        let p = self.spawn_in(
+            &self.tgt.ns,
+            &[
+                "nginx",
+                "-e",
+                path_str(&error_log),
+                "-p",
+                r,
+                "-c",
+                path_str(&conf_file),
+            ],
+            &log,
+        );
+        for &port in ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let filter = format!("sport = :{port}");
+            loop {
+                let out = self.exec_in(&self.tgt.ns, &["ss", "-Hltn", &filter]);
+                if out.status.success() && !out.stdout.is_empty() {
+                    break;
+                }
+                if let Some(s) = self.try_status(p) {
+                    panic!(
+                        "[lab {}] nginx exited before listening: {}\n{}{}",
+                        self.tag,
+                        describe_status(s),
+                        read_lossy(&log),
+                        read_lossy(&error_log)
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "[lab {}] nginx does not listen on {port} after 10 s: {}",
+                    self.tag,
+                    read_lossy(&error_log)
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        p
+    }
+
+    /// Sends `sig` to `p` (the lab's `timeout` in front of the command: it passes
+    /// SIGINT and SIGTERM on to the command) unless it has already finished.
+    pub fn signal(&self, p: Proc, sig: libc::c_int) {
+        if self.try_status(p).is_none() {
+            signal(p.pid, sig);
+        }
+    }
+
+    /// Starts tcpdump on `iface` in `ns` with the capture filter `filter`, the
+    /// first 160 bytes of each packet, at most `max_packets` packets, written to a
+    /// pcap file in the lab directory; waits (bounded) until it is capturing.
+    /// Read it with [`stop_capture_raw`](Self::stop_capture_raw).
+    pub fn start_capture_where(
+        &self,
+        ns: &str,
+        iface: &str,
+        filter: &str,
+        max_packets: u32,
+    ) -> Capture {
+        let file = self.file("capture", "pcap");
+        let log = self.file("tcpdump", "log");
+        let count = max_packets.to_string();
+        // -Z root: the lab directory is root's; -U and --immediate-mode: every
+        // packet hits the file at once (else the kernel holds them for up to a
+        // second, and a SIGTERM loses them); -B: a 16 MiB kernel buffer so floods
+        // are not lost before the file.
+        let proc = self.spawn_in(
+            ns,
+            &[
+                "tcpdump",
+                "-i",
+                iface,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-s",
+                "160",
+                "-B",
+                "16384",
+                "-c",
+                &count,
+                "-w",
+                path_str(&file),
+                filter,
+            ],
+            &log,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !read_lossy(&log).contains("listening on") {
+            if let Some(s) = self.try_status(proc) {
+                panic!(
+                    "[lab {}] tcpdump exited before capturing: {}\n{}",
+                    self.tag,
+                    describe_status(s),
+                    read_lossy(&log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[lab {}] tcpdump did not start capturing within 10 s: {}",
+                self.tag,
+                read_lossy(&log)
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        Capture { proc, file, log }
+    }
+
+    /// Stops a capture (after `settle` for packets still in flight) and returns the
+    /// pcap file's bytes and what tcpdump said (its drop counts).
+    pub fn stop_capture_raw(&self, cap: &Capture, settle: Duration) -> (Vec<u8>, String) {
+        thread::sleep(settle);
+        let status = self.terminate(cap.proc, Duration::from_secs(5));
+        assert!(
+            status.code() != Some(124),
+            "[lab {}] tcpdump ran into its timeout: {}",
+            self.tag,
+            read_lossy(&cap.log)
+        );
+        let bytes = fs::read(&cap.file).unwrap_or_else(|e| {
+            panic!(
+                "[lab {}] reading capture {}: {e}\n--- tcpdump log ---\n{}",
+                self.tag,
+                cap.file.display(),
+                read_lossy(&cap.log)
+            )
+        });
+        (bytes, read_lossy(&cap.log))
     }
 }
 

@@ -4,6 +4,7 @@
 //! Helpers panic with context instead of returning errors: a failing step in a
 //! test is a test failure, and the message should say which step.
 
+pub mod bench;
 pub mod cost;
 pub mod crowdsec;
 pub mod harness;
@@ -11,6 +12,7 @@ pub mod hardening;
 pub mod lab;
 pub mod model;
 pub mod packet;
+pub mod scenario;
 
 /// True when the tests run with the privileges they need (root).
 pub fn is_root() -> bool {

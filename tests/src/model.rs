@@ -49,6 +49,7 @@ struct L3 {
     proto: u8,
     l4: usize,
     later_fragment: bool,
+    first_fragment: bool,
 }
 
 enum Parsed {
@@ -106,6 +107,7 @@ fn ipv4(f: &[u8], off: usize) -> Parsed {
         proto: f[off + 9],
         l4: off + ihl,
         later_fragment: frag & 0x1fff != 0,
+        first_fragment: frag & 0x3fff == 0x2000,
     })
 }
 
@@ -120,6 +122,7 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
     let is_ext = |n: u8| matches!(n, 0 | 43 | 44 | 60);
     let mut next = f[off + 6];
     let mut l4 = off + 40;
+    let mut first = false;
     for _ in 0..6 {
         if !is_ext(next) {
             return Parsed::Ip(L3 {
@@ -128,6 +131,7 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
                 proto: next,
                 l4,
                 later_fragment: false,
+                first_fragment: first,
             });
         }
         if !need(f, l4, 8) {
@@ -135,7 +139,9 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
         }
         let mut later = false;
         let len = if next == 44 {
-            later = be16(f, l4 + 2).unwrap_or(0) >> 3 != 0;
+            let frag = be16(f, l4 + 2).unwrap_or(0);
+            later = frag >> 3 != 0;
+            first = frag == 1;
             8
         } else {
             (f[l4 + 1] as usize + 1) * 8
@@ -152,6 +158,7 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
                 proto: next,
                 l4,
                 later_fragment: true,
+                first_fragment: false,
             });
         }
     }
@@ -164,6 +171,7 @@ fn ipv6(f: &[u8], off: usize) -> Parsed {
             proto: next,
             l4,
             later_fragment: false,
+            first_fragment: first,
         })
     }
 }
@@ -329,8 +337,13 @@ impl Model {
         match l3.proto {
             6 => {
                 if !need(f, l3.l4, 14) {
-                    st[Stat::ParseFailed as usize] += 1;
-                    return XDP_PASS;
+                    if !l3.first_fragment {
+                        st[Stat::ParseFailed as usize] += 1;
+                        return XDP_PASS;
+                    }
+                    // A tiny first fragment (RFC 1858): dropped, not tracked.
+                    st[Stat::DroppedTinyFragment as usize] += 1;
+                    return XDP_DROP;
                 }
                 let port = be16(f, l3.l4 + 2).unwrap_or(0);
                 let flags = f[l3.l4 + 13];

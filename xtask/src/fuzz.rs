@@ -385,13 +385,10 @@ fn judge(ws: &Workspace, target: &str, ok: bool, code: Option<i32>, text: &str) 
             summary: format!("{execs} execs ({rate}/s), corpus {corpus}, no crash"),
         };
     }
-    let artifact = text
-        .lines()
-        .filter_map(|l| {
-            let i = l.find("fuzz/artifacts/")?;
-            Some(l[i..].split_whitespace().next()?.to_string())
-        })
-        .last();
+    let artifact = text.lines().rev().find_map(|l| {
+        let i = l.find("fuzz/artifacts/")?;
+        Some(l[i..].split_whitespace().next()?.to_string())
+    });
     let panic = panic_summary(text);
     let lines: Vec<&str> = text.lines().collect();
     eprintln!("--- {target}: libFuzzer output ---");

@@ -11,8 +11,10 @@
 //! network-namespace lab), [`privilege::require_root`].
 
 mod apt;
+mod bench;
 mod bpf_linker;
 mod build;
+mod demo;
 mod elf;
 mod fuzz;
 mod package;
@@ -71,14 +73,30 @@ enum Command {
         args: Vec<String>,
     },
     /// Build the Debian package (cargo-deb): binary, systemd unit, default config,
-    /// man pages and shell completions, into target/package/; then check it.
+    /// man pages and shell completions, into target/package/.
     Package,
+    /// Run the benchmarks (ns/packet, flood Mpps, HTTP throughput, scale, blocklist
+    /// operations) next to baselines measured in the same run; regenerate
+    /// BENCHMARKS.md and the charts in bench/ (needs root; about 4 minutes).
+    Bench {
+        /// Every part with tiny sizes (seconds, for CI); writes under
+        /// target/bench/smoke/ and leaves BENCHMARKS.md alone.
+        #[arg(long)]
+        smoke: bool,
+        /// Only these parts, comma-separated: per-packet, flood, throughput, scale,
+        /// blocklist-ops.
+        #[arg(long, value_name = "PARTS")]
+        only: Option<String>,
+    },
     /// Fuzz: the differential test (XDP program vs reference model, --frames N,
     /// release build, needs root) and the cargo-fuzz targets of fuzz/ (--seconds S
     /// each, pinned nightly, cargo-fuzz installed if missing).
     Fuzz(fuzz::Args),
-    // Next: `Demo` (netns lab: a scan caught and blocked live) and `Bench`
-    // (BPF_PROG_TEST_RUN ns/packet, live-frames Mpps), each in its own module.
+    /// The README's first command: set up, install the lab packages, build in
+    /// release mode, then play the scripted story in a network-namespace lab (legit
+    /// load, real scans detected and blocked, a final table); exit 0 only if every
+    /// attack was blocked and the legitimate client never was (needs root).
+    Demo,
 }
 
 fn main() {
@@ -102,6 +120,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run { debug, args, .. } => run::run(&ws, Profile::from_release(!debug), &args),
         Command::Test { args } => test::run(&ws, &args),
         Command::Package => package::run(&ws),
+        Command::Bench { smoke, only } => bench::run(&ws, smoke, only.as_deref()),
         Command::Fuzz(args) => fuzz::run(&ws, &args),
+        Command::Demo => demo::run(&ws),
     }
 }
