@@ -219,30 +219,37 @@ fn by_kind(probes: &[u32; PROBE_KINDS]) -> serde_json::Map<String, Value> {
 pub enum EventSink {
     Stdout,
     File(PathBuf, std::fs::File),
-    /// The system log (syslog(3), facility daemon; journald collects it too).
-    Syslog,
+    /// A syslog socket (`/dev/log`: syslog daemons and journald listen there).
+    Syslog(PathBuf, std::os::unix::net::UnixDatagram),
 }
 
-/// Identity under which events appear in the system log.
-const SYSLOG_IDENT: &std::ffi::CStr = c"scan-guard";
+/// The system log's socket.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+/// Facility daemon (3), severity notice (5): `<29>`.
+const SYSLOG_PRIORITY: u8 = 3 * 8 + 5;
 
 impl EventSink {
-    /// `-` is standard output, `syslog` the system log; anything else a file opened
-    /// for appending.
+    /// `-` is standard output; `syslog` the system log, `syslog:PATH` a syslog
+    /// socket at PATH; anything else a file opened for appending.
     pub fn open(spec: &Path) -> Result<Self> {
         if spec == Path::new("-") {
             return Ok(Self::Stdout);
         }
-        if spec == Path::new("syslog") {
-            // SAFETY: the identity string is 'static, as openlog requires.
-            unsafe {
-                libc::openlog(
-                    SYSLOG_IDENT.as_ptr(),
-                    libc::LOG_PID | libc::LOG_NDELAY,
-                    libc::LOG_DAEMON,
-                )
-            };
-            return Ok(Self::Syslog);
+        let text = spec.to_string_lossy();
+        let socket = match text.as_ref() {
+            "syslog" => Some(PathBuf::from(SYSLOG_SOCKET)),
+            t => t.strip_prefix("syslog:").map(PathBuf::from),
+        };
+        if let Some(socket) = socket {
+            let sock = std::os::unix::net::UnixDatagram::unbound()
+                .context("creating a datagram socket")?;
+            sock.connect(&socket).map_err(|e| {
+                crate::error::usage(format!(
+                    "--events {text}: no syslog socket at {} ({e}); is a syslog daemon or journald running?",
+                    socket.display()
+                ))
+            })?;
+            return Ok(Self::Syslog(socket, sock));
         }
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -267,12 +274,16 @@ impl EventSink {
                 .write_all(line.as_bytes())
                 .and_then(|()| f.flush())
                 .with_context(|| format!("writing event to {}", path.display())),
-            Self::Syslog => {
+            Self::Syslog(path, sock) => {
                 line.pop();
-                let msg = std::ffi::CString::new(line).context("event text contains NUL")?;
-                // SAFETY: constant format string with one %s and a NUL-terminated argument.
-                unsafe { libc::syslog(libc::LOG_NOTICE, c"%s".as_ptr(), msg.as_ptr()) };
-                Ok(())
+                // RFC 3164 framing as syslog(3) writes it; the daemon adds the time.
+                let msg = format!(
+                    "<{SYSLOG_PRIORITY}>scan-guard[{}]: {line}",
+                    std::process::id()
+                );
+                sock.send(msg.as_bytes()).map(|_| ()).with_context(|| {
+                    format!("writing event to the syslog socket {}", path.display())
+                })
             }
         }
     }
@@ -324,6 +335,35 @@ mod tests {
         assert_eq!(json["evidence"]["rule"], "port_score");
         assert_eq!(json["ttl_s"], 600);
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn syslog_sink_sends_framed_json_lines() {
+        let dir = std::env::temp_dir().join(format!("sg-syslog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let mut sink = EventSink::open(Path::new(&format!("syslog:{}", path.display()))).unwrap();
+        let mut p = [0; PROBE_KINDS];
+        p[ProbeKind::Syn as usize] = 6;
+        let rec = EventRecord::from_kernel(&event(p, true), &KernelConfig::default());
+        sink.write(&rec).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(msg.starts_with("<29>scan-guard["), "{msg}");
+        let json = msg.split_once("]: ").unwrap().1;
+        let v: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["event"], "scan_detected");
+        assert!(EventSink::open(Path::new("syslog:/nonexistent/sock")).is_err());
+        // Only `syslog` and `syslog:PATH` mean the system log; other names are files.
+        let file = dir.join("syslog-events.jsonl");
+        assert!(matches!(
+            EventSink::open(&file).unwrap(),
+            EventSink::File(..)
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -121,8 +121,9 @@ struct RunArgs {
     /// Detect and report (`would_block`) without blocking anything for scanning.
     #[arg(long)]
     dry_run: bool,
-    /// Where JSON-line events go: a file (appended), - for standard output, or
-    /// syslog for the system log/journal [default: output.events, else -].
+    /// Where JSON-line events go: a file (appended), - for standard output, syslog
+    /// for the system log/journal (/dev/log) or syslog:SOCKET [default:
+    /// output.events, else -].
     #[arg(long, value_name = "PATH|-|syslog")]
     events: Option<PathBuf>,
     /// State file for blocks and offence history
