@@ -33,7 +33,7 @@ use scan_guard_common::{config::KernelConfig, map_names};
 
 use crate::{
     harness::Harness,
-    lab::{Controller, Lab, Side, describe, read_lossy, run_bounded},
+    lab::{Controller, Lab, Side, address_side, describe, ip_ok, read_lossy, run_bounded},
     packet::Pkt,
 };
 
@@ -400,39 +400,8 @@ pub fn create_veth(lab: &Lab) {
         &t.iface, "address", t.mac, "netns", &t.ns,
     ]);
     for s in [a, t] {
-        ip_ok(&[
-            "-n",
-            &s.ns,
-            "addr",
-            "add",
-            &format!("{}/24", s.v4),
-            "dev",
-            &s.iface,
-        ]);
-        ip_ok(&[
-            "-n",
-            &s.ns,
-            "-6",
-            "addr",
-            "add",
-            &format!("{}/64", s.v6),
-            "dev",
-            &s.iface,
-            "nodad",
-        ]);
-        ip_ok(&["-n", &s.ns, "link", "set", &s.iface, "up"]);
+        address_side(s);
     }
-}
-
-fn ip_ok(args: &[&str]) -> String {
-    let out = run_bounded(Duration::from_secs(10), "ip", args);
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        describe(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `cond` every 20 ms until it holds; panics after `limit`.
@@ -548,26 +517,6 @@ pub fn listening_sockets(lab: &Lab, ns: &str) -> String {
     let out = lab.exec_in(ns, &["ss", "-Hlnp", "-A", "all"]);
     assert!(out.status.success(), "ss in {ns}: {}", describe(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A fast SYN scan of 200 low ports from the attacker, in the background.
-pub fn fast_syn_scan(lab: &Lab) -> crate::lab::Background {
-    let target = lab.tgt.v4.to_string();
-    lab.spawn_nmap(&[
-        "-sS",
-        "-n",
-        "-Pn",
-        "-T4",
-        "-p",
-        "1-200",
-        "--max-retries",
-        "1",
-        "--max-rtt-timeout",
-        "200ms",
-        "--host-timeout",
-        "30s",
-        &target,
-    ])
 }
 
 /// (addr, origin, expires) of each `list --json` row, sorted.

@@ -416,8 +416,33 @@ fn describe_status(s: ExitStatus) -> String {
     }
 }
 
+/// Gives a side's veth end its IPv4 /24 and IPv6 /64 (no DAD) and brings it up.
+pub(crate) fn address_side(s: &Side) {
+    ip_ok(&[
+        "-n",
+        &s.ns,
+        "addr",
+        "add",
+        &format!("{}/24", s.v4),
+        "dev",
+        &s.iface,
+    ]);
+    ip_ok(&[
+        "-n",
+        &s.ns,
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", s.v6),
+        "dev",
+        &s.iface,
+        "nodad",
+    ]);
+    ip_ok(&["-n", &s.ns, "link", "set", &s.iface, "up"]);
+}
+
 /// `ip ARGS` in the test's own namespace, bounded; panics with context on failure.
-fn ip_ok(args: &[&str]) -> String {
+pub(crate) fn ip_ok(args: &[&str]) -> String {
     let out = run_bounded(Duration::from_secs(10), "ip", args);
     if !out.status.success() {
         panic!("ip {}: {}", args.join(" "), describe(&out));
@@ -574,27 +599,7 @@ impl Lab {
         }
         for s in &self.endpoints() {
             ip_ok(&["-n", &s.ns, "link", "set", "lo", "up"]);
-            ip_ok(&[
-                "-n",
-                &s.ns,
-                "addr",
-                "add",
-                &format!("{}/24", s.v4),
-                "dev",
-                &s.iface,
-            ]);
-            ip_ok(&[
-                "-n",
-                &s.ns,
-                "-6",
-                "addr",
-                "add",
-                &format!("{}/64", s.v6),
-                "dev",
-                &s.iface,
-                "nodad",
-            ]);
-            ip_ok(&["-n", &s.ns, "link", "set", &s.iface, "up"]);
+            address_side(s);
         }
         for ns in self.namespace_names() {
             for family in ["-4", "-6"] {
@@ -1126,6 +1131,26 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A fast SYN scan of 200 low ports from the attacker, in the background.
+    pub fn fast_syn_scan(&self) -> Background {
+        let target = self.tgt.v4.to_string();
+        self.spawn_nmap(&[
+            "-sS",
+            "-n",
+            "-Pn",
+            "-T4",
+            "-p",
+            "1-200",
+            "--max-retries",
+            "1",
+            "--max-rtt-timeout",
+            "200ms",
+            "--host-timeout",
+            "30s",
+            &target,
+        ])
     }
 
     /// Starts `nmap ARGS` in the attacker namespace in the background (bounded by

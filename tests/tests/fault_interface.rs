@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use scan_guard_tests::{
-    hardening::{create_veth, delete_veth, fast_syn_scan, served, wait_log, wait_until},
+    hardening::{create_veth, delete_veth, served, wait_log, wait_until},
     is_root,
     lab::{Lab, XdpMode, is_event, read_lossy},
 };
@@ -68,7 +68,7 @@ fn interface_gone_and_back_is_reattached_and_protected_again() {
 
     let att = lab.att.v4.to_string();
     let packets_before = c.stats_json()["packets"].as_u64().unwrap_or(0);
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let ev = lab.wait_event_during(&c, &scan, Duration::from_secs(5), "blocked", |e| {
         is_event(e, "blocked", &att)
     });

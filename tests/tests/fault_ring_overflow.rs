@@ -21,7 +21,7 @@ use std::{
 };
 
 use scan_guard_tests::{
-    hardening::{Injector, SCAN_PORTS, SpoofRange, fast_syn_scan, stat},
+    hardening::{Injector, SCAN_PORTS, SpoofRange, stat},
     is_root,
     lab::{Lab, XdpMode, is_event, read_lossy},
 };
@@ -108,7 +108,7 @@ fn ring_buffers_overflow_is_counted_and_detection_recovers() {
     // Detection recovers: a real scan from the attacker's own address.
     thread::sleep(Duration::from_millis(1100)); // a fresh second for the kernel's rate cap
     let att = lab.att.v4.to_string();
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let ev = lab.wait_event_during(
         &c,
         &scan,

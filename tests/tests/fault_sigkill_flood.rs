@@ -17,7 +17,7 @@ use std::{
 };
 
 use scan_guard_tests::{
-    hardening::{block_rows, count_events, fast_syn_scan, served, stat, wait_until},
+    hardening::{block_rows, count_events, served, stat, wait_until},
     is_root,
     lab::{ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event, read_lossy},
 };
@@ -54,7 +54,7 @@ fn sigkill_during_a_flood_loses_and_duplicates_no_block() {
     for a in [LONG_V4, LONG_V6] {
         lab.wait_event(&c, limit, "manual blocked", |e| is_event(e, "blocked", a));
     }
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let blocked = lab.wait_event_during(&c, &scan, limit, "blocked for the attacker", |e| {
         is_event(e, "blocked", &att)
     });

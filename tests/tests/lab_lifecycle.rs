@@ -97,26 +97,6 @@ fn cut_off(lab: &Lab, c: &Controller, ns: &str, who: &str) {
     );
 }
 
-/// A fast SYN scan of 200 low ports from the attacker, in the background.
-fn fast_syn_scan(lab: &Lab) -> Background {
-    let target = lab.tgt.v4.to_string();
-    lab.spawn_nmap(&[
-        "-sS",
-        "-n",
-        "-Pn",
-        "-T4",
-        "-p",
-        "1-200",
-        "--max-retries",
-        "1",
-        "--max-rtt-timeout",
-        "200ms",
-        "--host-timeout",
-        "30s",
-        &target,
-    ])
-}
-
 /// Waits for the attacker's `blocked` event during `scan`, then stops the scan.
 fn blocked_by(lab: &Lab, c: &Controller, scan: &Background) -> Value {
     let att = att(lab);
@@ -150,7 +130,7 @@ fn short_ttl_block_expires_and_the_attacker_is_served_again() {
     let tag = lab.tag.clone();
     let att = att(&lab);
 
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let blocked = blocked_by(&lab, &c, &scan);
     assert_eq!(
         blocked["ttl_s"], 3,
@@ -298,7 +278,7 @@ fn manual_allow_wins_over_blocks_and_scans_until_disallowed() {
     c.cli_ok(&["allow", &att]);
     assert_eq!(c.stats_json()["allowlist_entries"], 1, "[{tag}]");
     let before = c.events().len();
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let t_scan = Instant::now();
     while lab.try_status(scan.proc).is_none() && t_scan.elapsed() < Duration::from_secs(40) {
         thread::sleep(Duration::from_millis(100));
@@ -363,7 +343,7 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
 
     // Three blocks of three origins' worth: the scanner (kernel or detector) and two
     // manual ones, one IPv6 without expiry.
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     blocked_by(&lab, &c, &scan);
     c.cli_ok(&["block", "10.200.1.99", "--ttl", "10m", "--reason", "m1"]);
     c.cli_ok(&["block", "fd00:200::99", "--ttl", "0", "--reason", "m2"]);
@@ -517,7 +497,7 @@ fn dry_run_reports_would_block_and_drops_nothing() {
     let st = c.cli_json(&["status"]);
     assert_eq!(st["dry_run"], true, "[{tag}] status: {st}");
 
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let wb = lab.wait_event_during(&c, &scan, EVENT_LIMIT, "would_block", |e| {
         is_event(e, "would_block", &att)
     });
@@ -659,7 +639,7 @@ fn never_block_source_is_reported_as_suppressed_and_never_blocked() {
     let tag = lab.tag.clone();
     let att = att(&lab);
 
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     let sup = lab.wait_event_during(&c, &scan, EVENT_LIMIT, "suppressed", |e| {
         is_event(e, "suppressed", &att)
     });

@@ -13,10 +13,7 @@
 use std::time::{Duration, Instant};
 
 use scan_guard_tests::{
-    hardening::{
-        count_events, fast_syn_scan, listening_sockets, mode_owner, proc_caps, stderr_lines,
-        wait_until,
-    },
+    hardening::{count_events, listening_sockets, mode_owner, proc_caps, stderr_lines, wait_until},
     is_root,
     lab::{Lab, XdpMode, controller_bin, describe, is_event, run_bounded},
 };
@@ -178,7 +175,7 @@ fn controller_runs_without_capabilities_with_root_only_pins_and_no_sockets() {
     // Still does its job without capabilities: a scan is blocked and adopted, a
     // manual block is picked up, and the state file is written (0600).
     let att = lab.att.v4.to_string();
-    let scan = fast_syn_scan(&lab);
+    let scan = lab.fast_syn_scan();
     lab.wait_event_during(&c, &scan, Duration::from_secs(5), "blocked", |e| {
         is_event(e, "blocked", &att)
     });
