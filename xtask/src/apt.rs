@@ -56,6 +56,20 @@ pub const LAB_PACKAGES: &[Package] = &[
         name: "crowdsec",
         program: "cscli",
     },
+    // A real syslog daemon for the events-to-syslog test.
+    Package {
+        name: "rsyslog",
+        program: "rsyslogd",
+    },
+    // A fresh Debian root and a booted systemd in it, for the install test.
+    Package {
+        name: "debootstrap",
+        program: "debootstrap",
+    },
+    Package {
+        name: "systemd-container",
+        program: "systemd-nspawn",
+    },
 ];
 
 /// Makes sure `packages` are installed; `purpose` names what needs them.
