@@ -374,7 +374,7 @@ async fn event_loop(
             }
             _ = tick.tick() => ctl.on_tick()?,
             batch = ctl.crowdsec.next() => ctl.on_crowdsec(batch)?,
-            _ = sighup.recv() => ctl.reload(opts),
+            _ = sighup.recv() => ctl.reload(opts)?,
             _ = sigint.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
         }
@@ -616,17 +616,33 @@ impl Controller {
         persist::save(&self.state_file, &self.enforcer.snapshot(operator_allows))
     }
 
-    /// SIGHUP: re-read the file; a bad file changes nothing.
-    fn reload(&mut self, opts: &RunOptions) {
+    /// SIGHUP: re-read the file; a bad file changes nothing. `[crowdsec]` is
+    /// re-read too (secrets and certificates included): when it or a file it
+    /// names changed, the old tasks stop and new ones start (see
+    /// [`Self::swap_crowdsec`]). Errors are returned only for map writes of the
+    /// swap, which the loop treats like any other map failure.
+    fn reload(&mut self, opts: &RunOptions) -> Result<()> {
         let Some(path) = &opts.config_path else {
             tracing::info!("SIGHUP: no config file given, nothing to reload");
-            return;
+            return Ok(());
         };
         let new = match Config::load(path) {
             Ok(c) => apply_overrides(c, &opts.overrides),
             Err(e) => {
                 tracing::error!("SIGHUP: {e:#}; keeping the running configuration");
-                return;
+                return Ok(());
+            }
+        };
+        // Read before anything is applied: an unreadable key or certificate keeps
+        // the running configuration as a whole.
+        let plan = match crate::crowdsec::Plan::prepare(&new.crowdsec) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: config file {}: {e:#}; keeping the running configuration",
+                    path.display()
+                );
+                return Ok(());
             }
         };
         let result = (|| -> Result<()> {
@@ -647,9 +663,51 @@ impl Controller {
             Ok(()) => {
                 self.cfg = new;
                 tracing::info!("SIGHUP: configuration reloaded from {}", path.display());
+                self.swap_crowdsec(plan)
             }
-            Err(e) => tracing::error!("SIGHUP: applying {}: {e:#}", path.display()),
+            Err(e) => {
+                tracing::error!("SIGHUP: applying {}: {e:#}", path.display());
+                Ok(())
+            }
         }
+    }
+
+    /// Replaces the CrowdSec link when `plan` differs from the running one. The
+    /// old tasks stop at once (alerts still queued for the old agent are
+    /// dropped). Blocks from the old decision stream:
+    /// - bouncer mode off now: lifted, since no stream would lift them when
+    ///   their decisions are deleted;
+    /// - bouncer mode still on: kept until the new stream's first (startup)
+    ///   answer, which replaces them as at a start (blocks it does not list are
+    ///   lifted), so protection has no gap while it connects.
+    fn swap_crowdsec(&mut self, plan: crate::crowdsec::Plan) -> Result<()> {
+        if self.crowdsec.runs(&plan) {
+            return Ok(());
+        }
+        let bouncer_before = self.crowdsec.is_bouncer();
+        let bouncer_now = plan.is_bouncer();
+        // The old link's tasks are aborted when it is dropped, before the new ones start.
+        self.crowdsec = crate::crowdsec::Link::disabled();
+        self.crowdsec = plan.spawn();
+        tracing::info!("SIGHUP: [crowdsec] or a file it names changed; CrowdSec tasks restarted");
+        if bouncer_before && !bouncer_now {
+            let recs = crate::crowdsec::apply::lift_all(
+                &mut self.enforcer,
+                &mut self.maps,
+                "crowdsec: bouncer mode turned off",
+            )?;
+            if !recs.is_empty() {
+                tracing::info!(
+                    "SIGHUP: bouncer mode is off; lifted {} CrowdSec blocks",
+                    recs.len()
+                );
+            }
+            for rec in &recs {
+                self.emit(rec)?;
+            }
+            self.save()?;
+        }
+        Ok(())
     }
 }
 

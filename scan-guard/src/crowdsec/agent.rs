@@ -3,6 +3,8 @@
 //! other host block the scanner too.
 //!
 //! Logs in as a machine (`POST /v1/watchers/login` -> JWT), then `POST /v1/alerts`.
+//! With a TLS client certificate (empty machine id) the login carries no
+//! credentials: the Local API names the machine after the certificate's CN.
 //! A Local API that is down, restarting or refusing the credentials is logged and
 //! retried with a growing delay; alerts wait meanwhile (at most
 //! [`MAX_PENDING`], the oldest dropped first, with a log line).
@@ -12,7 +14,7 @@ use std::{collections::VecDeque, time::Duration};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::lapi::{self, Endpoint, HttpError};
+use super::lapi::{Client, HttpError};
 use crate::cidr::format_duration;
 
 /// The scenario name our alerts and decisions carry.
@@ -134,7 +136,7 @@ enum Failure {
 }
 
 pub async fn run(
-    ep: Endpoint,
+    ep: Client,
     machine_id: String,
     password: String,
     mut rx: mpsc::Receiver<AlertInfo>,
@@ -142,6 +144,11 @@ pub async fn run(
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
+    let who = if machine_id.is_empty() {
+        "the machine of our client certificate".to_string()
+    } else {
+        format!("{machine_id:?}")
+    };
     let mut pending: VecDeque<AlertInfo> = VecDeque::new();
     let mut dropped = 0u64;
     let mut token: Option<String> = None;
@@ -195,7 +202,7 @@ pub async fn run(
                     tracing::debug!("crowdsec agent: logged in again");
                 } else {
                     tracing::info!(
-                        "crowdsec agent: logged in to the Local API at {ep} as {machine_id:?}; our blocks are pushed as {SCENARIO} alerts"
+                        "crowdsec agent: logged in to the Local API at {ep} as {who}; our blocks are pushed as {SCENARIO} alerts"
                     );
                 }
             }
@@ -239,7 +246,10 @@ pub async fn run(
                 }
                 match f {
                     Failure::TokenRejected => tracing::warn!(
-                        "crowdsec agent: the Local API at {ep} refuses alerts from {machine_id:?} even after a fresh login; {again}"
+                        "crowdsec agent: the Local API at {ep} refuses alerts from {who} even after a fresh login; {again}"
+                    ),
+                    Failure::Auth(m) if machine_id.is_empty() => tracing::error!(
+                        "crowdsec agent: the Local API at {ep} rejected the agent's client certificate ({m}): its OU must be listed in the Local API's api.server.tls.agents_allowed_ou and its CA in ca_cert_path (check crowdsec.agent_tls_cert); {again}"
                     ),
                     Failure::Auth(m) => tracing::error!(
                         "crowdsec agent: the Local API at {ep} rejected the machine credentials for {machine_id:?} ({m}): check crowdsec.agent_machine_id and agent_password / agent_password_file (create the machine with `cscli machines add {machine_id} --password ...`); {again}"
@@ -286,23 +296,27 @@ async fn sleep_collecting(
     }
 }
 
-async fn login(ep: &Endpoint, machine_id: &str, password: &str) -> Result<String, Failure> {
-    let body = serde_json::to_vec(&json!({
-        "machine_id": machine_id,
-        "password": password,
-        "scenarios": [SCENARIO],
-    }))
-    .map_err(|e| Failure::Answer(e.to_string()))?;
-    let resp = lapi::request(
-        ep,
-        "POST",
-        "/v1/watchers/login",
-        &[],
-        Some(&body),
-        REQUEST_LIMIT,
-    )
-    .await
-    .map_err(Failure::Transport)?;
+async fn login(ep: &Client, machine_id: &str, password: &str) -> Result<String, Failure> {
+    let body = if machine_id.is_empty() {
+        json!({ "scenarios": [SCENARIO] })
+    } else {
+        json!({
+            "machine_id": machine_id,
+            "password": password,
+            "scenarios": [SCENARIO],
+        })
+    };
+    let body = serde_json::to_vec(&body).map_err(|e| Failure::Answer(e.to_string()))?;
+    let resp = ep
+        .request(
+            "POST",
+            "/v1/watchers/login",
+            &[],
+            Some(&body),
+            REQUEST_LIMIT,
+        )
+        .await
+        .map_err(Failure::Transport)?;
     match resp.status {
         200 => serde_json::from_slice::<Value>(&resp.body)
             .ok()
@@ -323,19 +337,19 @@ async fn login(ep: &Endpoint, machine_id: &str, password: &str) -> Result<String
     }
 }
 
-async fn push(ep: &Endpoint, token: &str, items: &[Value]) -> Result<(), Failure> {
+async fn push(ep: &Client, token: &str, items: &[Value]) -> Result<(), Failure> {
     let body = serde_json::to_vec(items).map_err(|e| Failure::Answer(e.to_string()))?;
     let auth = format!("Bearer {token}");
-    let resp = lapi::request(
-        ep,
-        "POST",
-        "/v1/alerts",
-        &[("Authorization", &auth)],
-        Some(&body),
-        REQUEST_LIMIT,
-    )
-    .await
-    .map_err(Failure::Transport)?;
+    let resp = ep
+        .request(
+            "POST",
+            "/v1/alerts",
+            &[("Authorization", &auth)],
+            Some(&body),
+            REQUEST_LIMIT,
+        )
+        .await
+        .map_err(Failure::Transport)?;
     match resp.status {
         200 | 201 => Ok(()),
         401 | 403 => Err(Failure::TokenRejected),

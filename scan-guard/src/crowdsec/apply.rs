@@ -140,6 +140,22 @@ impl Applier {
     }
 }
 
+/// Lifts every block of origin `crowdsec` (bouncer mode turned off: nothing would
+/// follow their decisions any more); returns the events to write.
+pub fn lift_all(
+    enforcer: &mut Enforcer,
+    maps: &mut KernelMaps,
+    why: &str,
+) -> Result<Vec<EventRecord>> {
+    let mut out = Vec::new();
+    for c in enforcer.blocks_of(BlockOrigin::Crowdsec) {
+        if let Some(m) = enforcer.lift_external(maps, &c, BlockOrigin::Crowdsec)? {
+            out.push(lifted(&c, &m, why));
+        }
+    }
+    Ok(out)
+}
+
 fn evidence(ban: &Ban) -> serde_json::Value {
     json!({
         "rule": "crowdsec_decision",

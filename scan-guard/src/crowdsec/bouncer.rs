@@ -5,6 +5,9 @@
 //! Failures never stop the task: a Local API that is down or restarting, a key it
 //! rejects, an answer it cannot parse are logged and retried with a growing delay
 //! (1 s doubling to 30 s). Blocks already applied stay while it retries.
+//!
+//! It authenticates with its API key, or (empty key) with the TLS client
+//! certificate of its [`Client`].
 
 use std::time::Duration;
 
@@ -12,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{
     decisions::{self, Batch},
-    lapi::{self, Endpoint, HttpError},
+    lapi::{Client, HttpError},
 };
 use crate::{cidr::format_duration, clock};
 
@@ -31,7 +34,7 @@ enum Failure {
     Answer(String),
 }
 
-pub async fn run(ep: Endpoint, key: String, poll: Duration, tx: mpsc::Sender<Batch>) {
+pub async fn run(ep: Client, key: String, poll: Duration, tx: mpsc::Sender<Batch>) {
     let mut startup = true;
     let mut retry = FIRST_RETRY;
     // None before the first answer; Some(true) while polls succeed.
@@ -69,6 +72,9 @@ pub async fn run(ep: Endpoint, key: String, poll: Duration, tx: mpsc::Sender<Bat
                 retry = (retry * 2).min(MAX_RETRY);
                 let again = format!("retrying in {}", format_duration(wait));
                 match &f {
+                    Failure::Auth(m) if key.is_empty() => tracing::error!(
+                        "crowdsec bouncer: the Local API at {ep} rejected the bouncer's client certificate ({m}): its OU must be listed in the Local API's api.server.tls.bouncers_allowed_ou and its CA in ca_cert_path (check crowdsec.bouncer_tls_cert); blocks already applied stay; {again}"
+                    ),
                     Failure::Auth(m) => tracing::error!(
                         "crowdsec bouncer: the Local API at {ep} rejected the bouncer API key ({m}): check crowdsec.bouncer_api_key / bouncer_api_key_file (create a key with `cscli bouncers add NAME`); blocks already applied stay; {again}"
                     ),
@@ -108,12 +114,19 @@ fn tally_text(t: &decisions::Tally) -> String {
 }
 
 async fn poll_once(
-    ep: &Endpoint,
+    ep: &Client,
     key: &str,
     startup: bool,
 ) -> Result<(Batch, decisions::Tally), Failure> {
     let path = format!("/v1/decisions/stream?startup={startup}&scopes=ip,range");
-    let resp = lapi::request(ep, "GET", &path, &[("X-Api-Key", key)], None, REQUEST_LIMIT)
+    // No key: the client certificate authenticates us.
+    let headers: &[(&str, &str)] = if key.is_empty() {
+        &[]
+    } else {
+        &[("X-Api-Key", key)]
+    };
+    let resp = ep
+        .request("GET", &path, headers, None, REQUEST_LIMIT)
         .await
         .map_err(Failure::Transport)?;
     match resp.status {

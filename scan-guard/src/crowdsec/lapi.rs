@@ -1,23 +1,27 @@
-//! A minimal HTTP/1.1 client for the CrowdSec Local API: plain `http://` over a
-//! tokio `TcpStream`, one connection per request (`Connection: close`), bounded in
-//! time and size. Responses with `Content-Length`, chunked transfer encoding or
-//! neither (read to the end) are understood. No TLS: the Local API listens on
-//! loopback or a trusted network (see docs/operations.md).
+//! A minimal HTTP/1.1 client for the CrowdSec Local API: `http://` over a tokio
+//! `TcpStream`, or `https://` through rustls (see [`super::tls`]), one connection
+//! per request (`Connection: close`), bounded in time and size. Responses with
+//! `Content-Length`, chunked transfer encoding or neither (read to the end) are
+//! understood.
 
-use std::{fmt, io, time::Duration};
+use std::{fmt, io, sync::Arc, time::Duration};
 
+use rustls::{ClientConfig, pki_types::ServerName};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::TcpStream,
 };
+use tokio_rustls::TlsConnector;
 
 /// Largest response accepted (a startup stream with a big community blocklist is
 /// a few MiB).
 pub const MAX_RESPONSE: usize = 64 << 20;
 
-/// Where the Local API is: `http://HOST[:PORT][/PREFIX]`.
+/// Where the Local API is: `http(s)://HOST[:PORT][/PREFIX]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `https://`.
+    tls: bool,
     /// Host name or address, without brackets.
     host: String,
     port: u16,
@@ -32,21 +36,21 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+        let (tls, rest) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            _ => {
                 return Err(format!(
-                    "{url:?}: https is not supported; use the Local API's plain http listener on loopback or a trusted network"
+                    "{url:?} is not an http://HOST:PORT or https://HOST:PORT URL"
                 ));
             }
-            _ => return Err(format!("{url:?} is not an http://HOST:PORT URL")),
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains('@') {
-            return Err(format!("{url:?}: expected http://HOST:PORT"));
+            return Err(format!("{url:?}: expected http(s)://HOST:PORT"));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (h, after) = v6
@@ -72,6 +76,7 @@ impl Endpoint {
             ));
         }
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p
                 .parse::<u16>()
@@ -83,6 +88,7 @@ impl Endpoint {
             return Err(format!("{url:?}: no query or fragment expected"));
         }
         Ok(Self {
+            tls,
             host: host.to_string(),
             port,
             authority: authority.to_string(),
@@ -94,6 +100,78 @@ impl Endpoint {
     /// The URL as configured.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// `https://`: needs a TLS configuration ([`Client::new`]).
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+/// The Local API and how to reach it: plain TCP, or TLS with the server's name
+/// (a DNS name or an address, checked against its certificate).
+#[derive(Clone)]
+pub struct Client {
+    ep: Endpoint,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Client {
+    /// `tls` must be given exactly for `https://` endpoints.
+    pub fn new(ep: Endpoint, tls: Option<Arc<ClientConfig>>) -> Result<Self, String> {
+        let tls = match (ep.tls, tls) {
+            (false, None) => None,
+            (true, Some(cfg)) => {
+                let name = ServerName::try_from(ep.host.clone())
+                    .map_err(|e| format!("{:?}: host {:?}: {e}", ep.url, ep.host))?;
+                Some((TlsConnector::from(cfg), name))
+            }
+            (true, None) => return Err(format!("{:?}: https without TLS settings", ep.url)),
+            (false, Some(_)) => return Err(format!("{:?}: TLS settings for plain http", ep.url)),
+        };
+        Ok(Self { ep, tls })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// One request; the whole exchange (connect, TLS handshake, answer) is
+    /// bounded by `limit`.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        limit: Duration,
+    ) -> Result<Response, HttpError> {
+        let req = request_bytes(&self.ep, method, path, headers, body);
+        let exchange = async {
+            let tcp = TcpStream::connect((self.ep.host.as_str(), self.ep.port))
+                .await
+                .map_err(HttpError::Connect)?;
+            match &self.tls {
+                None => exchange(tcp, &req).await,
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), tcp)
+                        .await
+                        .map_err(HttpError::Tls)?;
+                    exchange(tls, &req).await
+                }
+            }
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout(limit)),
+        }
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.ep.url)
     }
 }
 
@@ -108,6 +186,9 @@ impl fmt::Display for Endpoint {
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The body's end was announced (`Content-Length` or chunked), not just
+    /// the end of the connection.
+    pub framed: bool,
 }
 
 impl Response {
@@ -131,6 +212,9 @@ pub enum HttpError {
     Connect(io::Error),
     /// The connection broke while talking.
     Io(io::Error),
+    /// The TLS handshake failed (an untrusted or mismatched server certificate,
+    /// a client certificate the server refused, not a TLS server at all).
+    Tls(io::Error),
     Timeout(Duration),
     TooLarge,
     /// Not an HTTP response we understand.
@@ -142,6 +226,10 @@ impl fmt::Display for HttpError {
         match self {
             Self::Connect(e) => write!(f, "cannot connect: {e}"),
             Self::Io(e) => write!(f, "connection failed: {e}"),
+            Self::Tls(e) => write!(
+                f,
+                "TLS failed: {e} (check crowdsec.ca_cert, the client certificate if one is set, and the Local API's certificate)"
+            ),
             Self::Timeout(t) => write!(f, "no complete answer within {}s", t.as_secs()),
             Self::TooLarge => write!(f, "response larger than {} MiB", MAX_RESPONSE >> 20),
             Self::Malformed(m) => write!(f, "malformed HTTP response: {m}"),
@@ -149,31 +237,23 @@ impl fmt::Display for HttpError {
     }
 }
 
-/// One request; the whole exchange is bounded by `limit`.
-pub async fn request(
-    ep: &Endpoint,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-    limit: Duration,
-) -> Result<Response, HttpError> {
-    match tokio::time::timeout(limit, exchange(ep, method, path, headers, body)).await {
-        Ok(r) => r,
-        Err(_) => Err(HttpError::Timeout(limit)),
+/// TLS alerts after the handshake (TLS 1.3 reports a refused client certificate
+/// only then) are TLS failures too.
+fn io_error(e: io::Error) -> HttpError {
+    if e.get_ref().is_some_and(|i| i.is::<rustls::Error>()) {
+        HttpError::Tls(e)
+    } else {
+        HttpError::Io(e)
     }
 }
 
-async fn exchange(
+fn request_bytes(
     ep: &Endpoint,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) -> Result<Response, HttpError> {
-    let mut stream = TcpStream::connect((ep.host.as_str(), ep.port))
-        .await
-        .map_err(HttpError::Connect)?;
+) -> Vec<u8> {
     let mut req = format!(
         "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: scan-guard/{}\r\nAccept: application/json\r\nConnection: close\r\n",
         ep.prefix,
@@ -195,11 +275,29 @@ async fn exchange(
     if let Some(b) = body {
         bytes.extend_from_slice(b);
     }
-    stream.write_all(&bytes).await.map_err(HttpError::Io)?;
+    bytes
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    req: &[u8],
+) -> Result<Response, HttpError> {
+    stream.write_all(req).await.map_err(io_error)?;
+    stream.flush().await.map_err(io_error)?;
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut clean_end = true;
     loop {
-        let n = stream.read(&mut buf).await.map_err(HttpError::Io)?;
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes without close_notify: fine when the answer
+            // says how long it is (checked by the parser), not otherwise.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                clean_end = false;
+                0
+            }
+            Err(e) => return Err(io_error(e)),
+        };
         if n == 0 {
             break;
         }
@@ -208,7 +306,13 @@ async fn exchange(
         }
         raw.extend_from_slice(&buf[..n]);
     }
-    parse_response(&raw)
+    let resp = parse_response(&raw)?;
+    if !clean_end && !resp.framed {
+        return Err(HttpError::Malformed(
+            "TLS connection closed without close_notify and the body has no length".into(),
+        ));
+    }
+    Ok(resp)
 }
 
 /// Parses a complete HTTP/1.x response read up to the end of the connection.
@@ -261,7 +365,11 @@ pub fn parse_response(raw: &[u8]) -> Result<Response, HttpError> {
     } else {
         rest.to_vec()
     };
-    Ok(Response { status, body })
+    Ok(Response {
+        status,
+        body,
+        framed: chunked || length.is_some(),
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, HttpError> {
@@ -309,13 +417,14 @@ mod tests {
             (e.host.as_str(), e.port, e.prefix.as_str()),
             ("lapi.example", 80, "/api")
         );
-        assert!(
-            Endpoint::parse("https://127.0.0.1:8080")
-                .unwrap_err()
-                .contains("https")
-        );
+        let e = Endpoint::parse("https://127.0.0.1:8443").unwrap();
+        assert!(e.is_tls() && e.port == 8443);
+        assert_eq!(Endpoint::parse("HTTPS://lapi.example").unwrap().port, 443);
+        assert!(!Endpoint::parse("http://h").unwrap().is_tls());
         for bad in [
             "127.0.0.1:8080",
+            "ftp://h:21",
+            "https://",
             "http://",
             "http://:80",
             "http://h:0",

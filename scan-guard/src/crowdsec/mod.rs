@@ -9,13 +9,19 @@
 //!
 //! Both run as tokio tasks and talk to the controller over channels; the
 //! controller stays the only writer of the maps ([`apply`] runs in its loop).
-//! [`Link`] is the controller's end.
+//! [`Link`] is the controller's end. The Local API is reached over `http://` or
+//! `https://` ([`tls`]: server verification, optional client certificates).
+//!
+//! Starting is two steps so that SIGHUP can swap links safely: [`Plan::prepare`]
+//! reads every secret and certificate (all errors are usage errors, nothing
+//! started yet), [`Plan::spawn`] starts the tasks.
 
 pub mod agent;
 pub mod apply;
 pub mod bouncer;
 pub mod decisions;
 pub mod lapi;
+pub mod tls;
 
 use std::path::Path;
 
@@ -23,7 +29,11 @@ use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::decisions::Batch;
-use self::{agent::AlertInfo, apply::Applier, lapi::Endpoint};
+use self::{
+    agent::AlertInfo,
+    apply::Applier,
+    lapi::{Client, Endpoint},
+};
 use crate::{
     cidr::format_duration,
     config::{Config, Crowdsec},
@@ -39,37 +49,75 @@ const DECISION_QUEUE: usize = 4;
 const ALERT_QUEUE: usize = 1024;
 
 /// Checks `[crowdsec]` (part of [`Config`] validation): what is set must be
-/// usable, and nothing is set that would silently do nothing.
+/// usable, and nothing is set that would silently do nothing. Files are read
+/// later, by [`Plan::prepare`].
 pub fn validate(c: &Crowdsec) -> Result<(), String> {
-    let bouncer = !c.bouncer_api_key.is_empty() || !c.bouncer_api_key_file.is_empty();
+    let key = !c.bouncer_api_key.is_empty() || !c.bouncer_api_key_file.is_empty();
+    let bouncer_cert = !c.bouncer_tls_cert.is_empty() || !c.bouncer_tls_key.is_empty();
+    let agent_cert = !c.agent_tls_cert.is_empty() || !c.agent_tls_key.is_empty();
+    let bouncer = key || bouncer_cert;
     if c.lapi_url.is_empty() {
         if bouncer || c.push_alerts {
             return Err(
-                "crowdsec: a bouncer key or push_alerts is set but crowdsec.lapi_url is empty"
+                "crowdsec: a bouncer key or certificate or push_alerts is set but crowdsec.lapi_url is empty"
                     .into(),
             );
         }
         return Ok(());
     }
-    Endpoint::parse(&c.lapi_url).map_err(|e| format!("crowdsec.lapi_url: {e}"))?;
+    let ep = Endpoint::parse(&c.lapi_url).map_err(|e| format!("crowdsec.lapi_url: {e}"))?;
+    if !ep.is_tls() && (!c.ca_cert.is_empty() || bouncer_cert || agent_cert) {
+        return Err(
+            "crowdsec: ca_cert and the TLS client certificates need an https:// lapi_url".into(),
+        );
+    }
+    for (cert, key, what) in [
+        (&c.bouncer_tls_cert, &c.bouncer_tls_key, "bouncer_tls"),
+        (&c.agent_tls_cert, &c.agent_tls_key, "agent_tls"),
+    ] {
+        if cert.is_empty() != key.is_empty() {
+            return Err(format!(
+                "crowdsec: set both {what}_cert and {what}_key, or neither"
+            ));
+        }
+    }
     if !c.bouncer_api_key.is_empty() && !c.bouncer_api_key_file.is_empty() {
         return Err("crowdsec: set bouncer_api_key or bouncer_api_key_file, not both".into());
+    }
+    if key && bouncer_cert {
+        return Err(
+            "crowdsec: the bouncer authenticates with an API key or a TLS client certificate (bouncer_tls_cert), not both"
+                .into(),
+        );
     }
     if !c.agent_password.is_empty() && !c.agent_password_file.is_empty() {
         return Err("crowdsec: set agent_password or agent_password_file, not both".into());
     }
+    let agent_password = !c.agent_machine_id.is_empty()
+        || !c.agent_password.is_empty()
+        || !c.agent_password_file.is_empty();
+    if agent_cert && agent_password {
+        return Err(
+            "crowdsec: the agent authenticates with agent_machine_id and a password or with a TLS client certificate (agent_tls_cert), not both"
+                .into(),
+        );
+    }
+    if agent_cert && !c.push_alerts {
+        return Err("crowdsec: agent_tls_cert is set but push_alerts is off".into());
+    }
     if c.push_alerts
+        && !agent_cert
         && (c.agent_machine_id.is_empty()
             || c.agent_password.is_empty() && c.agent_password_file.is_empty())
     {
         return Err(
-            "crowdsec.push_alerts needs agent_machine_id and agent_password (or agent_password_file)"
+            "crowdsec.push_alerts needs agent_machine_id and agent_password (or agent_password_file), or agent_tls_cert and agent_tls_key"
                 .into(),
         );
     }
     if !bouncer && !c.push_alerts {
         return Err(
-            "crowdsec.lapi_url is set but neither bouncer_api_key(_file) nor push_alerts: nothing would use the Local API"
+            "crowdsec.lapi_url is set but neither a bouncer key or certificate nor push_alerts: nothing would use the Local API"
                 .into(),
         );
     }
@@ -93,9 +141,149 @@ fn secret(inline: &str, file: &str, field: &str) -> Result<String> {
     Ok(s)
 }
 
+/// Everything the tasks need, read and checked, nothing started yet.
+pub struct Plan {
+    poll: std::time::Duration,
+    /// Bouncer: the Local API and the key (empty: client certificate).
+    bouncer: Option<(Client, String)>,
+    /// Agent: the Local API, machine id and password (both empty: certificate).
+    agent: Option<(Client, String, String)>,
+    origin: Origin,
+    /// Every byte read for it (secrets, certificates), hashed into `origin`.
+    material: Vec<u8>,
+}
+
+/// What a link was started from: the section and a hash of every file it read,
+/// so a reload restarts it when either changed (a rotated key or certificate).
+#[derive(Clone, Debug, PartialEq)]
+struct Origin {
+    section: Crowdsec,
+    material: u64,
+}
+
+fn tls_client(
+    ep: &Endpoint,
+    cfg: &Crowdsec,
+    auth: Option<tls::ClientAuth<'_>>,
+    material: &mut Vec<u8>,
+) -> Result<Client> {
+    let config = if ep.is_tls() {
+        let loaded = tls::load(&cfg.ca_cert, auth).map_err(|e| usage(e.to_string()))?;
+        material.extend_from_slice(&loaded.material);
+        Some(loaded.config)
+    } else {
+        None
+    };
+    Client::new(ep.clone(), config).map_err(|e| usage(format!("crowdsec.lapi_url: {e}")))
+}
+
+impl Plan {
+    /// Reads the secrets and certificates `cfg` names (a validated section).
+    pub fn prepare(cfg: &Crowdsec) -> Result<Self> {
+        let mut plan = Self {
+            poll: cfg.poll_interval.0,
+            bouncer: None,
+            agent: None,
+            origin: Origin {
+                section: cfg.clone(),
+                material: 0,
+            },
+            material: Vec::new(),
+        };
+        if cfg.lapi_url.is_empty() {
+            return Ok(plan);
+        }
+        let ep =
+            Endpoint::parse(&cfg.lapi_url).map_err(|e| usage(format!("crowdsec.lapi_url: {e}")))?;
+        let m = &mut plan.material;
+        let key = secret(
+            &cfg.bouncer_api_key,
+            &cfg.bouncer_api_key_file,
+            "bouncer_api_key_file",
+        )?;
+        m.extend_from_slice(key.as_bytes());
+        if !key.is_empty() || !cfg.bouncer_tls_cert.is_empty() {
+            let auth = (!cfg.bouncer_tls_cert.is_empty()).then_some(tls::ClientAuth {
+                cert: &cfg.bouncer_tls_cert,
+                key: &cfg.bouncer_tls_key,
+                cert_field: "bouncer_tls_cert",
+                key_field: "bouncer_tls_key",
+            });
+            plan.bouncer = Some((tls_client(&ep, cfg, auth, m)?, key));
+        }
+        if cfg.push_alerts {
+            let password = secret(
+                &cfg.agent_password,
+                &cfg.agent_password_file,
+                "agent_password_file",
+            )?;
+            m.extend_from_slice(password.as_bytes());
+            let auth = (!cfg.agent_tls_cert.is_empty()).then_some(tls::ClientAuth {
+                cert: &cfg.agent_tls_cert,
+                key: &cfg.agent_tls_key,
+                cert_field: "agent_tls_cert",
+                key_field: "agent_tls_key",
+            });
+            let client = tls_client(&ep, cfg, auth, m)?;
+            plan.agent = Some((client, cfg.agent_machine_id.clone(), password));
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&plan.material, &mut h);
+        plan.origin.material = std::hash::Hasher::finish(&h);
+        plan.material = Vec::new();
+        Ok(plan)
+    }
+
+    /// Bouncer mode on.
+    pub fn is_bouncer(&self) -> bool {
+        self.bouncer.is_some()
+    }
+
+    /// Starts the tasks (needs a tokio runtime).
+    pub fn spawn(self) -> Link {
+        let mut link = Link::default();
+        link.origin = Some(self.origin);
+        if let Some((client, key)) = self.bouncer {
+            let (tx, rx) = mpsc::channel(DECISION_QUEUE);
+            let auth = if key.is_empty() {
+                ", authenticated by its client certificate"
+            } else {
+                ""
+            };
+            tracing::info!(
+                "crowdsec bouncer: enforcing the decisions of the Local API at {client} (polled every {}{auth})",
+                format_duration(self.poll)
+            );
+            link.tasks
+                .push(tokio::spawn(bouncer::run(client, key, self.poll, tx)));
+            link.decisions = Some(rx);
+            link.bouncer = true;
+        }
+        if let Some((client, id, password)) = self.agent {
+            let (tx, rx) = mpsc::channel(ALERT_QUEUE);
+            let who = if id.is_empty() {
+                "the machine of its client certificate".to_string()
+            } else {
+                format!("{id:?}")
+            };
+            tracing::info!(
+                "crowdsec agent: pushing our blocks to the Local API at {client} as {who}"
+            );
+            link.tasks
+                .push(tokio::spawn(agent::run(client, id, password, rx)));
+            link.alerts = Some(tx);
+        }
+        link
+    }
+}
+
 /// The controller's end of the CrowdSec tasks.
 #[derive(Default)]
 pub struct Link {
+    /// What it was started from (`None`: [`Link::disabled`]).
+    origin: Option<Origin>,
+    /// Started with bouncer mode (stays true if its task ends).
+    bouncer: bool,
     decisions: Option<mpsc::Receiver<Batch>>,
     alerts: Option<mpsc::Sender<AlertInfo>>,
     applier: Applier,
@@ -117,54 +305,20 @@ impl Link {
         Self::default()
     }
 
-    /// Reads the secrets and starts the tasks `cfg` asks for (needs a tokio
-    /// runtime). Unreadable secret files are usage errors.
+    /// Reads the secrets and certificates and starts the tasks `cfg` asks for
+    /// (needs a tokio runtime). Unreadable or unusable files are usage errors.
     pub fn start(cfg: &Crowdsec) -> Result<Self> {
-        let mut link = Self::default();
-        if cfg.lapi_url.is_empty() {
-            return Ok(link);
-        }
-        let ep =
-            Endpoint::parse(&cfg.lapi_url).map_err(|e| usage(format!("crowdsec.lapi_url: {e}")))?;
-        let key = secret(
-            &cfg.bouncer_api_key,
-            &cfg.bouncer_api_key_file,
-            "bouncer_api_key_file",
-        )?;
-        let agent = if cfg.push_alerts {
-            Some((
-                cfg.agent_machine_id.clone(),
-                secret(
-                    &cfg.agent_password,
-                    &cfg.agent_password_file,
-                    "agent_password_file",
-                )?,
-            ))
-        } else {
-            None
-        };
-        if !key.is_empty() {
-            let (tx, rx) = mpsc::channel(DECISION_QUEUE);
-            tracing::info!(
-                "crowdsec bouncer: enforcing the decisions of the Local API at {ep} (polled every {})",
-                format_duration(cfg.poll_interval.0)
-            );
-            link.tasks.push(tokio::spawn(bouncer::run(
-                ep.clone(),
-                key,
-                cfg.poll_interval.0,
-                tx,
-            )));
-            link.decisions = Some(rx);
-        }
-        if let Some((id, password)) = agent {
-            let (tx, rx) = mpsc::channel(ALERT_QUEUE);
-            tracing::info!("crowdsec agent: pushing our blocks to the Local API at {ep} as {id:?}");
-            link.tasks
-                .push(tokio::spawn(agent::run(ep, id, password, rx)));
-            link.alerts = Some(tx);
-        }
-        Ok(link)
+        Ok(Plan::prepare(cfg)?.spawn())
+    }
+
+    /// Bouncer mode is on: CrowdSec blocks are kept up to date.
+    pub fn is_bouncer(&self) -> bool {
+        self.bouncer
+    }
+
+    /// It was started from the same section and the same file contents.
+    pub fn runs(&self, plan: &Plan) -> bool {
+        self.origin.as_ref() == Some(&plan.origin)
     }
 
     /// The next answer of the decision stream; never ready when bouncer mode is
@@ -262,7 +416,34 @@ mod tests {
     fn settings_that_cannot_work_are_refused() {
         let err = |t: &str| parse(&format!("[crowdsec]\n{t}")).unwrap_err();
         assert!(err("bouncer_api_key = \"k\"\n").contains("lapi_url is empty"));
-        assert!(err("lapi_url = \"https://h:8080\"\nbouncer_api_key = \"k\"\n").contains("https"));
+        assert!(err("lapi_url = \"ftp://h:8080\"\nbouncer_api_key = \"k\"\n").contains("https://"));
+        assert!(
+            err("lapi_url = \"http://h:8080\"\nbouncer_api_key = \"k\"\nca_cert = \"/ca.pem\"\n")
+                .contains("https://")
+        );
+        assert!(
+            err("lapi_url = \"https://h:8080\"\nbouncer_tls_cert = \"/c.pem\"\n")
+                .contains("bouncer_tls_key")
+        );
+        assert!(
+            err("lapi_url = \"https://h:8080\"\nbouncer_api_key = \"k\"\nbouncer_tls_cert = \"/c\"\nbouncer_tls_key = \"/k\"\n")
+                .contains("not both")
+        );
+        assert!(
+            err("lapi_url = \"https://h:8080\"\npush_alerts = true\nagent_machine_id = \"m\"\nagent_password = \"p\"\nagent_tls_cert = \"/c\"\nagent_tls_key = \"/k\"\n")
+                .contains("not both")
+        );
+        assert!(
+            err("lapi_url = \"https://h:8080\"\nbouncer_api_key = \"k\"\nagent_tls_cert = \"/c\"\nagent_tls_key = \"/k\"\n")
+                .contains("push_alerts is off")
+        );
+        for ok in [
+            "lapi_url = \"https://h:8080\"\nbouncer_api_key = \"k\"\nca_cert = \"/ca.pem\"\n",
+            "lapi_url = \"https://h:8080\"\nbouncer_tls_cert = \"/c\"\nbouncer_tls_key = \"/k\"\n",
+            "lapi_url = \"https://h\"\npush_alerts = true\nagent_tls_cert = \"/c\"\nagent_tls_key = \"/k\"\n",
+        ] {
+            parse(&format!("[crowdsec]\n{ok}")).unwrap();
+        }
         assert!(err("lapi_url = \"http://h:8080\"\n").contains("nothing would use"));
         assert!(
             err("lapi_url = \"http://h:8080\"\nbouncer_api_key = \"k\"\nbouncer_api_key_file = \"f\"\n")
