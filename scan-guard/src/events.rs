@@ -2,7 +2,9 @@
 //! The schema is documented in docs/events.md.
 
 use std::{
-    io::Write,
+    collections::VecDeque,
+    io::{ErrorKind, Write},
+    os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -220,13 +222,141 @@ pub enum EventSink {
     Stdout,
     File(PathBuf, std::fs::File),
     /// A syslog socket (`/dev/log`: syslog daemons and journald listen there).
-    Syslog(PathBuf, std::os::unix::net::UnixDatagram),
+    Syslog(SyslogSink),
 }
 
 /// The system log's socket.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 /// Facility daemon (3), severity notice (5): `<29>`.
 const SYSLOG_PRIORITY: u8 = 3 * 8 + 5;
+/// Events kept while the syslog daemon is away (restarting, or its queue full);
+/// beyond this the oldest are dropped, so memory stays bounded.
+pub const SYSLOG_BACKLOG: usize = 1024;
+
+/// A syslog socket that outlives its daemon: sends never block the controller
+/// (the socket is non-blocking), and when the daemon is gone or busy the framed
+/// messages wait in a bounded backlog and go out, in order, with the next event
+/// after it is back, over a fresh connection to the same path.
+pub struct SyslogSink {
+    path: PathBuf,
+    sock: Option<UnixDatagram>,
+    backlog: VecDeque<Vec<u8>>,
+    /// Dropped from a full backlog since the daemon was last reachable.
+    dropped: u64,
+    /// The daemon was unreachable at the last flush (logged once per outage).
+    down: bool,
+}
+
+impl SyslogSink {
+    fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(path)?;
+        sock.set_nonblocking(true)?;
+        Ok(sock)
+    }
+
+    /// Connects to the socket at `path`; fails if nothing listens there.
+    pub fn open(path: PathBuf) -> std::io::Result<Self> {
+        let sock = Self::connect(&path)?;
+        Ok(Self {
+            path,
+            sock: Some(sock),
+            backlog: VecDeque::new(),
+            dropped: 0,
+            down: false,
+        })
+    }
+
+    /// Messages waiting for the daemon.
+    pub fn pending(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Queues one framed message and sends what the daemon will take.
+    pub fn send(&mut self, msg: Vec<u8>) {
+        if self.backlog.len() >= SYSLOG_BACKLOG {
+            self.backlog.pop_front();
+            self.dropped += 1;
+        }
+        self.backlog.push_back(msg);
+        self.flush();
+    }
+
+    /// Sends the backlog, oldest first, until it is empty or the daemon stops
+    /// taking messages. At most one reconnect per call: a daemon that is down
+    /// costs one failed connect per event, never a wait.
+    pub fn flush(&mut self) {
+        let mut reconnected = false;
+        while let Some(msg) = self.backlog.front() {
+            let sock = match &self.sock {
+                Some(s) => s,
+                None if reconnected => return self.went_down("not reconnected"),
+                None => {
+                    reconnected = true;
+                    match Self::connect(&self.path) {
+                        Ok(s) => self.sock.insert(s),
+                        Err(e) => return self.went_down(&e.to_string()),
+                    }
+                }
+            };
+            match sock.send(msg) {
+                Ok(_) => {
+                    self.backlog.pop_front();
+                }
+                // The daemon's queue is full: it keeps its messages, we keep ours.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return self.went_down("its queue is full");
+                }
+                // The daemon closed its socket (stopped or restarted): the next
+                // round connects to whatever listens at the path now.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET | libc::EPIPE)
+                    ) =>
+                {
+                    self.sock = None;
+                }
+                // A message it will never take (e.g. too long): drop it, not the rest.
+                Err(e) => {
+                    tracing::warn!(
+                        "syslog socket {}: dropping an event: {e}",
+                        self.path.display()
+                    );
+                    self.backlog.pop_front();
+                }
+            }
+        }
+        if self.down || self.dropped > 0 {
+            tracing::info!(
+                "syslog socket {}: reachable again, {} events dropped while it was not",
+                self.path.display(),
+                self.dropped
+            );
+        }
+        self.down = false;
+        self.dropped = 0;
+    }
+
+    fn went_down(&mut self, why: &str) {
+        if !self.down {
+            tracing::warn!(
+                "syslog socket {}: {why}; keeping up to {SYSLOG_BACKLOG} events until it takes them",
+                self.path.display()
+            );
+        }
+        self.down = true;
+    }
+}
+
+impl Drop for SyslogSink {
+    /// One last non-blocking try for what is still queued.
+    fn drop(&mut self) {
+        if !self.backlog.is_empty() {
+            self.flush();
+        }
+    }
+}
 
 impl EventSink {
     /// `-` is standard output; `syslog` the system log, `syslog:PATH` a syslog
@@ -241,15 +371,14 @@ impl EventSink {
             t => t.strip_prefix("syslog:").map(PathBuf::from),
         };
         if let Some(socket) = socket {
-            let sock = std::os::unix::net::UnixDatagram::unbound()
-                .context("creating a datagram socket")?;
-            sock.connect(&socket).map_err(|e| {
+            // At start a missing daemon is a usage error; later it is an outage.
+            let sink = SyslogSink::open(socket.clone()).map_err(|e| {
                 crate::error::usage(format!(
                     "--events {text}: no syslog socket at {} ({e}); is a syslog daemon or journald running?",
                     socket.display()
                 ))
             })?;
-            return Ok(Self::Syslog(socket, sock));
+            return Ok(Self::Syslog(sink));
         }
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -260,6 +389,7 @@ impl EventSink {
     }
 
     /// Writes one line and flushes it, so nothing is lost if we are killed.
+    /// To syslog it never fails: an unreachable daemon is waited for (bounded).
     pub fn write(&mut self, rec: &EventRecord) -> Result<()> {
         let mut line = serde_json::to_string(rec).context("serialising event")?;
         line.push('\n');
@@ -274,16 +404,15 @@ impl EventSink {
                 .write_all(line.as_bytes())
                 .and_then(|()| f.flush())
                 .with_context(|| format!("writing event to {}", path.display())),
-            Self::Syslog(path, sock) => {
+            Self::Syslog(sink) => {
                 line.pop();
                 // RFC 3164 framing as syslog(3) writes it; the daemon adds the time.
                 let msg = format!(
                     "<{SYSLOG_PRIORITY}>scan-guard[{}]: {line}",
                     std::process::id()
                 );
-                sock.send(msg.as_bytes()).map(|_| ()).with_context(|| {
-                    format!("writing event to the syslog socket {}", path.display())
-                })
+                sink.send(msg.into_bytes());
+                Ok(())
             }
         }
     }
@@ -363,6 +492,58 @@ mod tests {
             EventSink::open(&file).unwrap(),
             EventSink::File(..)
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch_socket(name: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        (dir, path)
+    }
+
+    fn recv_text(server: &UnixDatagram) -> String {
+        let mut buf = [0u8; 256];
+        let n = server.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn syslog_sink_reconnects_after_the_daemon_restarts() {
+        let (dir, path) = scratch_socket("syslog-restart");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let mut sink = SyslogSink::open(path.clone()).unwrap();
+        sink.send(b"one".to_vec());
+        assert_eq!(recv_text(&server), "one");
+        // The daemon stops (and removes its socket, as rsyslog does).
+        drop(server);
+        std::fs::remove_file(&path).unwrap();
+        sink.send(b"two".to_vec());
+        assert_eq!(sink.pending(), 1, "kept while nobody listens");
+        // A new daemon on the same path: the kept event goes first.
+        let server = UnixDatagram::bind(&path).unwrap();
+        sink.send(b"three".to_vec());
+        assert_eq!(sink.pending(), 0);
+        assert_eq!(recv_text(&server), "two");
+        assert_eq!(recv_text(&server), "three");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn syslog_sink_never_blocks_on_a_daemon_that_does_not_read() {
+        let (dir, path) = scratch_socket("syslog-full");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let mut sink = SyslogSink::open(path.clone()).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..SYSLOG_BACKLOG + 3000 {
+            sink.send(i.to_string().into_bytes());
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(sink.pending() > 0 && sink.pending() <= SYSLOG_BACKLOG);
+        // What the kernel queued came first and in order.
+        assert_eq!(recv_text(&server), "0");
+        assert_eq!(recv_text(&server), "1");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
