@@ -290,7 +290,8 @@ impl SyslogSink {
         while let Some(msg) = self.backlog.front() {
             let sock = match &self.sock {
                 Some(s) => s,
-                None if reconnected => return self.went_down("not reconnected"),
+                // Reachable at connect, refused at send: try again with the next event.
+                None if reconnected => return self.went_down("it refused the message"),
                 None => {
                     reconnected = true;
                     match Self::connect(&self.path) {
