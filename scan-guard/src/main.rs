@@ -144,18 +144,53 @@ struct RunArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SCAN_GUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     let cli = Cli::parse();
     if let Err(err) = dispatch(cli) {
         eprintln!("scan-guard: {err:#}");
         std::process::exit(exit_code(&err));
     }
+}
+
+/// Logs go to stderr: coloured only on a terminal (journald and files get plain
+/// text; `NO_COLOR` turns colour off), and without a timestamp when stderr is the
+/// journal, which stamps every line itself.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCAN_GUARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        );
+    if stderr_is_journal() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
+}
+
+/// systemd sets `JOURNAL_STREAM=DEV:INODE` for a service whose stderr is the
+/// journal; it only counts if stderr still is that stream (not redirected by a
+/// child's own caller).
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: fstat on fd 2 into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
 }
 
 fn target(text: &str) -> Result<Cidr> {

@@ -738,6 +738,19 @@ impl Lab {
     }
 
     pub fn spawn_in_env(&self, ns: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend_from_slice(args);
+        self.spawn_argv(&argv, env, log)
+    }
+
+    /// Like [`spawn_in`](Self::spawn_in) but in the test's own namespaces, for a
+    /// program that joins a lab namespace itself (`systemd-nspawn
+    /// --network-namespace-path`: `ip netns exec` would hide the cgroup mounts).
+    pub fn spawn_outside(&self, args: &[&str], log: &Path) -> Proc {
+        self.spawn_argv(args, &[], log)
+    }
+
+    fn spawn_argv(&self, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
         let out = OpenOptions::new()
             .create(true)
             .append(true)
@@ -748,7 +761,7 @@ impl Lab {
         // timeout makes itself a process-group leader and forwards SIGTERM to the
         // whole group; -k: SIGKILL 3 s after a SIGTERM that did not end it.
         let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "3", &secs, "ip", "netns", "exec", ns])
+        cmd.args(["-k", "3", &secs])
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -758,7 +771,7 @@ impl Lab {
         let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("[lab {}] spawning {args:?} in {ns}: {e}", self.tag));
+            .unwrap_or_else(|e| panic!("[lab {}] spawning {args:?}: {e}", self.tag));
         let proc = Proc {
             idx: procs.len(),
             pid: child.id(),

@@ -7,9 +7,10 @@
 pub mod bench;
 pub mod cost;
 pub mod crowdsec;
-pub mod harness;
 pub mod hardening;
+pub mod harness;
 pub mod lab;
+pub mod machine;
 pub mod model;
 pub mod packet;
 pub mod scenario;

@@ -26,11 +26,19 @@ const COMMANDS: [&str; 10] = [
 ];
 
 pub fn run(ws: &Workspace) -> Result<()> {
+    build(ws)?;
+    verify(ws)
+}
+
+/// Builds target/package/scan-guard_*.deb (the only .deb there afterwards, so the
+/// README's `apt install ./target/package/scan-guard_*_amd64.deb` names one).
+pub fn build(ws: &Workspace) -> Result<()> {
     setup::ensure(ws)?;
     let exe = build::scan_guard(ws, Profile::Release)?;
     let out = ws.root.join("target/package");
     generate_assets(ws, &exe, &out)?;
     ensure_cargo_deb(ws)?;
+    remove_old_debs(&out)?;
     let mut cmd = ws.cargo();
     cmd.current_dir(&ws.root)
         .args(["deb", "-p", "scan-guard", "--no-build", "--output"])
@@ -41,7 +49,19 @@ pub fn run(ws: &Workspace) -> Result<()> {
         "cargo-deb could not build the package",
     )?;
     eprintln!("package written to {}", ws.display(&out));
-    verify(ws)
+    Ok(())
+}
+
+fn remove_old_debs(out: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(out) else {
+        return Ok(());
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_some_and(|x| x == "deb") {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn capture(exe: &Path, args: &[&str]) -> Result<Vec<u8>> {
@@ -140,6 +160,19 @@ pub fn verify(ws: &Workspace) -> Result<()> {
     ] {
         if !list.contains(want) {
             bail!("{} lacks {want}", deb.display());
+        }
+    }
+    let info = process::output(
+        ws.command("dpkg-deb").arg("-I").arg(&deb),
+        "apt-get install dpkg",
+    )?;
+    let info = String::from_utf8_lossy(&info.stdout);
+    for script in ["postinst", "prerm", "postrm"] {
+        if !info
+            .lines()
+            .any(|l| l.split_whitespace().any(|w| w == script))
+        {
+            bail!("{} lacks its {script} script", deb.display());
         }
     }
     let root = out.join("extracted");
