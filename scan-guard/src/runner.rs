@@ -688,8 +688,15 @@ impl Controller {
         let bouncer_now = plan.is_bouncer();
         // The old link's tasks are aborted when it is dropped, before the new ones start.
         self.crowdsec = crate::crowdsec::Link::disabled();
+        let off = plan.is_off();
         self.crowdsec = plan.spawn();
-        tracing::info!("SIGHUP: [crowdsec] or a file it names changed; CrowdSec tasks restarted");
+        if off {
+            tracing::info!("SIGHUP: [crowdsec] is off now; CrowdSec tasks stopped");
+        } else {
+            tracing::info!(
+                "SIGHUP: [crowdsec] or a file it names changed; CrowdSec tasks restarted"
+            );
+        }
         if bouncer_before && !bouncer_now {
             let recs = crate::crowdsec::apply::lift_all(
                 &mut self.enforcer,

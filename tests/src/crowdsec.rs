@@ -8,6 +8,10 @@
 //! runs there too, bounded by `timeout`. The process is started through the lab
 //! (so the lab stops it too), and [`Drop`] stops it first, also on panic; the
 //! directory goes with the lab directory.
+//!
+//! [`Lapi::start_tls`] serves HTTPS instead, with the certificates of a [`Pki`]
+//! made by the test (`openssl`, bounded): TLS client certificates with the OU
+//! [`BOUNCER_OU`] or [`AGENT_OU`] authenticate bouncers and agents.
 
 use std::{
     cell::Cell,
@@ -20,12 +24,16 @@ use std::{
 
 use serde_json::Value;
 
-use crate::lab::{Lab, Proc, describe, read_lossy};
+use crate::lab::{Lab, Proc, describe, read_lossy, run_bounded};
 
 /// Port of the Local API on the target namespace's loopback.
 pub const LAPI_PORT: u16 = 18080;
 /// How long the Local API may take to listen after it was started.
 const LISTEN_LIMIT: Duration = Duration::from_secs(20);
+/// The OUs the TLS Local API accepts for bouncers and agents.
+pub const BOUNCER_OU: &str = "bouncer-ou";
+pub const AGENT_OU: &str = "agent-ou";
+const OPENSSL_LIMIT: Duration = Duration::from_secs(20);
 const CROWDSEC: &str = "/usr/bin/crowdsec";
 const CSCLI: &str = "/usr/bin/cscli";
 
@@ -58,6 +66,16 @@ impl<'a> Lapi<'a> {
     /// Configures a Local API of its own in the lab's target namespace, registers
     /// the machine `cscli` itself uses, starts it and waits until it listens.
     pub fn start(lab: &'a Lab) -> Self {
+        Self::start_with(lab, None)
+    }
+
+    /// Like [`start`](Self::start), serving HTTPS with `pki`'s server certificate
+    /// and accepting its client certificates (OU [`BOUNCER_OU`] or [`AGENT_OU`]).
+    pub fn start_tls(lab: &'a Lab, pki: &Pki) -> Self {
+        Self::start_with(lab, Some(pki))
+    }
+
+    fn start_with(lab: &'a Lab, pki: Option<&Pki>) -> Self {
         require_crowdsec();
         let dir = lab.file("crowdsec", "d");
         for sub in ["", "data", "hub", "notifications"] {
@@ -65,7 +83,21 @@ impl<'a> Lapi<'a> {
                 .unwrap_or_else(|e| panic!("creating {}: {e}", dir.join(sub).display()));
         }
         let d = dir.display();
-        let url = format!("http://127.0.0.1:{LAPI_PORT}");
+        let scheme = if pki.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{LAPI_PORT}");
+        // Client certificates are optional: bouncer keys and machine passwords
+        // keep working over the same listener.
+        let tls = match pki {
+            None => String::new(),
+            Some(p) => format!(
+                "    tls:\n      cert_file: {}\n      key_file: {}\n      ca_cert_path: {}\n      \
+                 client_verification: VerifyClientCertIfGiven\n      \
+                 bouncers_allowed_ou:\n        - {BOUNCER_OU}\n      agents_allowed_ou:\n        - {AGENT_OU}\n",
+                p.server_cert.display(),
+                p.server_key.display(),
+                p.ca.display()
+            ),
+        };
         // No `online_client`: no Central API. No prometheus listener.
         let config = format!(
             "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n  working_dir: {d}\n\
@@ -76,10 +108,12 @@ impl<'a> Lapi<'a> {
              cscli:\n  output: human\n  color: \"no\"\n\
              db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n  use_wal: false\n  \
              flush:\n    max_items: 5000\n    max_age: 7d\n\
-             api:\n  client:\n    insecure_skip_verify: false\n    credentials_path: {d}/local_api_credentials.yaml\n  \
+             api:\n  client:\n    insecure_skip_verify: {skip}\n    credentials_path: {d}/local_api_credentials.yaml\n  \
              server:\n    log_level: info\n    listen_uri: 127.0.0.1:{LAPI_PORT}\n    profiles_path: {d}/profiles.yaml\n    \
-             console_path: {d}/console.yaml\n    trusted_ips:\n      - 127.0.0.1\n      - ::1\n\
-             prometheus:\n  enabled: false\n  level: full\n  listen_addr: 127.0.0.1\n  listen_port: 6060\n"
+             console_path: {d}/console.yaml\n    trusted_ips:\n      - 127.0.0.1\n      - ::1\n{tls}\
+             prometheus:\n  enabled: false\n  level: full\n  listen_addr: 127.0.0.1\n  listen_port: 6060\n",
+            // cscli (the test's own client) does not verify the lab's certificate.
+            skip = pki.is_some(),
         );
         let write = |name: &str, text: &str| {
             let p = dir.join(name);
@@ -120,6 +154,8 @@ impl<'a> Lapi<'a> {
             "--force",
             "-f",
             creds.to_str().expect("UTF-8 path"),
+            "--url",
+            &format!("{}/", self.url),
         ]);
     }
 
@@ -257,9 +293,10 @@ impl<'a> Lapi<'a> {
     pub fn stream_startup(&self, key: &str) -> Value {
         let url = format!("{}/v1/decisions/stream?startup=true", self.url);
         let header = format!("X-Api-Key: {key}");
+        // `-k`: this only stands in for another host's bouncer.
         let out = self.lab.exec_in(
             &self.ns,
-            &["curl", "-sS", "--max-time", "5", "-H", &header, &url],
+            &["curl", "-ksS", "--max-time", "5", "-H", &header, &url],
         );
         assert!(out.status.success(), "GET {url}: {}", describe(&out));
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -289,5 +326,130 @@ impl Drop for Lapi<'_> {
         if self.lab.wait_for(p, Duration::from_secs(5)).is_none() {
             self.lab.kill(p);
         }
+    }
+}
+
+/// A certificate authority of the test's own, a server certificate for
+/// 127.0.0.1 and client certificates, made with `openssl` (EC P-256, valid 2
+/// days) in a directory of the lab.
+pub struct Pki {
+    pub dir: PathBuf,
+    /// The CA certificate (PEM): `[crowdsec] ca_cert`, the LAPI's `ca_cert_path`.
+    pub ca: PathBuf,
+    ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+fn openssl(args: &[&str]) {
+    let out = run_bounded(OPENSSL_LIMIT, "openssl", args);
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        describe(&out)
+    );
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+impl Pki {
+    /// A new CA named `name` with a server certificate for 127.0.0.1.
+    pub fn new(lab: &Lab, name: &str) -> Self {
+        let dir = lab.file(&format!("pki-{name}"), "d");
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/O=scan-guard tests/CN={name} CA"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            path(&ca_key),
+            "-out",
+            path(&ca),
+        ]);
+        let pki = Self {
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            dir,
+            ca,
+            ca_key,
+        };
+        pki.issue(
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        pki
+    }
+
+    /// A client certificate with `ou` (and CN `cn`); returns (cert, key).
+    pub fn client(&self, cn: &str, ou: &str) -> (PathBuf, PathBuf) {
+        self.issue(
+            cn,
+            &format!("/OU={ou}/CN={cn}"),
+            "extendedKeyUsage=clientAuth\n",
+        )
+    }
+
+    fn issue(&self, stem: &str, subject: &str, ext: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (
+            self.dir.join(format!("{stem}.pem")),
+            self.dir.join(format!("{stem}.key")),
+        );
+        let csr = self.dir.join(format!("{stem}.csr"));
+        let ext_file = self.dir.join(format!("{stem}.ext"));
+        fs::write(
+            &ext_file,
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", ext_file.display()));
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            path(&key),
+            "-out",
+            path(&csr),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            path(&csr),
+            "-CA",
+            path(&self.ca),
+            "-CAkey",
+            path(&self.ca_key),
+            "-CAcreateserial",
+            "-extfile",
+            path(&ext_file),
+            "-out",
+            path(&cert),
+        ]);
+        (cert, key)
     }
 }

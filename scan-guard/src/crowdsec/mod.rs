@@ -239,6 +239,11 @@ impl Plan {
         self.bouncer.is_some()
     }
 
+    /// Neither mode: nothing to start.
+    pub fn is_off(&self) -> bool {
+        self.bouncer.is_none() && self.agent.is_none()
+    }
+
     /// Starts the tasks (needs a tokio runtime).
     pub fn spawn(self) -> Link {
         let mut link = Link::default();
