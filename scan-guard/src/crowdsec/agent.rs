@@ -254,6 +254,9 @@ pub async fn run(
                     Failure::Auth(m) => tracing::error!(
                         "crowdsec agent: the Local API at {ep} rejected the machine credentials for {machine_id:?} ({m}): check crowdsec.agent_machine_id and agent_password / agent_password_file (create the machine with `cscli machines add {machine_id} --password ...`); {again}"
                     ),
+                    Failure::Transport(e @ HttpError::Tls(_)) => tracing::error!(
+                        "crowdsec agent: no trusted connection to the Local API at {ep}: {e}; {again}"
+                    ),
                     Failure::Transport(e) => tracing::warn!(
                         "crowdsec agent: the Local API at {ep} is not reachable ({e}); {again}"
                     ),

@@ -78,6 +78,10 @@ pub async fn run(ep: Client, key: String, poll: Duration, tx: mpsc::Sender<Batch
                     Failure::Auth(m) => tracing::error!(
                         "crowdsec bouncer: the Local API at {ep} rejected the bouncer API key ({m}): check crowdsec.bouncer_api_key / bouncer_api_key_file (create a key with `cscli bouncers add NAME`); blocks already applied stay; {again}"
                     ),
+                    // Never "not reachable": retrying alone will not fix a certificate.
+                    Failure::Transport(e @ HttpError::Tls(_)) => tracing::error!(
+                        "crowdsec bouncer: no trusted connection to the Local API at {ep}: {e}; blocks already applied stay; {again}"
+                    ),
                     Failure::Transport(e) if healthy == Some(true) => tracing::warn!(
                         "crowdsec bouncer: lost the Local API at {ep} ({e}); blocks already applied stay; {again}"
                     ),
