@@ -419,6 +419,43 @@ impl EventSink {
     }
 }
 
+/// Every place events go (`--events` may be given more than once, e.g. a file
+/// and the journal): each event is written to all of them.
+pub struct EventOutputs(Vec<EventSink>);
+
+impl EventOutputs {
+    /// Opens every spec (see [`EventSink::open`]); one that fails fails the whole
+    /// start, before anything was written anywhere. The same spec twice would
+    /// write each event twice, so it is refused.
+    pub fn open(specs: &[PathBuf]) -> Result<Self> {
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].contains(spec) {
+                return Err(crate::error::usage(format!(
+                    "--events {} given twice",
+                    spec.display()
+                )));
+            }
+        }
+        specs
+            .iter()
+            .map(|s| EventSink::open(s))
+            .collect::<Result<Vec<_>>>()
+            .map(Self)
+    }
+
+    /// Writes to every output; an output that fails does not keep the event from
+    /// the others. The first failure is returned.
+    pub fn write(&mut self, rec: &EventRecord) -> Result<()> {
+        let mut first_err = None;
+        for sink in &mut self.0 {
+            if let Err(e) = sink.write(rec) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use scan_guard_common::{addr::from_v4, state::SourceState};
@@ -493,6 +530,39 @@ mod tests {
             EventSink::open(&file).unwrap(),
             EventSink::File(..)
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_output_gets_every_event() {
+        let dir = std::env::temp_dir().join(format!("sg-outputs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("log");
+        let server = UnixDatagram::bind(&sock).unwrap();
+        let file = dir.join("events.jsonl");
+        let specs = [
+            file.clone(),
+            PathBuf::from(format!("syslog:{}", sock.display())),
+        ];
+        let mut outs = EventOutputs::open(&specs).unwrap();
+        let mut p = [0; PROBE_KINDS];
+        p[ProbeKind::Fin as usize] = 3;
+        let rec = EventRecord::from_kernel(&event(p, false), &KernelConfig::default());
+        outs.write(&rec).unwrap();
+        outs.write(&rec.as_event("blocked")).unwrap();
+        let lines: Vec<Value> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["event"], "blocked");
+        assert!(recv_text(&server).contains("\"event\":\"scan_detected\""));
+        assert!(recv_text(&server).contains("\"event\":\"blocked\""));
+        // The same output twice, or one that cannot open, fails the whole start.
+        assert!(EventOutputs::open(&[file.clone(), file.clone()]).is_err());
+        assert!(EventOutputs::open(&[file, PathBuf::from("syslog:/nonexistent/sock")]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

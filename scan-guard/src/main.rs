@@ -122,10 +122,11 @@ struct RunArgs {
     #[arg(long)]
     dry_run: bool,
     /// Where JSON-line events go: a file (appended), - for standard output, syslog
-    /// for the system log/journal (/dev/log) or syslog:SOCKET [default:
+    /// for the system log/journal (/dev/log) or syslog:SOCKET. Give it more than
+    /// once to write every event to each (e.g. a file and syslog) [default:
     /// output.events, else -].
     #[arg(long, value_name = "PATH|-|syslog")]
-    events: Option<PathBuf>,
+    events: Vec<PathBuf>,
     /// State file for blocks and offence history
     /// [default: /var/lib/scan-guard/IFACE.state.json].
     #[arg(long, value_name = "FILE")]
@@ -304,9 +305,11 @@ fn run(args: RunArgs) -> Result<()> {
     let pin_dir = args
         .pin_dir
         .unwrap_or_else(|| bpffs::default_pin_dir(&args.iface));
-    let events = args
-        .events
-        .unwrap_or_else(|| PathBuf::from(&config.output.events));
+    let events = if args.events.is_empty() {
+        vec![PathBuf::from(&config.output.events)]
+    } else {
+        args.events
+    };
     let state_file = runner::state_file_for(args.state_file.as_deref(), &config, &args.iface);
     let metrics_text = args
         .metrics

@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     detector::{Correlator, Trw},
     enforcer::{Change, Enforcer, Verdict},
-    events::{EventRecord, EventSink},
+    events::{EventOutputs, EventRecord},
     instance::{self, InstanceInfo},
     kernel_maps::KernelMaps,
     listeners::{self, Listening},
@@ -52,7 +52,8 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     pub config: Config,
     pub overrides: Overrides,
-    pub events: PathBuf,
+    /// Every place events go (at least one).
+    pub events: Vec<PathBuf>,
     pub state_file: PathBuf,
     pub keep_attached: bool,
     /// Serve Prometheus metrics here (off when `None`).
@@ -83,7 +84,7 @@ struct Controller {
     enforcer: Enforcer,
     trw: Trw,
     correlator: Correlator,
-    sink: EventSink,
+    sink: EventOutputs,
     listening: Listening,
     state_file: PathBuf,
     /// CrowdSec Local API tasks (bouncer and agent), when `[crowdsec]` asks.
@@ -100,7 +101,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Signals first: a SIGTERM during start-up is then handled by the loop (clean
     // detach) instead of killing us with the program attached.
     let signals = Signals::install()?;
-    let sink = EventSink::open(&opts.events)?;
+    let sink = EventOutputs::open(&opts.events)?;
     // Bind before attaching: an address in use fails the start, not a running host.
     let metrics = Arc::new(Metrics::new());
     let _metrics_server = match opts.metrics {
@@ -197,7 +198,7 @@ type Started = (Controller, Ring, Ring, Option<KernelLog>, &'static str);
 
 fn start(
     opts: &RunOptions,
-    sink: EventSink,
+    sink: EventOutputs,
     fresh: bool,
     metrics: Arc<Metrics>,
 ) -> Result<Started> {

@@ -209,10 +209,31 @@ fn readme_install_then_service_lifecycle() {
     });
     assert_eq!(main_pid(&m), pid, "reload restarted the process");
 
+    // Events to the journal as well as the file (/etc/default/scan-guard), then
     // systemctl restart: a new process, the block carried over.
-    m.sh_ok("systemctl restart scan-guard");
+    m.sh_ok(
+        "sed -i 's/^SCAN_GUARD_ARGS=.*/SCAN_GUARD_ARGS=\"--events syslog\"/' /etc/default/scan-guard \
+         && systemctl restart scan-guard",
+    );
     let pid = wait_active(&m, Some(pid), "a new process after restart");
     wait_listed(&m, &attacker, "the block back after restart");
+    let manual = "10.200.1.99";
+    m.sh_ok(&format!("scan-guard block {manual} --reason install-test"));
+    let blocked_in = |text: &str| {
+        text.lines().any(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|e| e["event"] == "blocked" && e["src"] == manual)
+        })
+    };
+    m.wait_until(
+        Duration::from_secs(10),
+        "the manual block's event in the journal",
+        || blocked_in(&m.sh_ok("journalctl -t scan-guard --no-pager -o cat")).then_some(()),
+    );
+    assert!(
+        blocked_in(&m.sh_ok("cat /var/log/scan-guard/events.jsonl")),
+        "the manual block's event is missing from the events file"
+    );
 
     // A crash: systemd restarts it (Restart=on-failure); XDP never went away.
     m.sh_ok("systemctl kill --signal=SIGKILL scan-guard");
