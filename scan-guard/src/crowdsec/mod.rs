@@ -149,12 +149,11 @@ pub struct Plan {
     /// Agent: the Local API, machine id and password (both empty: certificate).
     agent: Option<(Client, String, String)>,
     origin: Origin,
-    /// Every byte read for it (secrets, certificates), hashed into `origin`.
-    material: Vec<u8>,
 }
 
-/// What a link was started from: the section and a hash of every file it read,
-/// so a reload restarts it when either changed (a rotated key or certificate).
+/// What a link was started from: the section and a hash of every byte it read
+/// (secrets, certificates), so a reload restarts it when either changed (a
+/// rotated key or certificate).
 #[derive(Clone, Debug, PartialEq)]
 struct Origin {
     section: Crowdsec,
@@ -188,20 +187,21 @@ impl Plan {
                 section: cfg.clone(),
                 material: 0,
             },
-            material: Vec::new(),
         };
         if cfg.lapi_url.is_empty() {
             return Ok(plan);
         }
         let ep =
             Endpoint::parse(&cfg.lapi_url).map_err(|e| usage(format!("crowdsec.lapi_url: {e}")))?;
-        let m = &mut plan.material;
+        let mut material = Vec::new();
+        let m = &mut material;
         let key = secret(
             &cfg.bouncer_api_key,
             &cfg.bouncer_api_key_file,
             "bouncer_api_key_file",
         )?;
         m.extend_from_slice(key.as_bytes());
+        m.push(0);
         if !key.is_empty() || !cfg.bouncer_tls_cert.is_empty() {
             let auth = (!cfg.bouncer_tls_cert.is_empty()).then_some(tls::ClientAuth {
                 cert: &cfg.bouncer_tls_cert,
@@ -218,6 +218,7 @@ impl Plan {
                 "agent_password_file",
             )?;
             m.extend_from_slice(password.as_bytes());
+            m.push(0);
             let auth = (!cfg.agent_tls_cert.is_empty()).then_some(tls::ClientAuth {
                 cert: &cfg.agent_tls_cert,
                 key: &cfg.agent_tls_key,
@@ -228,9 +229,8 @@ impl Plan {
             plan.agent = Some((client, cfg.agent_machine_id.clone(), password));
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&plan.material, &mut h);
+        std::hash::Hash::hash(&material, &mut h);
         plan.origin.material = std::hash::Hasher::finish(&h);
-        plan.material = Vec::new();
         Ok(plan)
     }
 
@@ -465,6 +465,34 @@ mod tests {
             .contains("line 4")
         );
         assert!(err("lapi_uri = \"http://h:8080\"\n").contains("lapi_uri"));
+    }
+
+    #[test]
+    fn a_reload_sees_changed_sections_and_changed_files() {
+        let dir = std::env::temp_dir().join(format!("sg-crowdsec-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("key");
+        std::fs::write(&f, "key-1\n").unwrap();
+        let cfg = parse(&format!(
+            "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080\"\nbouncer_api_key_file = \"{}\"\n",
+            f.display()
+        ))
+        .unwrap()
+        .crowdsec;
+        let origin = |c: &Crowdsec| Plan::prepare(c).unwrap().origin;
+        let first = origin(&cfg);
+        assert_eq!(origin(&cfg), first);
+        std::fs::write(&f, "key-2\n").unwrap();
+        assert_ne!(origin(&cfg), first, "a rotated key file");
+        let slower = Crowdsec {
+            poll_interval: crate::config::Dur(std::time::Duration::from_secs(30)),
+            ..cfg.clone()
+        };
+        assert_ne!(origin(&slower), origin(&cfg));
+        let off = Plan::prepare(&Crowdsec::default()).unwrap();
+        assert!(off.is_off() && !off.is_bouncer());
+        assert!(Plan::prepare(&cfg).unwrap().is_bouncer());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
