@@ -61,6 +61,12 @@ pub const LAB_PACKAGES: &[Package] = &[
         name: "rsyslog",
         program: "rsyslogd",
     },
+    // A real Prometheus scraping the controller, for the dashboard and alert tests
+    // (promtool comes with it).
+    Package {
+        name: "prometheus",
+        program: "promtool",
+    },
     // A fresh Debian root and a booted systemd in it, for the install test.
     Package {
         name: "debootstrap",
