@@ -381,12 +381,7 @@ impl EventSink {
             })?;
             return Ok(Self::Syslog(sink));
         }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(spec)
-            .with_context(|| format!("opening events file {}", spec.display()))?;
-        Ok(Self::File(spec.to_path_buf(), f))
+        Ok(Self::File(spec.to_path_buf(), open_append(spec)?))
     }
 
     /// Writes one line and flushes it, so nothing is lost if we are killed.
@@ -419,6 +414,14 @@ impl EventSink {
     }
 }
 
+fn open_append(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening events file {}", path.display()))
+}
+
 /// Every place events go (`--events` may be given more than once, e.g. a file
 /// and the journal): each event is written to all of them.
 pub struct EventOutputs(Vec<EventSink>);
@@ -441,6 +444,28 @@ impl EventOutputs {
             .map(|s| EventSink::open(s))
             .collect::<Result<Vec<_>>>()
             .map(Self)
+    }
+
+    /// Opens every events file anew under its name, for log rotation (the renamed
+    /// old file is closed once the new one is open). A file that cannot be opened
+    /// keeps its old handle, and the error is returned after the others moved.
+    pub fn reopen(&mut self) -> Result<usize> {
+        let mut reopened = 0;
+        let mut first_err = None;
+        for sink in &mut self.0 {
+            if let EventSink::File(path, f) = sink {
+                match open_append(path) {
+                    Ok(new) => {
+                        *f = new;
+                        reopened += 1;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(reopened), Err)
     }
 
     /// Writes to every output; an output that fails does not keep the event from
@@ -560,6 +585,19 @@ mod tests {
         assert_eq!(lines[1]["event"], "blocked");
         assert!(recv_text(&server).contains("\"event\":\"scan_detected\""));
         assert!(recv_text(&server).contains("\"event\":\"blocked\""));
+        // Rotation: the file renamed away, reopen starts a new one under the name.
+        let rotated = dir.join("events.jsonl.1");
+        std::fs::rename(&file, &rotated).unwrap();
+        assert_eq!(outs.reopen().unwrap(), 1);
+        outs.write(&rec.as_event("expired")).unwrap();
+        let _ = recv_text(&server);
+        assert_eq!(
+            std::fs::read_to_string(&rotated).unwrap().lines().count(),
+            2
+        );
+        let fresh = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(fresh.lines().count(), 1, "{fresh}");
+        assert!(fresh.contains("\"event\":\"expired\""));
         // The same output twice, or one that cannot open, fails the whole start.
         assert!(EventOutputs::open(&[file.clone(), file.clone()]).is_err());
         assert!(EventOutputs::open(&[file, PathBuf::from("syslog:/nonexistent/sock")]).is_err());

@@ -308,6 +308,7 @@ struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -316,6 +317,7 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
             term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?,
         })
     }
 }
@@ -332,6 +334,7 @@ async fn event_loop(
         int: mut sigint,
         term: mut sigterm,
         hup: mut sighup,
+        usr1: mut sigusr1,
     } = signals;
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -375,7 +378,11 @@ async fn event_loop(
             }
             _ = tick.tick() => ctl.on_tick()?,
             batch = ctl.crowdsec.next() => ctl.on_crowdsec(batch)?,
-            _ = sighup.recv() => ctl.reload(opts)?,
+            _ = sighup.recv() => {
+                ctl.reopen_events("SIGHUP");
+                ctl.reload(opts)?;
+            }
+            _ = sigusr1.recv() => ctl.reopen_events("SIGUSR1"),
             _ = sigint.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
         }
@@ -622,6 +629,16 @@ impl Controller {
     /// names changed, the old tasks stop and new ones start (see
     /// [`Self::swap_crowdsec`]). Errors are returned only for map writes of the
     /// swap, which the loop treats like any other map failure.
+    /// SIGUSR1 (logrotate's postrotate) and SIGHUP: events files are opened anew
+    /// under their names; a failure is logged and the old handle kept.
+    fn reopen_events(&mut self, why: &str) {
+        match self.sink.reopen() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{why}: reopened {n} events file(s)"),
+            Err(e) => tracing::error!("{why}: {e:#}; still writing to the old file"),
+        }
+    }
+
     fn reload(&mut self, opts: &RunOptions) -> Result<()> {
         let Some(path) = &opts.config_path else {
             tracing::info!("SIGHUP: no config file given, nothing to reload");

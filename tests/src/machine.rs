@@ -2,7 +2,8 @@
 //! for testing the package and the service as an operator installs them.
 //!
 //! The root file system comes from `debootstrap` (the host's Debian release,
-//! minbase plus systemd), built once into `target/debian-root/<codename>` and then
+//! minbase plus systemd), built once into `target/debian-root/<codename>-<hash of the package list>`
+//! and then
 //! only read: every boot puts a throw-away tmpfs over it (`systemd-nspawn
 //! --volatile=overlay`), so each test starts from a machine nobody touched. The
 //! container shares the lab's target network namespace (its NIC is the target
@@ -21,8 +22,9 @@ use std::{
 
 use crate::lab::{Lab, Proc, describe, ip_ok, read_lossy, run_bounded};
 
-/// Extra packages on top of debootstrap's minbase: an init, its bus, `ip`.
-const INCLUDE: &str = "systemd,systemd-sysv,dbus,iproute2";
+/// Extra packages on top of debootstrap's minbase: an init, its bus, `ip`, and
+/// what a standard Debian install has that the package recommends.
+const INCLUDE: &str = "systemd,systemd-sysv,dbus,iproute2,logrotate";
 /// debootstrap downloads about 100 MB; leave room for a slow mirror.
 const DEBOOTSTRAP_LIMIT: Duration = Duration::from_secs(900);
 const BOOT_LIMIT: Duration = Duration::from_secs(90);
@@ -90,12 +92,13 @@ fn host_mirror() -> String {
 pub fn debian_root() -> PathBuf {
     let codename = host_codename();
     let base = target_dir().join("debian-root");
-    let root = base.join(&codename);
+    // The package list is part of the name: a changed list builds a new root.
+    let root = base.join(format!("{codename}-{:08x}", fnv1a(INCLUDE)));
     if root.join("usr/lib/systemd/systemd").is_file() {
         return root;
     }
     fs::create_dir_all(&base).expect("creating target/debian-root");
-    let partial = base.join(format!("{codename}.partial"));
+    let partial = root.with_extension("partial");
     let _ = fs::remove_dir_all(&partial);
     let mirror = host_mirror();
     eprintln!(
@@ -120,8 +123,21 @@ pub fn debian_root() -> PathBuf {
         describe(&out)
     );
     fs::rename(&partial, &root).expect("moving the finished root into place");
+    // Roots for other package lists or releases are stale now.
+    for stale in fs::read_dir(&base).into_iter().flatten().flatten() {
+        if stale.path() != root {
+            let _ = fs::remove_dir_all(stale.path());
+        }
+    }
     eprintln!("debootstrap took {:.0?}", started.elapsed());
     root
+}
+
+/// A short stable hash (FNV-1a, 32 bits) for cache names.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A booted machine; powered off (and its tmpfs gone) on drop.

@@ -200,6 +200,30 @@ fn readme_install_then_service_lifecycle() {
         serde_json::from_str(&m.sh_ok("scan-guard status --json")).expect("status --json is JSON");
     assert_eq!(status["attached"], true, "status: {status}");
 
+    // logrotate (the packaged /etc/logrotate.d/scan-guard): the old events move to
+    // events.jsonl.1, the controller writes the next ones to a new events.jsonl.
+    m.sh_ok("logrotate -f /etc/logrotate.d/scan-guard");
+    m.sh_ok("test -s /var/log/scan-guard/events.jsonl.1");
+    let rotated = "10.200.1.98";
+    m.sh_ok(&format!(
+        "scan-guard block {rotated} --reason after-rotation"
+    ));
+    m.wait_until(
+        Duration::from_secs(10),
+        "the next event in the new events file",
+        || {
+            m.sh_ok("cat /var/log/scan-guard/events.jsonl 2>/dev/null || true")
+                .contains(&format!("\"src\":\"{rotated}\""))
+                .then_some(())
+        },
+    );
+    let old = m.sh_ok("cat /var/log/scan-guard/events.jsonl.1");
+    assert!(
+        !old.contains(rotated) && old.contains(&attacker),
+        "rotation mixed up the files; events.jsonl.1:\n{old}"
+    );
+    assert_eq!(main_pid(&m), pid, "logrotate restarted the service");
+
     // systemctl reload: SIGHUP, same process, configuration re-read.
     m.sh_ok("systemctl reload scan-guard");
     m.wait_until(Duration::from_secs(10), "the reload in the journal", || {
@@ -287,6 +311,7 @@ fn readme_install_then_service_lifecycle() {
         "/var/log/scan-guard",
         "/etc/scan-guard",
         "/etc/default/scan-guard",
+        "/etc/logrotate.d/scan-guard",
     ] {
         let left = m.sh(&format!("test -e {path}"));
         assert!(!left.status.success(), "{path} survived apt purge");
