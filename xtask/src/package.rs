@@ -154,6 +154,7 @@ pub fn verify(ws: &Workspace) -> Result<()> {
         "./lib/systemd/system/scan-guard.service",
         "./etc/scan-guard/scan-guard.toml",
         "./etc/default/scan-guard",
+        "./etc/logrotate.d/scan-guard",
         "./usr/share/man/man1/scan-guard.1.gz",
         "./usr/share/man/man1/scan-guard-run.1.gz",
         "./usr/share/bash-completion/completions/scan-guard",
