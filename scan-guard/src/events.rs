@@ -223,6 +223,9 @@ pub enum EventSink {
     File(PathBuf, std::fs::File),
     /// A syslog socket (`/dev/log`: syslog daemons and journald listen there).
     Syslog(SyslogSink),
+    /// journald's native socket: the JSON as MESSAGE plus fields of its own
+    /// (see `crate::journal`). Same reconnect and backlog as syslog.
+    Journal(SyslogSink),
 }
 
 /// The system log's socket.
@@ -361,7 +364,8 @@ impl Drop for SyslogSink {
 
 impl EventSink {
     /// `-` is standard output; `syslog` the system log, `syslog:PATH` a syslog
-    /// socket at PATH; anything else a file opened for appending.
+    /// socket at PATH; `journal` journald's native socket (`journal:PATH`
+    /// another); anything else a file opened for appending.
     pub fn open(spec: &Path) -> Result<Self> {
         if spec == Path::new("-") {
             return Ok(Self::Stdout);
@@ -371,6 +375,19 @@ impl EventSink {
             "syslog" => Some(PathBuf::from(SYSLOG_SOCKET)),
             t => t.strip_prefix("syslog:").map(PathBuf::from),
         };
+        let journal = match text.as_ref() {
+            "journal" => Some(PathBuf::from(crate::journal::JOURNAL_SOCKET)),
+            t => t.strip_prefix("journal:").map(PathBuf::from),
+        };
+        if let Some(socket) = journal {
+            let sink = SyslogSink::open(socket.clone()).map_err(|e| {
+                crate::error::usage(format!(
+                    "--events {text}: no journal socket at {} ({e}); is systemd-journald running?",
+                    socket.display()
+                ))
+            })?;
+            return Ok(Self::Journal(sink));
+        }
         if let Some(socket) = socket {
             // At start a missing daemon is a usage error; later it is an outage.
             let sink = SyslogSink::open(socket.clone()).map_err(|e| {
@@ -408,6 +425,11 @@ impl EventSink {
                     std::process::id()
                 );
                 sink.send(msg.into_bytes());
+                Ok(())
+            }
+            Self::Journal(sink) => {
+                line.pop();
+                sink.send(crate::journal::entry(rec, &line));
                 Ok(())
             }
         }

@@ -13,6 +13,7 @@ pub mod enforcer;
 pub mod error;
 pub mod events;
 pub mod instance;
+pub mod journal;
 pub mod kernel_maps;
 pub mod kinds;
 pub mod listeners;

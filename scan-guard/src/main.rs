@@ -122,10 +122,11 @@ struct RunArgs {
     #[arg(long)]
     dry_run: bool,
     /// Where JSON-line events go: a file (appended), - for standard output, syslog
-    /// for the system log/journal (/dev/log) or syslog:SOCKET. Give it more than
-    /// once to write every event to each (e.g. a file and syslog) [default:
-    /// output.events, else -].
-    #[arg(long, value_name = "PATH|-|syslog")]
+    /// for the system log (/dev/log) or syslog:SOCKET, journal for journald with
+    /// fields of its own (SCAN_GUARD_EVENT, SCAN_GUARD_SRC, ...). Give it more
+    /// than once to write every event to each (e.g. a file and the journal)
+    /// [default: output.events, else -].
+    #[arg(long, value_name = "PATH|-|syslog|journal")]
     events: Vec<PathBuf>,
     /// State file for blocks and offence history
     /// [default: /var/lib/scan-guard/IFACE.state.json].

@@ -233,10 +233,11 @@ fn readme_install_then_service_lifecycle() {
     });
     assert_eq!(main_pid(&m), pid, "reload restarted the process");
 
-    // Events to the journal as well as the file (/etc/default/scan-guard), then
+    // Events to the journal (native fields) as well as the file
+    // (/etc/default/scan-guard), then
     // systemctl restart: a new process, the block carried over.
     m.sh_ok(
-        "sed -i 's/^SCAN_GUARD_ARGS=.*/SCAN_GUARD_ARGS=\"--events syslog\"/' /etc/default/scan-guard \
+        "sed -i 's/^SCAN_GUARD_ARGS=.*/SCAN_GUARD_ARGS=\"--events journal\"/' /etc/default/scan-guard \
          && systemctl restart scan-guard",
     );
     let pid = wait_active(&m, Some(pid), "a new process after restart");
@@ -258,6 +259,17 @@ fn readme_install_then_service_lifecycle() {
         blocked_in(&m.sh_ok("cat /var/log/scan-guard/events.jsonl")),
         "the manual block's event is missing from the events file"
     );
+    // Native journal fields: found by field match, no JSON parsing needed.
+    let by_field = m.sh_ok(&format!(
+        "journalctl --no-pager -o json SCAN_GUARD_SRC={manual} SCAN_GUARD_EVENT=blocked"
+    ));
+    let entry: Value = by_field
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no journal entry with SCAN_GUARD_SRC={manual}:\n{by_field}"));
+    assert_eq!(entry["SYSLOG_IDENTIFIER"], "scan-guard", "{entry}");
+    assert_eq!(entry["PRIORITY"], "5", "{entry}");
+    assert_eq!(entry["SCAN_GUARD_ORIGIN"], "manual", "{entry}");
 
     // A crash: systemd restarts it (Restart=on-failure); XDP never went away.
     m.sh_ok("systemctl kill --signal=SIGKILL scan-guard");
