@@ -371,32 +371,13 @@ impl EventSink {
             return Ok(Self::Stdout);
         }
         let text = spec.to_string_lossy();
-        let socket = match text.as_ref() {
-            "syslog" => Some(PathBuf::from(SYSLOG_SOCKET)),
-            t => t.strip_prefix("syslog:").map(PathBuf::from),
-        };
-        let journal = match text.as_ref() {
-            "journal" => Some(PathBuf::from(crate::journal::JOURNAL_SOCKET)),
-            t => t.strip_prefix("journal:").map(PathBuf::from),
-        };
-        if let Some(socket) = journal {
-            let sink = SyslogSink::open(socket.clone()).map_err(|e| {
-                crate::error::usage(format!(
-                    "--events {text}: no journal socket at {} ({e}); is systemd-journald running?",
-                    socket.display()
-                ))
-            })?;
-            return Ok(Self::Journal(sink));
+        if let Some(socket) = socket_spec(&text, "syslog", SYSLOG_SOCKET) {
+            let hint = "is a syslog daemon or journald running?";
+            return Ok(Self::Syslog(open_socket(&text, socket, hint)?));
         }
-        if let Some(socket) = socket {
-            // At start a missing daemon is a usage error; later it is an outage.
-            let sink = SyslogSink::open(socket.clone()).map_err(|e| {
-                crate::error::usage(format!(
-                    "--events {text}: no syslog socket at {} ({e}); is a syslog daemon or journald running?",
-                    socket.display()
-                ))
-            })?;
-            return Ok(Self::Syslog(sink));
+        if let Some(socket) = socket_spec(&text, "journal", crate::journal::JOURNAL_SOCKET) {
+            let hint = "is systemd-journald running?";
+            return Ok(Self::Journal(open_socket(&text, socket, hint)?));
         }
         Ok(Self::File(spec.to_path_buf(), open_append(spec)?))
     }
@@ -434,6 +415,26 @@ impl EventSink {
             }
         }
     }
+}
+
+/// `NAME` means the default socket, `NAME:PATH` the socket at PATH.
+fn socket_spec(text: &str, name: &str, default: &str) -> Option<PathBuf> {
+    if text == name {
+        return Some(PathBuf::from(default));
+    }
+    text.strip_prefix(name)?
+        .strip_prefix(':')
+        .map(PathBuf::from)
+}
+
+/// At start a missing daemon is a usage error; later it is an outage.
+fn open_socket(spec: &str, socket: PathBuf, hint: &str) -> Result<SyslogSink> {
+    SyslogSink::open(socket.clone()).map_err(|e| {
+        crate::error::usage(format!(
+            "--events {spec}: nothing listens at {} ({e}); {hint}",
+            socket.display()
+        ))
+    })
 }
 
 fn open_append(path: &Path) -> Result<std::fs::File> {
