@@ -16,7 +16,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use scan_guard_common::{
-    flags::InvalidClass,
+    flags::{InvalidClass, ProbeKind},
     stats::{NAMED, Stat, StatBlock},
 };
 use tokio::{
@@ -24,7 +24,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::error::usage;
+use crate::{error::usage, kinds};
 
 type Labels = Vec<(String, String)>;
 
@@ -120,7 +120,7 @@ impl Metrics {
             "Time spent in one controller housekeeping tick",
             loop_seconds.clone(),
         );
-        Self {
+        let metrics = Self {
             registry,
             kernel,
             dropped,
@@ -133,14 +133,14 @@ impl Metrics {
             events,
             detections,
             loop_seconds,
-        }
+        };
+        metrics.export_known_series();
+        metrics
     }
 
     fn add(family: &Family<Labels, Counter>, key: &str, value: &str, delta: u64) {
         if delta > 0 {
-            family
-                .get_or_create(&vec![(key.to_string(), value.to_string())])
-                .inc_by(delta);
+            family.get_or_create(&label(key, value)).inc_by(delta);
         }
     }
 
@@ -152,33 +152,29 @@ impl Metrics {
         for (stat, name) in NAMED {
             Self::add(&self.kernel, "counter", name, delta(stat as usize));
         }
-        Self::add(
-            &self.dropped,
-            "reason",
-            "blocked",
-            delta(Stat::DroppedBlocked as usize),
-        );
-        Self::add(
-            &self.dropped,
-            "reason",
-            "stealth",
-            delta(Stat::DroppedStealth as usize),
-        );
-        Self::add(
-            &self.dropped,
-            "reason",
-            "tiny_fragment",
-            delta(Stat::DroppedTinyFragment as usize),
-        );
-        for c in InvalidClass::ALL {
-            Self::add(
-                &self.dropped,
-                "reason",
-                &format!("invalid_{}", c.name()),
-                delta(Stat::dropped_invalid(c)),
-            );
+        for (reason, i) in drop_reasons() {
+            Self::add(&self.dropped, "reason", &reason, delta(i));
         }
         *last = *now;
+    }
+
+    /// Every kernel counter, drop reason, event name and detection kind is exported
+    /// from the start, at 0: a series born at its first increment would hide that
+    /// increment from rate() and increase() (the first detection of a kind would
+    /// never show on a graph, nor fire an alert on lost events).
+    fn export_known_series(&self) {
+        for (_, name) in NAMED {
+            let _ = self.kernel.get_or_create(&label("counter", name));
+        }
+        for (reason, _) in drop_reasons() {
+            let _ = self.dropped.get_or_create(&label("reason", &reason));
+        }
+        for event in EVENTS {
+            let _ = self.events.get_or_create(&label("event", event));
+        }
+        for kind in detection_kinds() {
+            let _ = self.detections.get_or_create(&label("kind", kind));
+        }
     }
 
     pub fn set_occupancy(
@@ -209,7 +205,7 @@ impl Metrics {
         self.loop_seconds.observe(took.as_secs_f64());
     }
 
-    /// The exposition text.
+    /// The exposition text (OpenMetrics).
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -217,6 +213,114 @@ impl Metrics {
         }
         out
     }
+
+    /// The exposition in the classic Prometheus text format (0.0.4).
+    pub fn render_text(&self) -> String {
+        to_text_format(&self.render())
+    }
+}
+
+const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The classic text format (0.0.4) of an OpenMetrics exposition, for clients that
+/// only ask for `text/plain` (`promtool check metrics`, older scrapers): they read
+/// a counter family `x` as an untyped `x_total` without help, so its HELP and TYPE
+/// are renamed after the `_total` samples, and there is no `# EOF`.
+pub fn to_text_format(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    // HELP comes before TYPE, which decides the family's name.
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), kind),
+                "unknown" => (name.to_string(), "untyped"),
+                _ => (name.to_string(), kind),
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if let Some(h) = help.take() {
+            out.push_str(&format!("# HELP {h}\n"));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// True when the request's Accept header asks for the classic text format and not
+/// for OpenMetrics (Prometheus asks for both and gets OpenMetrics; so does a
+/// client that says nothing).
+fn wants_text_format(request: &str) -> bool {
+    request
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
+        .is_some_and(|(_, v)| {
+            v.contains("text/plain") && !v.contains("application/openmetrics-text")
+        })
+}
+
+/// The event names of docs/events.md (others still count, from their first one).
+const EVENTS: [&str; 7] = [
+    "scan_detected",
+    "blocked",
+    "would_block",
+    "suppressed",
+    "unblocked",
+    "expired",
+    "distributed_scan",
+];
+
+/// Every `kind` a detection can carry: the kernel's probe kinds and the
+/// controller's own.
+fn detection_kinds() -> Vec<&'static str> {
+    let codes = ProbeKind::ALL.iter().map(|k| *k as u8);
+    let mut v: Vec<&str> = codes
+        .chain([kinds::CONNECT, kinds::MIXED, kinds::SWEEP])
+        .map(kinds::name)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn label(key: &str, value: &str) -> Labels {
+    vec![(key.to_string(), value.to_string())]
+}
+
+/// The `reason` label of every XDP drop and its kernel counter's index.
+fn drop_reasons() -> Vec<(String, usize)> {
+    let mut v = vec![
+        ("blocked".to_string(), Stat::DroppedBlocked as usize),
+        ("stealth".to_string(), Stat::DroppedStealth as usize),
+        (
+            "tiny_fragment".to_string(),
+            Stat::DroppedTinyFragment as usize,
+        ),
+    ];
+    v.extend(
+        InvalidClass::ALL
+            .iter()
+            .map(|c| (format!("invalid_{}", c.name()), Stat::dropped_invalid(*c))),
+    );
+    v
 }
 
 /// Serves GET /metrics on `addr` until the task is dropped.
@@ -243,11 +347,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::tas
                 let (status, ctype, body) = if req.starts_with("GET ")
                     && (path == "/metrics" || path.starts_with("/metrics?"))
                 {
-                    (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        metrics.render(),
-                    )
+                    if wants_text_format(&req) {
+                        ("200 OK", TEXT_TYPE, metrics.render_text())
+                    } else {
+                        ("200 OK", OPENMETRICS_TYPE, metrics.render())
+                    }
                 } else {
                     (
                         "404 Not Found",
@@ -317,5 +421,54 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn text_format_names_counter_families_after_their_samples() {
+        let m = Metrics::new();
+        m.event("blocked");
+        let text = m.render_text();
+        assert!(
+            text.contains("# TYPE scan_guard_events_total counter\nscan_guard_events_total{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP scan_guard_events_total Events written, by event name"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE scan_guard_controller_tick_seconds histogram"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        let req = |accept: &str| format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n\r\n");
+        assert!(wants_text_format(&req("Accept: text/plain; version=0.0.4")));
+        assert!(wants_text_format(&req("accept: text/plain")));
+        assert!(!wants_text_format(&req("Accept: */*")));
+        assert!(!wants_text_format(&req("")));
+        // What Prometheus sends: OpenMetrics preferred.
+        assert!(!wants_text_format(&req(
+            "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+    }
+
+    #[test]
+    fn known_counters_are_exported_at_zero_before_they_move() {
+        let text = Metrics::new().render();
+        for series in [
+            "scan_guard_kernel_total{counter=\"events_lost\"} 0",
+            "scan_guard_dropped_packets_total{reason=\"blocked\"} 0",
+            "scan_guard_dropped_packets_total{reason=\"invalid_xmas\"} 0",
+            "scan_guard_events_total{event=\"blocked\"} 0",
+            "scan_guard_detections_total{kind=\"syn\"} 0",
+            "scan_guard_detections_total{kind=\"connect\"} 0",
+            "scan_guard_detections_total{kind=\"sweep\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
     }
 }
