@@ -13,6 +13,7 @@ pub mod lab;
 pub mod machine;
 pub mod model;
 pub mod packet;
+pub mod prometheus;
 pub mod scenario;
 
 /// True when the tests run with the privileges they need (root).
