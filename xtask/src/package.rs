@@ -155,6 +155,8 @@ pub fn verify(ws: &Workspace) -> Result<()> {
         "./etc/scan-guard/scan-guard.toml",
         "./etc/default/scan-guard",
         "./etc/logrotate.d/scan-guard",
+        "./usr/share/scan-guard/grafana/scan-guard-dashboard.json",
+        "./usr/share/scan-guard/prometheus/scan-guard-alerts.yml",
         "./usr/share/man/man1/scan-guard.1.gz",
         "./usr/share/man/man1/scan-guard-run.1.gz",
         "./usr/share/bash-completion/completions/scan-guard",
