@@ -24,7 +24,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::{error::usage, kinds};
+use crate::{crowdsec::health::Snapshot, error::usage, kinds};
 
 type Labels = Vec<(String, String)>;
 
@@ -55,7 +55,112 @@ pub struct Metrics {
     events: Family<Labels, Counter>,
     detections: Family<Labels, Counter>,
     loop_seconds: Histogram,
+    xdp_attached: Gauge,
+    crowdsec: CrowdsecMetrics,
 }
+
+/// The CrowdSec link's series. Its counters come from a [`Snapshot`] that counts
+/// from the link's start, so they are folded in as deltas (a reload starts a new
+/// link: see [`Metrics::crowdsec_link_replaced`]).
+struct CrowdsecMetrics {
+    enabled: Family<Labels, Gauge>,
+    up: Family<Labels, Gauge>,
+    failures: Family<Labels, Counter>,
+    decisions: Family<Labels, Counter>,
+    alerts_pushed: Counter,
+    alerts_dropped: Counter,
+    last: Mutex<Snapshot>,
+}
+
+impl CrowdsecMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            enabled: Family::default(),
+            up: Family::default(),
+            failures: Family::default(),
+            decisions: Family::default(),
+            alerts_pushed: Counter::default(),
+            alerts_dropped: Counter::default(),
+            last: Mutex::new(Snapshot::default()),
+        };
+        registry.register(
+            "crowdsec_enabled",
+            "1 when this CrowdSec role (bouncer or agent) is configured",
+            m.enabled.clone(),
+        );
+        registry.register(
+            "crowdsec_lapi_up",
+            "1 when the role's last Local API request succeeded",
+            m.up.clone(),
+        );
+        registry.register(
+            "crowdsec_request_failures",
+            "Local API requests that failed, by role",
+            m.failures.clone(),
+        );
+        registry.register(
+            "crowdsec_decisions",
+            "CrowdSec decisions applied to the kernel blocklist, by action",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "crowdsec_alerts_pushed",
+            "Alerts (our blocks) the Local API took",
+            m.alerts_pushed.clone(),
+        );
+        registry.register(
+            "crowdsec_alerts_dropped",
+            "Alerts given up on: queue or backlog full, or refused by the Local API",
+            m.alerts_dropped.clone(),
+        );
+        for role in ROLES {
+            let _ = m.enabled.get_or_create(&label("role", role));
+            let _ = m.up.get_or_create(&label("role", role));
+            let _ = m.failures.get_or_create(&label("role", role));
+        }
+        for action in ["block", "unblock"] {
+            let _ = m.decisions.get_or_create(&label("action", action));
+        }
+        m
+    }
+
+    fn update(&self, now: &Snapshot) {
+        let flag = |on: bool| i64::from(on);
+        self.enabled
+            .get_or_create(&label("role", "bouncer"))
+            .set(flag(now.bouncer_on));
+        self.enabled
+            .get_or_create(&label("role", "agent"))
+            .set(flag(now.agent_on));
+        self.up
+            .get_or_create(&label("role", "bouncer"))
+            .set(flag(now.bouncer_up));
+        self.up
+            .get_or_create(&label("role", "agent"))
+            .set(flag(now.agent_up));
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let delta = |now: u64, before: u64| now.saturating_sub(before);
+        Metrics::add(
+            &self.failures,
+            "role",
+            "bouncer",
+            delta(now.bouncer_failures, last.bouncer_failures),
+        );
+        Metrics::add(
+            &self.failures,
+            "role",
+            "agent",
+            delta(now.agent_failures, last.agent_failures),
+        );
+        self.alerts_pushed
+            .inc_by(delta(now.alerts_pushed, last.alerts_pushed));
+        self.alerts_dropped
+            .inc_by(delta(now.alerts_dropped, last.alerts_dropped));
+        *last = *now;
+    }
+}
+
+const ROLES: [&str; 2] = ["bouncer", "agent"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -120,8 +225,17 @@ impl Metrics {
             "Time spent in one controller housekeeping tick",
             loop_seconds.clone(),
         );
+        let xdp_attached = Gauge::default();
+        registry.register(
+            "xdp_attached",
+            "1 while the XDP program is attached to the interface",
+            xdp_attached.clone(),
+        );
+        let crowdsec = CrowdsecMetrics::register(&mut registry);
         let metrics = Self {
             registry,
+            xdp_attached,
+            crowdsec,
             kernel,
             dropped,
             last: Mutex::new([0; scan_guard_common::stats::STAT_COUNT]),
@@ -199,6 +313,26 @@ impl Metrics {
 
     pub fn detection(&self, kind: &str) {
         Self::add(&self.detections, "kind", kind, 1);
+    }
+
+    pub fn set_attached(&self, attached: bool) {
+        self.xdp_attached.set(i64::from(attached));
+    }
+
+    /// The CrowdSec link's state and counters (read every tick).
+    pub fn update_crowdsec(&self, now: &Snapshot) {
+        self.crowdsec.update(now);
+    }
+
+    /// A reload replaced the link: its counters start again from 0.
+    pub fn crowdsec_link_replaced(&self) {
+        let mut last = self.crowdsec.last.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Snapshot::default();
+    }
+
+    /// A CrowdSec decision applied: `block` or `unblock`.
+    pub fn crowdsec_decision(&self, action: &str) {
+        Self::add(&self.crowdsec.decisions, "action", action, 1);
     }
 
     pub fn tick(&self, took: Duration) {

@@ -78,6 +78,9 @@ struct Controller {
     pin_dir: PathBuf,
     /// Index the program is attached to; `None` while the interface is gone.
     ifindex: Option<u32>,
+    /// The program is attached (false while the interface is gone or re-attaching
+    /// to it failed).
+    attached: bool,
     cfg: Config,
     kcfg: KernelConfig,
     maps: KernelMaps,
@@ -242,8 +245,10 @@ fn start(
             "dry run: scans are reported as would_block, nothing is dropped for scanning"
         );
     }
+    metrics.set_attached(true);
     let ctl = Controller {
         ifindex: loader::if_index(&opts.iface).ok(),
+        attached: true,
         ebpf,
         iface: opts.iface.clone(),
         mode: opts.mode,
@@ -406,6 +411,11 @@ impl Controller {
             .crowdsec
             .apply(batch, &mut self.enforcer, &mut self.maps, &self.cfg)?;
         for rec in &recs {
+            match rec.event {
+                "blocked" => self.metrics.crowdsec_decision("block"),
+                "unblocked" | "expired" => self.metrics.crowdsec_decision("unblock"),
+                _ => {}
+            }
             self.emit(rec)?;
         }
         if !recs.is_empty() {
@@ -536,17 +546,22 @@ impl Controller {
             return;
         }
         match now {
-            None => tracing::warn!(
-                "interface {} is gone; will re-attach when it returns",
-                self.iface
-            ),
+            None => {
+                tracing::warn!(
+                    "interface {} is gone; will re-attach when it returns",
+                    self.iface
+                );
+                self.attached = false;
+            }
             Some(idx) => {
                 match loader::reattach(&mut self.ebpf, &self.iface, self.mode, &self.pin_dir) {
                     Ok(mode) => {
-                        tracing::info!(iface = %self.iface, ifindex = idx, mode, "interface is back; re-attached")
+                        tracing::info!(iface = %self.iface, ifindex = idx, mode, "interface is back; re-attached");
+                        self.attached = true;
                     }
                     Err(e) => {
                         tracing::error!("re-attaching to {}: {e:#}", self.iface);
+                        self.attached = false;
                         return;
                     }
                 }
@@ -564,6 +579,8 @@ impl Controller {
 
     /// Kernel counters every tick; occupancy (a walk over the LRU keys) every 10.
     fn update_metrics(&mut self) {
+        self.metrics.set_attached(self.attached);
+        self.metrics.update_crowdsec(&self.crowdsec.health());
         let Ok(stats) = self.maps.stats_total() else {
             return;
         };
@@ -704,10 +721,13 @@ impl Controller {
         }
         let bouncer_before = self.crowdsec.is_bouncer();
         let bouncer_now = plan.is_bouncer();
-        // The old link's tasks are aborted when it is dropped, before the new ones start.
+        // The old link's last counts go to the metrics before it goes; its tasks
+        // are aborted when it is dropped, before the new ones start.
+        self.metrics.update_crowdsec(&self.crowdsec.health());
         self.crowdsec = crate::crowdsec::Link::disabled();
         let off = plan.is_off();
         self.crowdsec = plan.spawn();
+        self.metrics.crowdsec_link_replaced();
         if off {
             tracing::info!("SIGHUP: [crowdsec] is off now; CrowdSec tasks stopped");
         } else {

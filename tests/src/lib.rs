@@ -15,6 +15,7 @@ pub mod model;
 pub mod packet;
 pub mod prometheus;
 pub mod scenario;
+pub mod scrape;
 
 /// True when the tests run with the privileges they need (root).
 pub fn is_root() -> bool {

@@ -1,7 +1,8 @@
 //! The protected interface disappears and comes back (the lab's veth pair deleted
 //! and created again with the same names, MACs and addresses) under a running
 //! controller, in native XDP mode:
-//! - the controller notices (log: the interface is gone), keeps running, and when
+//! - the controller notices (log: the interface is gone; metric
+//!   scan_guard_xdp_attached 0), keeps running, and when
 //!   the interface returns attaches to it again (log: "re-attached"), with exactly
 //!   one XDP program on it;
 //! - detection and blocking work again on the new interface: a fast SYN scan is
@@ -13,10 +14,12 @@ use std::time::{Duration, Instant};
 use scan_guard_tests::{
     hardening::{create_veth, delete_veth, served, wait_log, wait_until},
     is_root,
-    lab::{Lab, XdpMode, is_event, read_lossy},
+    lab::{ControllerOptions, Lab, XdpMode, is_event, read_lossy},
+    scrape::wait_sample,
 };
 
 const PORT: u16 = 8080;
+const METRICS_PORT: u16 = 9184;
 
 #[test]
 fn interface_gone_and_back_is_reattached_and_protected_again() {
@@ -28,8 +31,23 @@ fn interface_gone_and_back_is_reattached_and_protected_again() {
     let lab = Lab::new("iface-flap");
     let tag = lab.tag.clone();
     lab.start_http_server(PORT);
-    let c = lab.start_controller(XdpMode::Native);
+    let mut opts = ControllerOptions::new(XdpMode::Native);
+    opts.extra_args = vec!["--metrics".into(), METRICS_PORT.to_string()];
+    let c = lab.start_controller_with(&opts);
     assert_eq!(lab.xdp_prog_ids(&lab.tgt).len(), 1, "[{tag}]");
+    let attached = |want: f64| {
+        let ns = &lab.tgt.ns;
+        let series = "scan_guard_xdp_attached";
+        wait_sample(
+            &lab,
+            ns,
+            METRICS_PORT,
+            series,
+            Duration::from_secs(5),
+            |v| v == want,
+        );
+    };
+    attached(1.0);
     assert!(
         served(&lab, &lab.att.ns, PORT),
         "[{tag}] attacker not served at start"
@@ -38,12 +56,14 @@ fn interface_gone_and_back_is_reattached_and_protected_again() {
     delete_veth(&lab);
     wait_log(&c, Duration::from_secs(5), "is gone");
     lab.assert_running(&c, "after the interface disappeared");
+    attached(0.0);
 
     create_veth(&lab);
     let back_at = Instant::now();
     let log = wait_log(&c, Duration::from_secs(5), "re-attached");
     let reattach_s = back_at.elapsed().as_secs_f64();
     lab.assert_running(&c, "after the interface came back");
+    attached(1.0);
     assert!(
         !log.contains("ERROR"),
         "[{tag}] errors while following the interface:\n{log}"

@@ -9,12 +9,15 @@
 //! retried with a growing delay; alerts wait meanwhile (at most
 //! [`MAX_PENDING`], the oldest dropped first, with a log line).
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::lapi::{Client, HttpError};
+use super::{
+    health::Health,
+    lapi::{Client, HttpError},
+};
 use crate::cidr::format_duration;
 
 /// The scenario name our alerts and decisions carry.
@@ -140,6 +143,7 @@ pub async fn run(
     machine_id: String,
     password: String,
     mut rx: mpsc::Receiver<AlertInfo>,
+    health: Arc<Health>,
 ) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -175,6 +179,7 @@ pub async fn run(
             pending.pop_front();
             dropped += 1;
         }
+        health.dropped(dropped);
         if dropped > 0 {
             tracing::warn!(
                 "crowdsec agent: the Local API at {ep} is behind; dropped the {dropped} oldest alerts"
@@ -198,6 +203,7 @@ pub async fn run(
         };
         match result {
             Ok(0) => {
+                health.agent.succeeded();
                 if relogged {
                     tracing::debug!("crowdsec agent: logged in again");
                 } else {
@@ -207,6 +213,8 @@ pub async fn run(
                 }
             }
             Ok(sent) => {
+                health.agent.succeeded();
+                health.pushed(sent);
                 if failing {
                     tracing::info!("crowdsec agent: the Local API at {ep} takes alerts again");
                     failing = false;
@@ -231,6 +239,9 @@ pub async fn run(
                     "crowdsec agent: the Local API at {ep} refused {n} alerts ({m}); they are dropped"
                 );
                 pending.drain(..n);
+                // The Local API answered: it is up, these alerts are lost.
+                health.agent.succeeded();
+                health.dropped(n as u64);
             }
             Err(f) => {
                 let wait = retry;
@@ -266,7 +277,8 @@ pub async fn run(
                     Failure::Refused(_) => {}
                 }
                 failing = true;
-                sleep_collecting(wait, &mut rx, &mut pending).await;
+                health.agent.failed();
+                sleep_collecting(wait, &mut rx, &mut pending, &health).await;
             }
         }
     }
@@ -278,6 +290,7 @@ async fn sleep_collecting(
     wait: Duration,
     rx: &mut mpsc::Receiver<AlertInfo>,
     pending: &mut VecDeque<AlertInfo>,
+    health: &Health,
 ) {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -288,6 +301,7 @@ async fn sleep_collecting(
                     pending.push_back(a);
                     if pending.len() > MAX_PENDING {
                         pending.pop_front();
+                        health.dropped(1);
                     }
                 }
                 None => {

@@ -9,12 +9,13 @@
 //! It authenticates with its API key, or (empty key) with the TLS client
 //! certificate of its [`Client`].
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
 use super::{
     decisions::{self, Batch},
+    health::Health,
     lapi::{Client, HttpError},
 };
 use crate::{cidr::format_duration, clock};
@@ -34,7 +35,13 @@ enum Failure {
     Answer(String),
 }
 
-pub async fn run(ep: Client, key: String, poll: Duration, tx: mpsc::Sender<Batch>) {
+pub async fn run(
+    ep: Client,
+    key: String,
+    poll: Duration,
+    tx: mpsc::Sender<Batch>,
+    health: Arc<Health>,
+) {
     let mut startup = true;
     let mut retry = FIRST_RETRY;
     // None before the first answer; Some(true) while polls succeed.
@@ -42,6 +49,7 @@ pub async fn run(ep: Client, key: String, poll: Duration, tx: mpsc::Sender<Batch
     loop {
         match poll_once(&ep, &key, startup).await {
             Ok((batch, tally)) => {
+                health.bouncer.succeeded();
                 let n_bans = batch.bans.len();
                 let n_lifts = batch.lifts.len();
                 if healthy != Some(true) {
@@ -68,6 +76,7 @@ pub async fn run(ep: Client, key: String, poll: Duration, tx: mpsc::Sender<Batch
                 tokio::time::sleep(poll).await;
             }
             Err(f) => {
+                health.bouncer.failed();
                 let wait = retry;
                 retry = (retry * 2).min(MAX_RETRY);
                 let again = format!("retrying in {}", format_duration(wait));

@@ -20,10 +20,11 @@ pub mod agent;
 pub mod apply;
 pub mod bouncer;
 pub mod decisions;
+pub mod health;
 pub mod lapi;
 pub mod tls;
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use anyhow::Result;
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -259,8 +260,13 @@ impl Plan {
                 "crowdsec bouncer: enforcing the decisions of the Local API at {client} (polled every {}{auth})",
                 format_duration(self.poll)
             );
-            link.tasks
-                .push(tokio::spawn(bouncer::run(client, key, self.poll, tx)));
+            link.tasks.push(tokio::spawn(bouncer::run(
+                client,
+                key,
+                self.poll,
+                tx,
+                Arc::clone(&link.health),
+            )));
             link.decisions = Some(rx);
             link.bouncer = true;
         }
@@ -274,9 +280,15 @@ impl Plan {
             tracing::info!(
                 "crowdsec agent: pushing our blocks to the Local API at {client} as {who}"
             );
-            link.tasks
-                .push(tokio::spawn(agent::run(client, id, password, rx)));
+            link.tasks.push(tokio::spawn(agent::run(
+                client,
+                id,
+                password,
+                rx,
+                Arc::clone(&link.health),
+            )));
             link.alerts = Some(tx);
+            link.agent = true;
         }
         link
     }
@@ -289,11 +301,15 @@ pub struct Link {
     origin: Option<Origin>,
     /// Started with bouncer mode (stays true if its task ends).
     bouncer: bool,
+    /// Started with agent mode (likewise).
+    agent: bool,
     decisions: Option<mpsc::Receiver<Batch>>,
     alerts: Option<mpsc::Sender<AlertInfo>>,
     applier: Applier,
     tasks: Vec<JoinHandle<()>>,
     alerts_dropped: u64,
+    /// What the tasks report, for metrics.
+    health: Arc<health::Health>,
 }
 
 impl Drop for Link {
@@ -319,6 +335,12 @@ impl Link {
     /// Bouncer mode is on: CrowdSec blocks are kept up to date.
     pub fn is_bouncer(&self) -> bool {
         self.bouncer
+    }
+
+    /// Which roles run and how their Local API answers, for metrics.
+    pub fn health(&self) -> health::Snapshot {
+        self.health
+            .snapshot(self.bouncer, self.agent, self.alerts_dropped)
     }
 
     /// It was started from the same section and the same file contents.
