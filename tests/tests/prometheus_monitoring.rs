@@ -26,7 +26,9 @@ const METRICS_PORT: u16 = 9184;
 const RATE_INTERVAL: &str = "5s";
 const RANGE: &str = "5m";
 /// Panels that must have shown a non-zero value after the scan (not just a series).
+/// Not the CrowdSec ones: the lab runs without CrowdSec, so they show 0 ("off").
 const MOVING_PANELS: &[&str] = &[
+    "XDP attached",
     "Blocked sources",
     "Tracked sources",
     "Packets at XDP",
@@ -345,6 +347,49 @@ fn assert_panels_show_data(prom: &Server, tag: &str) {
     }
 }
 
+/// The attachment and CrowdSec gauges as Prometheus stores them: attached, both
+/// CrowdSec roles present and off (the lab has no CrowdSec), no failure counted;
+/// and the alerts about them quiet (not even pending), nothing firing at all.
+fn assert_link_state(prom: &Server, tag: &str) {
+    let inst = &prom.instance;
+    prom.wait_result(
+        &format!("scan_guard_xdp_attached{{instance=\"{inst}\"}} == 1"),
+        Duration::from_secs(5),
+    );
+    for (metric, want) in [
+        ("scan_guard_crowdsec_enabled", "0"),
+        ("scan_guard_crowdsec_lapi_up", "0"),
+        ("scan_guard_crowdsec_request_failures_total", "0"),
+    ] {
+        let r = prom
+            .result(&format!("{metric}{{instance=\"{inst}\"}}"))
+            .unwrap_or_default();
+        let roles: BTreeSet<(String, String)> = r
+            .iter()
+            .map(|s| {
+                (
+                    s["metric"]["role"].as_str().unwrap_or("").to_string(),
+                    s["value"][1].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let expected: BTreeSet<(String, String)> = ["agent", "bouncer"]
+            .iter()
+            .map(|role| (role.to_string(), want.to_string()))
+            .collect();
+        assert_eq!(roles, expected, "[{tag}] {metric}: {r:?}");
+    }
+    let alerts = prom.api("/api/v1/alerts", &[]);
+    for a in alerts["data"]["alerts"].as_array().into_iter().flatten() {
+        let name = a["labels"]["alertname"].as_str().unwrap_or("");
+        assert_ne!(a["state"], "firing", "[{tag}] alert firing in the lab: {a}");
+        assert!(
+            !(name == "ScanGuardXdpDetached" || name.starts_with("ScanGuardCrowdsec")),
+            "[{tag}] alert pending in the lab: {a}"
+        );
+    }
+}
+
 /// Every alerting rule of the file, loaded, with its severity, evaluated without
 /// error (health `ok`; `unknown` until its first evaluation, bounded).
 fn assert_rules_loaded(prom: &Server, tag: &str) {
@@ -407,6 +452,7 @@ fn prometheus_scrapes_the_controller_and_every_panel_shows_the_scan() {
     scan_until_seen(&lab, &c, &prom);
     assert_panels_show_data(&prom, &tag);
     assert_rules_loaded(&prom, &tag);
+    assert_link_state(&prom, &tag);
 
     drop(prom);
     assert!(lab.stop_controller(&c).success());
