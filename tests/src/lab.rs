@@ -8,6 +8,7 @@
 //! and removes the lab directory, also when the test panicked.
 
 use std::{
+    cell::Cell,
     fs::{self, OpenOptions},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -384,6 +385,72 @@ pub struct LabOptions {
     /// the target namespace would answer for the target's addresses itself, and
     /// packets would bypass the protected interface and its XDP program.
     pub second_client: bool,
+}
+
+/// nmap arguments of a quick `scan` (`-sS`, `-sT`, ...) of the privileged ports 1-200
+/// (mostly closed), given up after `host_timeout`; the target goes after them.
+/// Quick timing, bounded retries and timeouts: most probes are dropped once the
+/// kernel blocks.
+pub fn quick_scan_args<'a>(scan: &'a str, host_timeout: &'a str) -> Vec<&'a str> {
+    vec![
+        scan,
+        "-n",
+        "-Pn",
+        "-T4",
+        "-p",
+        "1-200",
+        "--max-retries",
+        "1",
+        "--max-rtt-timeout",
+        "200ms",
+        "--host-timeout",
+        host_timeout,
+    ]
+}
+
+/// A daemon a test helper spawned through the lab (a CrowdSec Local API, an
+/// rsyslogd), stopped when the guard is dropped, also while the test unwinds:
+/// SIGTERM, a bounded wait, then SIGKILL to its process group.
+pub struct DaemonGuard<'a> {
+    lab: &'a Lab,
+    proc: Cell<Option<Proc>>,
+}
+
+impl<'a> DaemonGuard<'a> {
+    /// A guard holding no process yet.
+    pub fn new(lab: &'a Lab) -> Self {
+        Self {
+            lab,
+            proc: Cell::new(None),
+        }
+    }
+
+    /// Guards `p` from now on (a restarted daemon).
+    pub fn set(&self, p: Proc) {
+        self.proc.set(Some(p));
+    }
+
+    /// The guarded process, taken out of the guard (to stop it with checks).
+    pub fn take(&self) -> Option<Proc> {
+        self.proc.take()
+    }
+}
+
+impl Drop for DaemonGuard<'_> {
+    fn drop(&mut self) {
+        // Never panics (this may run while unwinding).
+        let Some(p) = self.proc.take() else {
+            return;
+        };
+        if self.lab.try_status(p).is_some() {
+            return;
+        }
+        // The lab's own unreaped `timeout`, which passes SIGTERM on to the daemon.
+        signal(p.pid, libc::SIGTERM);
+        if self.lab.wait_for(p, Duration::from_secs(5)).is_none() {
+            self.lab.kill(p);
+        }
+    }
 }
 
 /// Runs `program args` under `timeout` (SIGTERM at `limit`, SIGKILL 2 s later).
@@ -1111,6 +1178,90 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Waits (bounded by `limit`) for a line of the controller's log holding
+    /// `needle` and returns it; fails at once if the controller exits.
+    pub fn wait_log(&self, c: &Controller, needle: &str, limit: Duration) -> String {
+        self.wait_log_nth(c, needle, 1, limit)
+    }
+
+    /// Like [`wait_log`](Self::wait_log), for the `n`th such line (1-based).
+    pub fn wait_log_nth(&self, c: &Controller, needle: &str, n: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = read_lossy(&c.log);
+            if let Some(line) = log.lines().filter(|l| l.contains(needle)).nth(n - 1) {
+                return line.to_string();
+            }
+            self.assert_running(
+                c,
+                &format!("while waiting for log line #{n} with {needle:?}"),
+            );
+            assert!(
+                Instant::now() < deadline,
+                "[lab {}] no log line #{n} with {needle:?} within {limit:?}\n{log}",
+                self.tag
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Panics unless `ns` gets the page of the HTTP server on `ip:port`.
+    pub fn assert_served(&self, c: &Controller, ns: &str, ip: IpAddr, port: u16, who: &str) {
+        if let Err(e) = self.http_get(ns, ip, port) {
+            panic!(
+                "[lab {}] {who} is not served: {e}\n--- list ---\n{:?}\n--- events ---\n{}--- controller log ---\n{}",
+                self.tag,
+                c.list(),
+                read_lossy(&c.events),
+                read_lossy(&c.log)
+            );
+        }
+    }
+
+    /// Panics if `ns` gets the page of the HTTP server on `ip:port`.
+    pub fn assert_cut_off(&self, c: &Controller, ns: &str, ip: IpAddr, port: u16, who: &str) {
+        assert!(
+            self.http_get(ns, ip, port).is_err(),
+            "[lab {}] {who} is still served\n--- list ---\n{:?}\n--- events ---\n{}",
+            self.tag,
+            c.list(),
+            read_lossy(&c.events)
+        );
+    }
+
+    /// Rewrites the controller's config file `cfg` with `text` and sends it SIGHUP.
+    pub fn reload_controller(&self, c: &Controller, cfg: &Path, text: &str) {
+        fs::write(cfg, text).unwrap_or_else(|e| panic!("rewriting {}: {e}", cfg.display()));
+        let pid = self
+            .controller_pid(c)
+            .unwrap_or_else(|| panic!("[lab {}] no controller pid", self.tag));
+        // SAFETY: plain syscall on the lab's own controller process.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(sent, 0, "[lab {}] SIGHUP to the controller", self.tag);
+    }
+
+    /// Stops the controller (as [`stop_controller`](Self::stop_controller)) and
+    /// panics, with its log, unless it exited 0.
+    pub fn stop_controller_ok(&self, c: &Controller) {
+        let status = self.stop_controller(c);
+        assert!(
+            status.success(),
+            "[lab {}] controller exit: {}\n{}",
+            self.tag,
+            describe_status(status),
+            read_lossy(&c.log)
+        );
+    }
+
+    /// The closing line of a test: its lab's tag and how long it took.
+    pub fn report_passed(&self, t0: Instant) {
+        eprintln!(
+            "[{}] passed in {:.1} s",
+            self.tag,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+
     /// Panics (with its log) if the controller has exited.
     pub fn assert_running(&self, c: &Controller, when: &str) {
         if let Some(s) = self.try_status(c.proc) {
@@ -1148,22 +1299,35 @@ impl Lab {
 
     /// A fast SYN scan of 200 low ports from the attacker, in the background.
     pub fn fast_syn_scan(&self) -> Background {
-        let target = self.tgt.v4.to_string();
-        self.spawn_nmap(&[
-            "-sS",
-            "-n",
-            "-Pn",
-            "-T4",
-            "-p",
-            "1-200",
-            "--max-retries",
-            "1",
-            "--max-rtt-timeout",
-            "200ms",
-            "--host-timeout",
-            "30s",
-            &target,
-        ])
+        self.fast_syn_scan_of(IpAddr::V4(self.tgt.v4))
+    }
+
+    /// [`fast_syn_scan`](Self::fast_syn_scan) of `target` (IPv4 or IPv6).
+    pub fn fast_syn_scan_of(&self, target: IpAddr) -> Background {
+        let target = target.to_string();
+        let mut args = quick_scan_args("-sS", "30s");
+        if target.contains(':') {
+            args.push("-6");
+        }
+        args.push(&target);
+        self.spawn_nmap(&args)
+    }
+
+    /// Waits for the `blocked` event of `src` while `scan` runs (and at most
+    /// `grace` after it ended), then ends the scan: the rest of it would only wait
+    /// for dropped probes. Returns the event.
+    pub fn wait_blocked_during(
+        &self,
+        c: &Controller,
+        scan: &Background,
+        grace: Duration,
+        src: &str,
+    ) -> Value {
+        let ev = self.wait_event_during(c, scan, grace, &format!("blocked for {src}"), |e| {
+            is_event(e, "blocked", src)
+        });
+        self.finish(scan);
+        ev
     }
 
     /// Starts `nmap ARGS` in the attacker namespace in the background (bounded by
@@ -1242,6 +1406,41 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `scan-guard run` on the target with the config file `cfg`, which it must
+    /// refuse: exit 2 (a usage error) before anything is attached. Returns stderr.
+    pub fn run_refused(&self, cfg: &Path) -> String {
+        let pin_dir = self.bpffs.join("never");
+        let out = self.scan_guard_in(
+            &self.tgt.ns,
+            &[
+                "run",
+                "--iface",
+                &self.tgt.iface,
+                "--config",
+                path_str(cfg),
+                "--pin-dir",
+                path_str(&pin_dir),
+                "--events",
+                path_str(&self.file("events", "jsonl")),
+                "--state-file",
+                path_str(&self.file("state", "json")),
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "[lab {}] {}",
+            self.tag,
+            describe(&out)
+        );
+        assert!(
+            !pin_dir.join(scan_guard::loader::LINK_PIN).exists(),
+            "[lab {}] attached although the config could not be used",
+            self.tag
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// `scan-guard ARGS` inside `ns`, bounded by [`CMD_TIMEOUT`], with

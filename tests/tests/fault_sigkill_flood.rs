@@ -19,7 +19,10 @@ use std::{
 use scan_guard_tests::{
     hardening::{block_rows, count_events, served, stat, wait_until},
     is_root,
-    lab::{ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event, read_lossy},
+    lab::{
+        ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event, quick_scan_args,
+        read_lossy,
+    },
 };
 
 const PORT: u16 = 8080;
@@ -127,26 +130,10 @@ fn sigkill_during_a_flood_loses_and_duplicates_no_block() {
     );
 
     // The kernel blocks a new scanner on its own, still without a controller.
-    let scan2 = lab.spawn_in(
-        &cli_ns,
-        &[
-            "nmap",
-            "-sS",
-            "-n",
-            "-Pn",
-            "-T4",
-            "-p",
-            "1-200",
-            "--max-retries",
-            "1",
-            "--max-rtt-timeout",
-            "200ms",
-            "--host-timeout",
-            "20s",
-            &target,
-        ],
-        &lab.file("nmap-client", "log"),
-    );
+    let mut nmap = vec!["nmap"];
+    nmap.extend(quick_scan_args("-sS", "20s"));
+    nmap.push(&target);
+    let scan2 = lab.spawn_in(&cli_ns, &nmap, &lab.file("nmap-client", "log"));
     wait_until(
         Duration::from_secs(10),
         "the kernel blocking the client",

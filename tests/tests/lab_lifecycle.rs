@@ -75,26 +75,12 @@ fn att(lab: &Lab) -> String {
 
 /// Panics unless `ns` gets the page.
 fn served(lab: &Lab, c: &Controller, ns: &str, who: &str) {
-    if let Err(e) = lab.http_get(ns, tgt(lab), PORT) {
-        panic!(
-            "[{}] {who} is not served: {e}\n--- list ---\n{:?}\n--- events ---\n{}--- controller log ---\n{}",
-            lab.tag,
-            c.list(),
-            read_lossy(&c.events),
-            read_lossy(&c.log)
-        );
-    }
+    lab.assert_served(c, ns, tgt(lab), PORT, who);
 }
 
 /// Panics if `ns` gets the page.
 fn cut_off(lab: &Lab, c: &Controller, ns: &str, who: &str) {
-    assert!(
-        lab.http_get(ns, tgt(lab), PORT).is_err(),
-        "[{}] {who} is still served\n--- list ---\n{:?}\n--- events ---\n{}",
-        lab.tag,
-        c.list(),
-        read_lossy(&c.events)
-    );
+    lab.assert_cut_off(c, ns, tgt(lab), PORT, who);
 }
 
 /// Waits for the attacker's `blocked` event during `scan`, then stops the scan.
@@ -110,14 +96,6 @@ fn blocked_by(lab: &Lab, c: &Controller, scan: &Background) -> Value {
 
 fn dump(c: &Controller) -> String {
     read_lossy(&c.events)
-}
-
-fn done(lab: &Lab, t0: Instant) {
-    eprintln!(
-        "[{}] passed in {:.1} s",
-        lab.tag,
-        t0.elapsed().as_secs_f64()
-    );
 }
 
 #[test]
@@ -176,8 +154,8 @@ fn short_ttl_block_expires_and_the_attacker_is_served_again() {
         "[{tag}] expiry reported as unblocked\n{}",
         dump(&c)
     );
-    assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
-    done(&lab, t0);
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
 
 #[test]
@@ -261,8 +239,8 @@ fn manual_block_and_unblock_steer_the_running_controller() {
         scan_guard_tests::lab::describe(&again)
     );
 
-    assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
-    done(&lab, t0);
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
 
 #[test]
@@ -326,8 +304,8 @@ fn manual_allow_wins_over_blocks_and_scans_until_disallowed() {
         "[{tag}] {}",
         scan_guard_tests::lab::describe(&again)
     );
-    assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
-    done(&lab, t0);
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
 
 #[test]
@@ -450,10 +428,7 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
         .collect();
 
     // A clean stop now detaches; the state file keeps the blocks.
-    assert!(
-        lab.stop_controller(&c2).success(),
-        "[{tag}] controller exit"
-    );
+    lab.stop_controller_ok(&c2);
     assert!(
         lab.xdp_prog_ids(&lab.tgt).is_empty(),
         "[{tag}] still attached after SIGTERM"
@@ -467,7 +442,7 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
         );
     }
     eprintln!("[{tag}] blocked events in the (shared) events file: {reported_again:?}");
-    done(&lab, t0);
+    lab.report_passed(t0);
 }
 
 /// (addr, origin, expires) of each `list --json` row, sorted.
@@ -521,8 +496,8 @@ fn dry_run_reports_would_block_and_drops_nothing() {
     assert_eq!(stats["dropped_blocked"], 0, "[{tag}] stats: {stats}");
     assert_eq!(stats["auto_blocks"], 0, "[{tag}] stats: {stats}");
     assert_eq!(stats["blocked_sources"], 0, "[{tag}] stats: {stats}");
-    assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
-    done(&lab, t0);
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
 
 /// A slow scan of 10 closed high ports, one probe every 2 s, no retries.
@@ -597,9 +572,9 @@ fn slow_scan(lab: &Lab, scan_type: &str, expect_kind: &str) {
     assert_eq!(row["origin"], "detector", "[{tag}] {row}");
     cut_off(lab, &c, &lab.att.ns, "the slow scanner");
     served(lab, &c, &lab.client().ns, "the client after the slow scan");
-    assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
+    lab.stop_controller_ok(&c);
     eprintln!("[{tag}] detected after {t_detect:.1} s");
-    done(lab, t0);
+    lab.report_passed(t0);
 }
 
 fn slow_lab(tag: &str) -> Lab {
@@ -679,7 +654,7 @@ fn never_block_source_is_reported_as_suppressed_and_never_blocked() {
             .is_some_and(|n| n >= 1),
         "[{tag}] stats: {stats}"
     );
-    assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
+    lab.stop_controller_ok(&c);
     eprintln!("[{tag}] {} suppressed events", supp.len());
-    done(&lab, t0);
+    lab.report_passed(t0);
 }

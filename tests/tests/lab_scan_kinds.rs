@@ -17,7 +17,10 @@ use std::{
 
 use scan_guard_tests::{
     is_root,
-    lab::{Controller, ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event},
+    lab::{
+        Controller, ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event,
+        quick_scan_args,
+    },
 };
 use serde_json::Value;
 
@@ -34,25 +37,6 @@ struct Case {
     kind: &'static str,
     /// Sweep the target's extra addresses instead of scanning its ports.
     sweep: bool,
-}
-
-/// Port scans: quick timing, a small range of (mostly closed) privileged ports,
-/// bounded retries and timeouts (most probes are dropped once the kernel blocks).
-fn port_scan_args(scan: &'static str) -> Vec<&'static str> {
-    vec![
-        scan,
-        "-n",
-        "-Pn",
-        "-T4",
-        "-p",
-        "1-200",
-        "--max-retries",
-        "1",
-        "--max-rtt-timeout",
-        "200ms",
-        "--host-timeout",
-        "30s",
-    ]
 }
 
 #[test]
@@ -206,7 +190,7 @@ fn run(case: &Case) {
     }
 
     let mut args = if case.nmap.len() == 1 {
-        port_scan_args(case.nmap[0])
+        quick_scan_args(case.nmap[0], "30s")
     } else {
         case.nmap.to_vec()
     };

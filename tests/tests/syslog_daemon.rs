@@ -7,7 +7,6 @@
 //! (docs/events.md), also after the daemon restarted under the running controller.
 
 use std::{
-    cell::Cell,
     fs,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
@@ -17,7 +16,7 @@ use std::{
 
 use scan_guard_tests::{
     is_root,
-    lab::{Background, Controller, ControllerOptions, Lab, Proc, XdpMode, read_lossy},
+    lab::{Background, Controller, ControllerOptions, DaemonGuard, Lab, XdpMode, read_lossy},
 };
 use serde_json::Value;
 
@@ -61,7 +60,8 @@ struct Rsyslog<'a> {
     pid_file: PathBuf,
     /// Its own standard output and error (every start appends).
     log: PathBuf,
-    proc: Cell<Option<Proc>>,
+    /// The running rsyslogd, stopped when the `Rsyslog` is dropped.
+    proc: DaemonGuard<'a>,
 }
 
 impl<'a> Rsyslog<'a> {
@@ -90,7 +90,7 @@ impl<'a> Rsyslog<'a> {
             log: dir.join("rsyslogd.log"),
             conf,
             dir,
-            proc: Cell::new(None),
+            proc: DaemonGuard::new(lab),
         };
         rs.spawn();
         rs
@@ -111,7 +111,7 @@ impl<'a> Rsyslog<'a> {
             ],
             &self.log,
         );
-        self.proc.set(Some(p));
+        self.proc.set(p);
         let deadline = Instant::now() + START_LIMIT;
         loop {
             let listening = UnixDatagram::unbound()
@@ -220,27 +220,6 @@ impl<'a> Rsyslog<'a> {
     }
 }
 
-impl Drop for Rsyslog<'_> {
-    fn drop(&mut self) {
-        // Never panics (this may run while unwinding): SIGTERM to the lab's own
-        // unreaped `timeout` (which passes it on), a bounded wait, then SIGKILL
-        // to its group through the lab. The directory goes with the lab's.
-        let Some(p) = self.proc.take() else {
-            return;
-        };
-        if self.lab.try_status(p).is_some() {
-            return;
-        }
-        // SAFETY: plain syscall on the lab's unreaped child.
-        unsafe {
-            libc::kill(p.pid as libc::pid_t, libc::SIGTERM);
-        }
-        if self.lab.wait_for(p, Duration::from_secs(5)).is_none() {
-            self.lab.kill(p);
-        }
-    }
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str()
         .unwrap_or_else(|| panic!("path {} is not UTF-8", p.display()))
@@ -336,17 +315,7 @@ fn controller_reconnects_when_rsyslog_restarts() {
         "--reason",
         "while syslog was down",
     ]);
-    let deadline = Instant::now() + EVENT_LIMIT;
-    while !read_lossy(&c.log).contains("keeping up to") {
-        lab.assert_running(&c, "while rsyslogd was stopped");
-        assert!(
-            Instant::now() < deadline,
-            "[lab {}] the controller did not notice the daemon was gone\n{}",
-            lab.tag,
-            read_lossy(&c.log)
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    lab.wait_log(&c, "keeping up to", EVENT_LIMIT);
 
     // Back on the same socket: the next event (the scanner lifted) goes out over a
     // fresh connection, the one kept while the daemon was away before it.
