@@ -6,15 +6,14 @@
 //! Local API alone, no agent, no Central API, no hub) inside the lab's target
 //! namespace, listening on that namespace's 127.0.0.1 only. Every `cscli` call
 //! runs there too, bounded by `timeout`. The process is started through the lab
-//! (so the lab stops it too), and [`Drop`] stops it first, also on panic; the
-//! directory goes with the lab directory.
+//! (so the lab stops it too), and its [`DaemonGuard`] stops it first when the
+//! [`Lapi`] is dropped, also on panic; the directory goes with the lab directory.
 //!
 //! [`Lapi::start_tls`] serves HTTPS instead, with the certificates of a [`Pki`]
 //! made by the test (`openssl`, bounded): TLS client certificates with the OU
 //! [`BOUNCER_OU`] or [`AGENT_OU`] authenticate bouncers and agents.
 
 use std::{
-    cell::Cell,
     fs,
     path::{Path, PathBuf},
     process::Output,
@@ -24,7 +23,10 @@ use std::{
 
 use serde_json::Value;
 
-use crate::lab::{Lab, Proc, describe, read_lossy, run_bounded};
+use crate::{
+    is_root,
+    lab::{Controller, DaemonGuard, Lab, LabOptions, describe, is_event, read_lossy, run_bounded},
+};
 
 /// Port of the Local API on the target namespace's loopback.
 pub const LAPI_PORT: u16 = 18080;
@@ -36,6 +38,12 @@ pub const AGENT_OU: &str = "agent-ou";
 const OPENSSL_LIMIT: Duration = Duration::from_secs(20);
 const CROWDSEC: &str = "/usr/bin/crowdsec";
 const CSCLI: &str = "/usr/bin/cscli";
+/// The scenario of the alerts scan-guard pushes in agent mode.
+pub const SCAN_SCENARIO: &str = "scan-guard/port-scan";
+/// How long a decision may take to show up as an event (the tests poll every
+/// second), and an alert to show up in the Local API.
+pub const DECISION_LIMIT: Duration = Duration::from_secs(10);
+const ALERT_LIMIT: Duration = Duration::from_secs(15);
 
 /// A Local API running in `ns` on 127.0.0.1:[`LAPI_PORT`].
 pub struct Lapi<'a> {
@@ -49,7 +57,8 @@ pub struct Lapi<'a> {
     pub url: String,
     /// Its standard output and error (every start appends).
     pub log: PathBuf,
-    proc: Cell<Option<Proc>>,
+    /// The running `crowdsec`, stopped when the `Lapi` is dropped.
+    proc: DaemonGuard<'a>,
 }
 
 /// Panics with an install hint unless the crowdsec package is installed.
@@ -60,6 +69,50 @@ pub fn require_crowdsec() {
             "{p} not found: install Debian's crowdsec package (`cargo xtask test` does, with its Central API registration disabled)"
         );
     }
+}
+
+/// A lab for a CrowdSec test (root and the crowdsec package checked first), with
+/// an HTTP server on the target's `http_port` if given.
+pub fn lab(tag: &str, opts: LabOptions, http_port: Option<u16>) -> Lab {
+    assert!(
+        is_root(),
+        "the lab tests need root (namespaces, XDP, bpffs)"
+    );
+    require_crowdsec();
+    let lab = Lab::with_options(tag, opts);
+    if let Some(port) = http_port {
+        lab.start_http_server(port);
+    }
+    lab
+}
+
+/// An event `name` about `src` that came from the Local API (origin `crowdsec`).
+pub fn is_crowdsec_event(e: &Value, name: &str, src: &str) -> bool {
+    is_event(e, name, src) && e["origin"] == "crowdsec"
+}
+
+/// Waits (bounded by [`DECISION_LIMIT`]) for a [`is_crowdsec_event`] of `c`.
+pub fn wait_crowdsec_event(lab: &Lab, c: &Controller, name: &str, src: &str) -> Value {
+    lab.wait_event(
+        c,
+        DECISION_LIMIT,
+        &format!("{name} (crowdsec) for {src}"),
+        |e| is_crowdsec_event(e, name, src),
+    )
+}
+
+/// Waits for the `unblocked` (crowdsec) event of `src` and checks that it says
+/// the Local API no longer knows the decision at all (a wiped or reinstalled one).
+pub fn wait_unknown_decision_lifted(lab: &Lab, c: &Controller, src: &str) -> Value {
+    let u = wait_crowdsec_event(lab, c, "unblocked", src);
+    assert!(
+        u["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no such decision")),
+        "[lab {}] {u}",
+        lab.tag
+    );
+    u
 }
 
 impl<'a> Lapi<'a> {
@@ -136,7 +189,7 @@ impl<'a> Lapi<'a> {
             log: dir.join("lapi.log"),
             dir,
             url,
-            proc: Cell::new(None),
+            proc: DaemonGuard::new(lab),
         };
         lapi.add_cscli_machine();
         lapi.spawn();
@@ -182,7 +235,7 @@ impl<'a> Lapi<'a> {
             &[CROWDSEC, "-c", cfg, "-no-cs", "-no-capi"],
             &self.log,
         );
-        self.proc.set(Some(p));
+        self.proc.set(p);
         let deadline = Instant::now() + LISTEN_LIMIT;
         loop {
             let out = self
@@ -205,6 +258,31 @@ impl<'a> Lapi<'a> {
                 read_lossy(&self.log)
             );
             thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (bounded) for the [`SCAN_SCENARIO`] alert about `src`, as the
+    /// Local API keeps it; fails at once if the controller `c` exits.
+    pub fn wait_alert(&self, c: &Controller, src: &str) -> Value {
+        let deadline = Instant::now() + ALERT_LIMIT;
+        loop {
+            let alert = self
+                .alerts()
+                .into_iter()
+                .find(|a| a["scenario"] == SCAN_SCENARIO && a["source"]["value"] == src);
+            if let Some(a) = alert {
+                return a;
+            }
+            self.lab
+                .assert_running(c, &format!("while waiting for the alert about {src}"));
+            assert!(
+                Instant::now() < deadline,
+                "[lab {}] no {SCAN_SCENARIO} alert for {src} in the Local API within {ALERT_LIMIT:?}\n--- cscli alerts list ---\n{:?}\n--- controller log ---\n{}",
+                self.lab.tag,
+                self.alerts(),
+                read_lossy(&c.log)
+            );
+            thread::sleep(Duration::from_millis(250));
         }
     }
 
@@ -305,27 +383,6 @@ impl<'a> Lapi<'a> {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
-    }
-}
-
-impl Drop for Lapi<'_> {
-    fn drop(&mut self) {
-        // Never panics (this may run while unwinding): SIGTERM, a bounded wait,
-        // then SIGKILL to its process group through the lab.
-        let Some(p) = self.proc.take() else {
-            return;
-        };
-        if self.lab.try_status(p).is_some() {
-            return;
-        }
-        // SAFETY: plain syscall on the lab's own unreaped child (`timeout`, which
-        // passes SIGTERM on to the Local API).
-        unsafe {
-            libc::kill(p.pid as libc::pid_t, libc::SIGTERM);
-        }
-        if self.lab.wait_for(p, Duration::from_secs(5)).is_none() {
-            self.lab.kill(p);
-        }
     }
 }
 

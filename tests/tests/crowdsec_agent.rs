@@ -12,23 +12,15 @@ use std::{
 };
 
 use scan_guard_tests::{
-    crowdsec::Lapi,
-    is_root,
-    lab::{ControllerOptions, Lab, XdpMode, is_event, read_lossy},
+    crowdsec::{self, Lapi, SCAN_SCENARIO, is_crowdsec_event},
+    lab::{ControllerOptions, LabOptions, XdpMode, read_lossy},
 };
 use serde_json::Value;
-
-const SCENARIO: &str = "scan-guard/port-scan";
 
 #[test]
 fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
     let t0 = Instant::now();
-    assert!(
-        is_root(),
-        "the lab tests need root (namespaces, XDP, bpffs)"
-    );
-    scan_guard_tests::crowdsec::require_crowdsec();
-    let lab = Lab::new("crowdsec-agent");
+    let lab = crowdsec::lab("crowdsec-agent", LabOptions::default(), None);
     let tag = lab.tag.clone();
     let lapi = Lapi::start(&lab);
     lapi.add_machine("scan-guard-agent", "agent-password-1234");
@@ -48,42 +40,11 @@ fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
         ),
     );
     let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !read_lossy(&c.log).contains("logged in to the Local API") {
-        lab.assert_running(&c, "while the agent logs in");
-        assert!(
-            Instant::now() < deadline,
-            "[{tag}] the agent did not log in\n{}",
-            read_lossy(&c.log)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    lab.wait_log(&c, "logged in to the Local API", Duration::from_secs(10));
 
     let att = lab.att.v4.to_string();
-    let target = lab.tgt.v4.to_string();
-    let scan = lab.spawn_nmap(&[
-        "-sS",
-        "-n",
-        "-Pn",
-        "-T4",
-        "-p",
-        "1-200",
-        "--max-retries",
-        "1",
-        "--max-rtt-timeout",
-        "200ms",
-        "--host-timeout",
-        "30s",
-        &target,
-    ]);
-    let blocked = lab.wait_event_during(
-        &c,
-        &scan,
-        Duration::from_secs(5),
-        "blocked for the attacker",
-        |e| is_event(e, "blocked", &att),
-    );
-    lab.finish(&scan);
+    let scan = lab.fast_syn_scan();
+    let blocked = lab.wait_blocked_during(&c, &scan, Duration::from_secs(5), &att);
     // The kernel's threshold or the slow-scan test, whichever fired first.
     let origin = blocked["origin"].as_str().unwrap_or("").to_string();
     assert!(
@@ -93,24 +54,7 @@ fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
     let ttl = blocked["ttl_s"].as_u64().expect("ttl_s");
 
     // The alert, as the Local API keeps it.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let alert = loop {
-        let found = lapi
-            .alerts()
-            .into_iter()
-            .find(|a| a["scenario"] == SCENARIO && a["source"]["value"] == att.as_str());
-        if let Some(a) = found {
-            break a;
-        }
-        lab.assert_running(&c, "while waiting for the alert");
-        assert!(
-            Instant::now() < deadline,
-            "[{tag}] no {SCENARIO} alert for {att} in the Local API\n--- cscli alerts list ---\n{:?}\n--- controller log ---\n{}",
-            lapi.alerts(),
-            read_lossy(&c.log)
-        );
-        thread::sleep(Duration::from_millis(250));
-    };
+    let alert = lapi.wait_alert(&c, &att);
     assert_eq!(alert["source"]["scope"], "Ip", "[{tag}] {alert}");
     assert!(
         alert["events_count"].as_u64().unwrap_or(0) >= 1,
@@ -133,7 +77,7 @@ fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
         .decisions()
         .into_iter()
         .flat_map(|a| a["decisions"].as_array().cloned().unwrap_or_default())
-        .filter(|d| d["value"] == att.as_str() && d["scenario"] == SCENARIO)
+        .filter(|d| d["value"] == att.as_str() && d["scenario"] == SCAN_SCENARIO)
         .collect();
     assert_eq!(
         decision.len(),
@@ -150,8 +94,9 @@ fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
     let stream = lapi.stream_startup(&other_host);
     let new = stream["new"].as_array().cloned().unwrap_or_default();
     assert!(
-        new.iter()
-            .any(|d| d["value"] == att.as_str() && d["scenario"] == SCENARIO && d["type"] == "ban"),
+        new.iter().any(|d| d["value"] == att.as_str()
+            && d["scenario"] == SCAN_SCENARIO
+            && d["type"] == "ban"),
         "[{tag}] the other host's stream lacks {att}: {stream}"
     );
 
@@ -162,18 +107,14 @@ fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
         .unwrap_or_else(|| panic!("[{tag}] {att} not listed: {:?}", c.list()));
     assert_eq!(row["origin"], origin.as_str(), "[{tag}] {row}");
     assert!(
-        c.events_where(|e| is_event(e, "blocked", &att) && e["origin"] == "crowdsec")
+        c.events_where(|e| is_crowdsec_event(e, "blocked", &att))
             .is_empty(),
         "[{tag}] a second block for {att}\n{}",
         read_lossy(&c.events)
     );
     lab.assert_running(&c, "at the end");
-    assert!(
-        lab.stop_controller(&c).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c.log)
-    );
-    eprintln!("[{tag}] passed in {:.1} s", t0.elapsed().as_secs_f64());
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
 
 /// Seconds in a Go duration such as `9m58.3s` (h, m, s only: what the Local API

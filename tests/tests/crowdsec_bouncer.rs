@@ -20,26 +20,17 @@ use std::{
 };
 
 use scan_guard_tests::{
-    crowdsec::{LAPI_PORT, Lapi},
-    is_root,
-    lab::{
-        Controller, ControllerOptions, Lab, LabOptions, XdpMode, describe, is_event, read_lossy,
+    crowdsec::{
+        self, LAPI_PORT, Lapi, is_crowdsec_event, wait_crowdsec_event, wait_unknown_decision_lifted,
     },
+    lab::{Controller, ControllerOptions, Lab, LabOptions, XdpMode, read_lossy},
 };
-use serde_json::Value;
 
 const PORT: u16 = 8080;
 const EVENT_LIMIT: Duration = Duration::from_secs(10);
 
 fn lab(tag: &str, second_client: bool) -> Lab {
-    assert!(
-        is_root(),
-        "the lab tests need root (namespaces, XDP, bpffs)"
-    );
-    scan_guard_tests::crowdsec::require_crowdsec();
-    let lab = Lab::with_options(tag, LabOptions { second_client });
-    lab.start_http_server(PORT);
-    lab
+    crowdsec::lab(tag, LabOptions { second_client }, Some(PORT))
 }
 
 /// A config file for bouncer mode with `key` in a key file, polling every second.
@@ -56,47 +47,12 @@ fn bouncer_config(lab: &Lab, lapi: &Lapi, key: &str, extra: &str) -> PathBuf {
     )
 }
 
-fn from_crowdsec(e: &Value, name: &str, src: &str) -> bool {
-    is_event(e, name, src) && e["origin"] == "crowdsec"
-}
-
-fn wait_cs(lab: &Lab, c: &Controller, name: &str, src: &str) -> Value {
-    lab.wait_event(
-        c,
-        EVENT_LIMIT,
-        &format!("{name} (crowdsec) for {src}"),
-        |e| from_crowdsec(e, name, src),
-    )
-}
-
 fn served(lab: &Lab, c: &Controller, ns: &str, ip: IpAddr, who: &str) {
-    if let Err(e) = lab.http_get(ns, ip, PORT) {
-        panic!(
-            "[{}] {who} is not served: {e}\n--- list ---\n{:?}\n--- events ---\n{}--- controller log ---\n{}",
-            lab.tag,
-            c.list(),
-            read_lossy(&c.events),
-            read_lossy(&c.log)
-        );
-    }
+    lab.assert_served(c, ns, ip, PORT, who);
 }
 
 fn cut_off(lab: &Lab, c: &Controller, ns: &str, ip: IpAddr, who: &str) {
-    assert!(
-        lab.http_get(ns, ip, PORT).is_err(),
-        "[{}] {who} is still served\n--- list ---\n{:?}\n--- events ---\n{}",
-        lab.tag,
-        c.list(),
-        read_lossy(&c.events)
-    );
-}
-
-fn done(lab: &Lab, t0: Instant) {
-    eprintln!(
-        "[{}] passed in {:.1} s",
-        lab.tag,
-        t0.elapsed().as_secs_f64()
-    );
+    lab.assert_cut_off(c, ns, ip, PORT, who);
 }
 
 #[test]
@@ -114,7 +70,7 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
     lapi.cscli_ok(&["decisions", "add", "--ip", &att4, "--duration", "1h"]);
     let cfg = bouncer_config(&lab, &lapi, &key, "");
     let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
-    let ev = wait_cs(&lab, &c, "blocked", &att4);
+    let ev = wait_crowdsec_event(&lab, &c, "blocked", &att4);
     let ttl = ev["ttl_s"].as_u64().unwrap_or(0);
     assert!(
         (3500..=3600).contains(&ttl),
@@ -152,7 +108,7 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
         "--duration",
         "1h",
     ]);
-    wait_cs(&lab, &c, "blocked", "fd00:200::/127");
+    wait_crowdsec_event(&lab, &c, "blocked", "fd00:200::/127");
     cut_off(
         &lab,
         &c,
@@ -171,7 +127,7 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
         "--duration",
         "1h",
     ]);
-    let s = wait_cs(&lab, &c, "suppressed", "10.200.1.0/24");
+    let s = wait_crowdsec_event(&lab, &c, "suppressed", "10.200.1.0/24");
     assert_eq!(s["reason"], "never_block", "[{tag}] {s}");
     assert!(
         c.listed("10.200.1.0/24").is_none(),
@@ -182,7 +138,7 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
 
     // Deleting lifts (this also deletes the /24 decision, which contains it).
     lapi.cscli_ok(&["decisions", "delete", "--ip", &att4]);
-    let u = wait_cs(&lab, &c, "unblocked", &att4);
+    let u = wait_crowdsec_event(&lab, &c, "unblocked", &att4);
     assert!(
         u["reason"].as_str().unwrap_or("").contains("deleted"),
         "[{tag}] {u}"
@@ -196,7 +152,7 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
         "the attacker over IPv4 after the deletion",
     );
     lapi.cscli_ok(&["decisions", "delete", "--range", "fd00:200::/127"]);
-    wait_cs(&lab, &c, "unblocked", "fd00:200::/127");
+    wait_crowdsec_event(&lab, &c, "unblocked", "fd00:200::/127");
     served(
         &lab,
         &c,
@@ -215,8 +171,8 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
         "1h",
     ]);
     lapi.cscli_ok(&["decisions", "add", "--ip", &att6, "--duration", "30m"]);
-    wait_cs(&lab, &c, "blocked", "10.200.1.0/31");
-    let ev6 = wait_cs(&lab, &c, "blocked", &att6);
+    wait_crowdsec_event(&lab, &c, "blocked", "10.200.1.0/31");
+    let ev6 = wait_crowdsec_event(&lab, &c, "blocked", &att6);
     let ttl = ev6["ttl_s"].as_u64().unwrap_or(0);
     assert!(
         (1700..=1800).contains(&ttl),
@@ -239,8 +195,8 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
     served(&lab, &c, &cli_ns, tgt4, "the client");
     lapi.cscli_ok(&["decisions", "delete", "--range", "10.200.1.0/31"]);
     lapi.cscli_ok(&["decisions", "delete", "--ip", &att6]);
-    wait_cs(&lab, &c, "unblocked", "10.200.1.0/31");
-    wait_cs(&lab, &c, "unblocked", &att6);
+    wait_crowdsec_event(&lab, &c, "unblocked", "10.200.1.0/31");
+    wait_crowdsec_event(&lab, &c, "unblocked", &att6);
     served(&lab, &c, &att_ns, tgt4, "the attacker over IPv4 at the end");
     served(&lab, &c, &att_ns, tgt6, "the attacker over IPv6 at the end");
     assert_eq!(
@@ -250,12 +206,8 @@ fn decisions_block_and_lift_ipv4_and_ipv6() {
         c.list()
     );
     lab.assert_running(&c, "at the end");
-    assert!(
-        lab.stop_controller(&c).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c.log)
-    );
-    done(&lab, t0);
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
 
 #[test]
@@ -271,20 +223,11 @@ fn lapi_restart_keeps_blocks_and_stale_blocks_are_lifted_at_start() {
     let cfg = bouncer_config(&lab, &lapi, &key, "");
     let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
     lapi.cscli_ok(&["decisions", "add", "--ip", &att4, "--duration", "1h"]);
-    wait_cs(&lab, &c, "blocked", &att4);
+    wait_crowdsec_event(&lab, &c, "blocked", &att4);
 
     // The Local API goes away: the block stays, the controller keeps running.
     lapi.stop();
-    let deadline = Instant::now() + EVENT_LIMIT;
-    while !read_lossy(&c.log).contains("lost the Local API") {
-        lab.assert_running(&c, "while the Local API is down");
-        assert!(
-            Instant::now() < deadline,
-            "[{tag}] no log line about the lost Local API\n{}",
-            read_lossy(&c.log)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    lab.wait_log(&c, "lost the Local API", EVENT_LIMIT);
     thread::sleep(Duration::from_secs(2));
     lab.assert_running(&c, "with the Local API down");
     assert!(
@@ -307,7 +250,7 @@ fn lapi_restart_keeps_blocks_and_stale_blocks_are_lifted_at_start() {
         &c,
         Duration::from_secs(40),
         "blocked (crowdsec) after the restart",
-        |e| from_crowdsec(e, "blocked", &att6),
+        |e| is_crowdsec_event(e, "blocked", &att6),
     );
     assert!(
         read_lossy(&c.log).contains("answers again"),
@@ -324,16 +267,12 @@ fn lapi_restart_keeps_blocks_and_stale_blocks_are_lifted_at_start() {
 
     // The controller stops (its blocks go to the state file); a decision is
     // deleted meanwhile; at the next start its restored block is lifted.
-    assert!(
-        lab.stop_controller(&c).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c.log)
-    );
+    lab.stop_controller_ok(&c);
     lapi.cscli_ok(&["decisions", "delete", "--ip", &att4]);
     let mut o = c.opts.clone();
     o.events = None;
     let c2 = lab.start_controller_with(&o);
-    let u = wait_cs(&lab, &c2, "unblocked", &att4);
+    let u = wait_crowdsec_event(&lab, &c2, "unblocked", &att4);
     // The startup stream lists it among the deleted decisions (or, once the Local
     // API has flushed it, not at all: "no such decision any more").
     let why = u["reason"].as_str().unwrap_or("");
@@ -360,11 +299,7 @@ fn lapi_restart_keeps_blocks_and_stale_blocks_are_lifted_at_start() {
         tgt6,
         "the attacker over IPv6 (decision still there)",
     );
-    assert!(
-        lab.stop_controller(&c2).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c2.log)
-    );
+    lab.stop_controller_ok(&c2);
 
     // A reinstalled Local API (empty database, the same bouncer key registered
     // again) knows nothing of the IPv6 decision: its restored block is stale.
@@ -373,14 +308,7 @@ fn lapi_restart_keeps_blocks_and_stale_blocks_are_lifted_at_start() {
     let mut o = c2.opts.clone();
     o.events = None;
     let c3 = lab.start_controller_with(&o);
-    let u = wait_cs(&lab, &c3, "unblocked", &att6);
-    assert!(
-        u["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no such decision"),
-        "[{tag}] {u}"
-    );
+    wait_unknown_decision_lifted(&lab, &c3, &att6);
     assert!(c3.list().is_empty(), "[{tag}] {:?}", c3.list());
     served(
         &lab,
@@ -389,29 +317,8 @@ fn lapi_restart_keeps_blocks_and_stale_blocks_are_lifted_at_start() {
         tgt6,
         "the attacker over IPv6 after the wipe",
     );
-    assert!(
-        lab.stop_controller(&c3).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c3.log)
-    );
-    done(&lab, t0);
-}
-
-fn wait_log(lab: &Lab, c: &Controller, needle: &str) -> String {
-    let deadline = Instant::now() + EVENT_LIMIT;
-    loop {
-        let log = read_lossy(&c.log);
-        if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        lab.assert_running(c, &format!("while waiting for a log line with {needle:?}"));
-        assert!(
-            Instant::now() < deadline,
-            "[{}] no log line with {needle:?} within {EVENT_LIMIT:?}\n{log}",
-            lab.tag
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    lab.stop_controller_ok(&c3);
+    lab.report_passed(t0);
 }
 
 #[test]
@@ -432,12 +339,12 @@ fn bad_credentials_and_a_missing_lapi_are_reported_without_crashing() {
         ),
     );
     let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
-    let line = wait_log(&lab, &c, "rejected the bouncer API key");
+    let line = lab.wait_log(&c, "rejected the bouncer API key", EVENT_LIMIT);
     assert!(
         line.contains("403") && line.contains("cscli bouncers add"),
         "[{tag}] {line}"
     );
-    let line = wait_log(&lab, &c, "rejected the machine credentials");
+    let line = lab.wait_log(&c, "rejected the machine credentials", EVENT_LIMIT);
     assert!(
         line.contains("scan-guard-agent") && line.contains("401"),
         "[{tag}] {line}"
@@ -451,11 +358,7 @@ fn bad_credentials_and_a_missing_lapi_are_reported_without_crashing() {
         IpAddr::V4(lab.tgt.v4),
         "the attacker",
     );
-    assert!(
-        lab.stop_controller(&c).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c.log)
-    );
+    lab.stop_controller_ok(&c);
 
     // Nothing listens at the configured address: retried, no crash.
     let key = lapi.add_bouncer("scan-guard-test");
@@ -470,15 +373,11 @@ fn bad_credentials_and_a_missing_lapi_are_reported_without_crashing() {
         ),
     );
     let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
-    let line = wait_log(&lab, &c, "is not reachable");
+    let line = lab.wait_log(&c, "is not reachable", EVENT_LIMIT);
     assert!(line.contains("retrying in"), "[{tag}] {line}");
     thread::sleep(Duration::from_secs(2));
     lab.assert_running(&c, "with no Local API");
-    assert!(
-        lab.stop_controller(&c).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c.log)
-    );
+    lab.stop_controller_ok(&c);
 
     // A key file that cannot be read: a usage error before anything is attached.
     let missing = lab.dir.join("no-such-key-file");
@@ -491,32 +390,10 @@ fn bad_credentials_and_a_missing_lapi_are_reported_without_crashing() {
             missing.display()
         ),
     );
-    let pin_dir = lab.bpffs.join("never");
-    let out = lab.scan_guard_in(
-        &lab.tgt.ns,
-        &[
-            "run",
-            "--iface",
-            &lab.tgt.iface,
-            "--config",
-            cfg.to_str().expect("UTF-8"),
-            "--pin-dir",
-            pin_dir.to_str().expect("UTF-8"),
-            "--events",
-            lab.file("events", "jsonl").to_str().expect("UTF-8"),
-            "--state-file",
-            lab.file("state", "json").to_str().expect("UTF-8"),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2), "[{tag}] {}", describe(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = lab.run_refused(&cfg);
     assert!(
         err.contains("bouncer_api_key_file") && err.contains("no-such-key-file"),
         "[{tag}] {err}"
     );
-    assert!(
-        !pin_dir.join(scan_guard::loader::LINK_PIN).exists(),
-        "[{tag}] attached although the config could not be used"
-    );
-    done(&lab, t0);
+    lab.report_passed(t0);
 }

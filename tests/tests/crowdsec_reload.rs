@@ -15,56 +15,19 @@ use std::{
 };
 
 use scan_guard_tests::{
-    crowdsec::{Lapi, Pki},
-    is_root,
-    lab::{Controller, ControllerOptions, Lab, XdpMode, is_event, read_lossy},
+    crowdsec::{
+        self, Lapi, Pki, is_crowdsec_event, wait_crowdsec_event, wait_unknown_decision_lifted,
+    },
+    lab::{Controller, ControllerOptions, Lab, LabOptions, XdpMode, read_lossy},
 };
-use serde_json::Value;
 
 const PORT: u16 = 8080;
 const EVENT_LIMIT: Duration = Duration::from_secs(10);
 
-fn hup(lab: &Lab, c: &Controller, cfg: &Path, text: &str) {
-    std::fs::write(cfg, text).expect("rewriting the config");
-    let pid = lab.controller_pid(c).expect("controller pid");
-    // SAFETY: plain syscall on the lab's own controller process.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
-}
-
-/// Waits for the `n`th log line holding `needle` (1-based).
-fn wait_log_n(lab: &Lab, c: &Controller, needle: &str, n: usize) {
-    let deadline = Instant::now() + EVENT_LIMIT;
-    loop {
-        let log = read_lossy(&c.log);
-        if log.lines().filter(|l| l.contains(needle)).count() >= n {
-            return;
-        }
-        lab.assert_running(c, &format!("while waiting for {needle:?}"));
-        assert!(
-            Instant::now() < deadline,
-            "[{}] no log line #{n} with {needle:?}\n{log}",
-            lab.tag
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_cs(lab: &Lab, c: &Controller, name: &str, src: &str) -> Value {
-    lab.wait_event(
-        c,
-        EVENT_LIMIT,
-        &format!("{name} (crowdsec) for {src}"),
-        |e| is_event(e, name, src) && e["origin"] == "crowdsec",
-    )
-}
-
 /// Waits for the `n`th `name` event (origin `crowdsec`) for `src` (1-based).
 fn wait_cs_n(lab: &Lab, c: &Controller, name: &str, src: &str, n: usize) {
     let deadline = Instant::now() + EVENT_LIMIT;
-    let matching = || {
-        c.events_where(|e| is_event(e, name, src) && e["origin"] == "crowdsec")
-            .len()
-    };
+    let matching = || c.events_where(|e| is_crowdsec_event(e, name, src)).len();
     while matching() < n {
         lab.assert_running(c, &format!("while waiting for {name} #{n} of {src}"));
         assert!(
@@ -89,13 +52,7 @@ fn bouncer(lapi: &Lapi, pki: &Pki, key_file: &Path) -> String {
 #[test]
 fn sighup_switches_crowdsec_on_changes_it_and_turns_it_off() {
     let t0 = Instant::now();
-    assert!(
-        is_root(),
-        "the lab tests need root (namespaces, XDP, bpffs)"
-    );
-    scan_guard_tests::crowdsec::require_crowdsec();
-    let lab = Lab::new("crowdsec-reload");
-    lab.start_http_server(PORT);
+    let lab = crowdsec::lab("crowdsec-reload", LabOptions::default(), Some(PORT));
     let tag = lab.tag.clone();
     let pki = Pki::new(&lab, "lab");
     let lapi = Lapi::start_tls(&lab, &pki);
@@ -120,8 +77,8 @@ fn sighup_switches_crowdsec_on_changes_it_and_turns_it_off() {
     );
 
     // Switched on.
-    hup(&lab, &c, &cfg, &bouncer(&lapi, &pki, &key_file));
-    wait_cs(&lab, &c, "blocked", &att4);
+    lab.reload_controller(&c, &cfg, &bouncer(&lapi, &pki, &key_file));
+    wait_crowdsec_event(&lab, &c, "blocked", &att4);
     assert_eq!(
         c.listed(&att4).map(|r| r["origin"].clone()),
         Some("crowdsec".into()),
@@ -132,11 +89,11 @@ fn sighup_switches_crowdsec_on_changes_it_and_turns_it_off() {
         !reachable(tgt4),
         "[{tag}] attacker served after switching on"
     );
-    wait_log_n(&lab, &c, "CrowdSec tasks restarted", 1);
+    lab.wait_log_nth(&c, "CrowdSec tasks restarted", 1, EVENT_LIMIT);
 
     // The same section again: nothing restarted.
-    hup(&lab, &c, &cfg, &bouncer(&lapi, &pki, &key_file));
-    wait_log_n(&lab, &c, "configuration reloaded", 2);
+    lab.reload_controller(&c, &cfg, &bouncer(&lapi, &pki, &key_file));
+    lab.wait_log_nth(&c, "configuration reloaded", 2, EVENT_LIMIT);
     thread::sleep(Duration::from_millis(500));
     let restarts = read_lossy(&c.log)
         .lines()
@@ -151,16 +108,9 @@ fn sighup_switches_crowdsec_on_changes_it_and_turns_it_off() {
     let key2 = lapi.add_bouncer("scan-guard-reload-2");
     lapi.cscli_ok(&["decisions", "add", "--ip", &att6, "--duration", "1h"]);
     let key_file2 = lab.write_file("bouncer", "key", &format!("{key2}\n"));
-    hup(&lab, &c, &cfg, &bouncer(&lapi, &pki, &key_file2));
-    wait_cs(&lab, &c, "blocked", &att6);
-    let u = wait_cs(&lab, &c, "unblocked", &att4);
-    assert!(
-        u["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("no such decision"),
-        "[{tag}] {u}"
-    );
+    lab.reload_controller(&c, &cfg, &bouncer(&lapi, &pki, &key_file2));
+    wait_crowdsec_event(&lab, &c, "blocked", &att6);
+    wait_unknown_decision_lifted(&lab, &c, &att4);
     assert!(c.listed(&att4).is_none(), "[{tag}] {:?}", c.list());
     assert!(
         reachable(tgt4),
@@ -170,22 +120,21 @@ fn sighup_switches_crowdsec_on_changes_it_and_turns_it_off() {
 
     // A section that cannot be used: everything stays as it runs.
     let missing = lab.dir.join("no-such-key");
-    hup(&lab, &c, &cfg, &bouncer(&lapi, &pki, &missing));
-    wait_log_n(&lab, &c, "keeping the running configuration", 1);
+    lab.reload_controller(&c, &cfg, &bouncer(&lapi, &pki, &missing));
+    lab.wait_log_nth(&c, "keeping the running configuration", 1, EVENT_LIMIT);
     lapi.cscli_ok(&["decisions", "add", "--ip", &att4, "--duration", "1h"]);
     wait_cs_n(&lab, &c, "blocked", &att4, 2);
     assert!(c.listed(&att6).is_some(), "[{tag}] {:?}", c.list());
 
     // Switched off: the CrowdSec blocks go, the operator's stays.
-    hup(&lab, &c, &cfg, "[detection]\nscore_threshold = 21\n");
+    lab.reload_controller(&c, &cfg, "[detection]\nscore_threshold = 21\n");
     for src in [&att4, &att6] {
         lab.wait_event(
             &c,
             EVENT_LIMIT,
             &format!("unblocked (turned off) for {src}"),
             |e| {
-                is_event(e, "unblocked", src)
-                    && e["origin"] == "crowdsec"
+                is_crowdsec_event(e, "unblocked", src)
                     && e["reason"]
                         .as_str()
                         .is_some_and(|r| r.contains("turned off"))
@@ -204,10 +153,6 @@ fn sighup_switches_crowdsec_on_changes_it_and_turns_it_off() {
     thread::sleep(Duration::from_secs(2));
     assert!(c.listed(&att4).is_none(), "[{tag}] {:?}", c.list());
     lab.assert_running(&c, "at the end");
-    assert!(
-        lab.stop_controller(&c).success(),
-        "[{tag}] controller exit\n{}",
-        read_lossy(&c.log)
-    );
-    eprintln!("[{tag}] passed in {:.1} s", t0.elapsed().as_secs_f64());
+    lab.stop_controller_ok(&c);
+    lab.report_passed(t0);
 }
