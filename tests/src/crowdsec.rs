@@ -235,30 +235,19 @@ impl<'a> Lapi<'a> {
             &[CROWDSEC, "-c", cfg, "-no-cs", "-no-capi"],
             &self.log,
         );
-        self.proc.set(p);
-        let deadline = Instant::now() + LISTEN_LIMIT;
-        loop {
-            let out = self
-                .lab
-                .exec_in(&self.ns, &["ss", "-Hltn", &format!("sport = :{LAPI_PORT}")]);
-            if out.status.success() && !out.stdout.is_empty() {
-                return;
-            }
-            if let Some(s) = self.lab.try_status(p) {
-                panic!(
-                    "[lab {}] the CrowdSec Local API exited at start ({s:?})\n--- its log ---\n{}",
-                    self.lab.tag,
-                    read_lossy(&self.log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[lab {}] the CrowdSec Local API does not listen on 127.0.0.1:{LAPI_PORT} after {LISTEN_LIMIT:?}\n--- its log ---\n{}",
-                self.lab.tag,
-                read_lossy(&self.log)
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        let sport = format!("sport = :{LAPI_PORT}");
+        let listening = || {
+            let out = self.lab.exec_in(&self.ns, &["ss", "-Hltn", &sport]);
+            out.status.success() && !out.stdout.is_empty()
+        };
+        self.proc.start(
+            p,
+            "the CrowdSec Local API",
+            &format!("listen on 127.0.0.1:{LAPI_PORT}"),
+            &self.log,
+            LISTEN_LIMIT,
+            listening,
+        );
     }
 
     /// Waits (bounded) for the [`SCAN_SCENARIO`] alert about `src`, as the

@@ -425,9 +425,37 @@ impl<'a> DaemonGuard<'a> {
         }
     }
 
-    /// Guards `p` from now on (a restarted daemon).
-    pub fn set(&self, p: Proc) {
+    /// Guards `p` from now on and waits (bounded by `limit`) until `ready`; panics
+    /// with its output `log` if it exits first or is not ready in time. `what`
+    /// names the daemon, `until` what ready means (for messages).
+    pub fn start(
+        &self,
+        p: Proc,
+        what: &str,
+        until: &str,
+        log: &Path,
+        limit: Duration,
+        ready: impl Fn() -> bool,
+    ) {
         self.proc.set(Some(p));
+        let deadline = Instant::now() + limit;
+        while !ready() {
+            if let Some(s) = self.lab.try_status(p) {
+                panic!(
+                    "[lab {}] {what} exited at start ({})\n--- its output ---\n{}",
+                    self.lab.tag,
+                    describe_status(s),
+                    read_lossy(log)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[lab {}] {what} did not {until} within {limit:?}\n--- its output ---\n{}",
+                self.lab.tag,
+                read_lossy(log)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The guarded process, taken out of the guard (to stop it with checks).

@@ -111,31 +111,20 @@ impl<'a> Rsyslog<'a> {
             ],
             &self.log,
         );
-        self.proc.set(p);
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            let listening = UnixDatagram::unbound()
+        let listening = || {
+            let open = UnixDatagram::unbound()
                 .and_then(|s| s.connect(&self.sock))
                 .is_ok();
-            if listening && self.pid_file.exists() {
-                return;
-            }
-            if let Some(s) = self.lab.try_status(p) {
-                panic!(
-                    "[lab {}] rsyslogd exited at start ({s:?})\n--- its output ---\n{}",
-                    self.lab.tag,
-                    read_lossy(&self.log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[lab {}] rsyslogd did not open {} within {START_LIMIT:?}\n--- its output ---\n{}",
-                self.lab.tag,
-                self.sock.display(),
-                read_lossy(&self.log)
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+            open && self.pid_file.exists()
+        };
+        self.proc.start(
+            p,
+            "rsyslogd",
+            &format!("open {}", self.sock.display()),
+            &self.log,
+            START_LIMIT,
+            listening,
+        );
     }
 
     /// SIGTERM (through the lab, bounded); rsyslogd removes its socket on the way out.
