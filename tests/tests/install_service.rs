@@ -17,6 +17,8 @@ use serde_json::Value;
 /// README's relative paths work from the checkout's root.
 const CHECKOUT: &str = "/root/scan-guard";
 const UNIT: &str = "scan-guard.service";
+/// Ceiling for `systemd-analyze security`'s exposure score of the unit.
+const MAX_EXPOSURE: f64 = 3.0;
 
 /// The commands of the README's "Install as a service" block, minus the build
 /// (`cargo xtask package`, already done on the host), comments stripped.
@@ -165,6 +167,18 @@ fn readme_install_then_service_lifecycle() {
             .any(|l| l.starts_with("CapEff:") && l.trim_end().ends_with("0000000000000000"))
             .then_some(())
     });
+    // The unit's sandboxing as systemd itself rates it (0 = locked down, 10 = none).
+    let security = m.sh_ok("systemd-analyze security --no-pager scan-guard.service 2>&1");
+    let exposure: f64 = security
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for scan-guard.service:"))
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{security}"));
+    eprintln!("systemd-analyze security: exposure {exposure}\n{security}");
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "exposure {exposure} > {MAX_EXPOSURE}:\n{security}"
+    );
     let journal = m.sh_ok("journalctl -u scan-guard --no-pager -o cat");
     assert!(
         journal.contains("attached iface=eth0"),
@@ -295,6 +309,37 @@ fn readme_install_then_service_lifecycle() {
     let pid = wait_active(&m, Some(pid), "a new process after the upgrade");
     wait_listed(&m, &attacker, "the block back after the upgrade");
     assert_eq!(m.sh_ok("systemctl is-enabled scan-guard").trim(), "enabled");
+
+    // A broken configuration file: the start fails with exit status 2 and systemd
+    // does not retry (RestartPreventExitStatus=2); fixed, it starts again.
+    m.sh_ok(
+        "cp /etc/scan-guard/scan-guard.toml /root/good.toml \
+         && echo 'not toml at all =' >> /etc/scan-guard/scan-guard.toml",
+    );
+    let _ = m.sh("systemctl restart scan-guard");
+    m.wait_until(
+        Duration::from_secs(15),
+        "the unit failed on the bad file",
+        || (m.unit_prop(UNIT, "ActiveState") == "failed").then_some(()),
+    );
+    let restarts = m.unit_prop(UNIT, "NRestarts");
+    assert_eq!(m.unit_prop(UNIT, "ExecMainStatus"), "2");
+    // Longer than RestartSec=2s: a retry would have happened by now.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        m.unit_prop(UNIT, "ActiveState"),
+        "failed",
+        "it was restarted"
+    );
+    assert_eq!(m.unit_prop(UNIT, "NRestarts"), restarts, "it was restarted");
+    let journal = m.sh_ok("journalctl -u scan-guard --no-pager -o cat");
+    assert!(
+        journal.contains("scan-guard.toml"),
+        "no word of the bad file:\n{journal}"
+    );
+    m.sh_ok("cp /root/good.toml /etc/scan-guard/scan-guard.toml && systemctl restart scan-guard");
+    let pid = wait_active(&m, Some(pid), "the service back with the fixed file");
+    wait_listed(&m, &attacker, "the block back after the fixed start");
 
     // apt remove: stopped, disabled, detached; state kept.
     m.sh_ok("apt-get remove -y -q scan-guard");
