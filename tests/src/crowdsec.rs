@@ -288,6 +288,31 @@ impl<'a> Lapi<'a> {
         self.spawn();
     }
 
+    /// A config file for both modes: a new bouncer `bouncer` (its key in a key
+    /// file), polled every second, and the machine `scan-guard-agent` (created
+    /// here, its password in a file) pushing our blocks as alerts.
+    pub fn bouncer_and_agent_config(&self, bouncer: &str) -> PathBuf {
+        const MACHINE: &str = "scan-guard-agent";
+        const PASSWORD: &str = "agent-password-1234";
+        self.add_machine(MACHINE, PASSWORD);
+        let key = self.add_bouncer(bouncer);
+        let key_file = self.lab.write_file("bouncer", "key", &key);
+        let pw_file = self
+            .lab
+            .write_file("agent", "password", &format!("{PASSWORD}\n"));
+        self.lab.write_file(
+            "config",
+            "toml",
+            &format!(
+                "[crowdsec]\nlapi_url = \"{}\"\nbouncer_api_key_file = \"{}\"\npoll_interval = \"1s\"\n\
+                 push_alerts = true\nagent_machine_id = \"{MACHINE}\"\nagent_password_file = \"{}\"\n",
+                self.url,
+                key_file.display(),
+                pw_file.display()
+            ),
+        )
+    }
+
     /// `cscli -c <config> ARGS` in the namespace, bounded.
     pub fn cscli(&self, args: &[&str]) -> Output {
         let cfg = self.config.to_str().expect("UTF-8 path");

@@ -23,22 +23,8 @@ fn nmap_scan_becomes_a_crowdsec_alert_and_decision() {
     let lab = crowdsec::lab("crowdsec-agent", LabOptions::default(), None);
     let tag = lab.tag.clone();
     let lapi = Lapi::start(&lab);
-    lapi.add_machine("scan-guard-agent", "agent-password-1234");
-    let key = lapi.add_bouncer("scan-guard-test");
+    let cfg = lapi.bouncer_and_agent_config("scan-guard-test");
     let other_host = lapi.add_bouncer("another-host");
-    let key_file = lab.write_file("bouncer", "key", &key);
-    let pw_file = lab.write_file("agent", "password", "agent-password-1234\n");
-    let cfg = lab.write_file(
-        "config",
-        "toml",
-        &format!(
-            "[crowdsec]\nlapi_url = \"{}\"\nbouncer_api_key_file = \"{}\"\npoll_interval = \"1s\"\n\
-             push_alerts = true\nagent_machine_id = \"scan-guard-agent\"\nagent_password_file = \"{}\"\n",
-            lapi.url,
-            key_file.display(),
-            pw_file.display()
-        ),
-    );
     let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
     lab.wait_log(&c, "logged in to the Local API", Duration::from_secs(10));
 

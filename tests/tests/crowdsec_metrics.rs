@@ -22,21 +22,7 @@ fn crowdsec_link_health_and_counts_are_exported() {
     let tag = lab.tag.clone();
     let ns = lab.tgt.ns.clone();
     let lapi = Lapi::start(&lab);
-    lapi.add_machine("scan-guard-agent", "agent-password-1234");
-    let key = lapi.add_bouncer("scan-guard-metrics");
-    let key_file = lab.write_file("bouncer", "key", &key);
-    let pw_file = lab.write_file("agent", "password", "agent-password-1234\n");
-    let cfg = lab.write_file(
-        "config",
-        "toml",
-        &format!(
-            "[crowdsec]\nlapi_url = \"{}\"\nbouncer_api_key_file = \"{}\"\npoll_interval = \"1s\"\n\
-             push_alerts = true\nagent_machine_id = \"scan-guard-agent\"\nagent_password_file = \"{}\"\n",
-            lapi.url,
-            key_file.display(),
-            pw_file.display()
-        ),
-    );
+    let cfg = lapi.bouncer_and_agent_config("scan-guard-metrics");
     let mut opts = ControllerOptions::new(XdpMode::Native).config(&cfg);
     opts.extra_args = vec!["--metrics".into(), METRICS_PORT.to_string()];
     let c = lab.start_controller_with(&opts);
