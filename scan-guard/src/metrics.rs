@@ -125,33 +125,30 @@ impl CrowdsecMetrics {
     }
 
     fn update(&self, now: &Snapshot) {
-        let flag = |on: bool| i64::from(on);
-        self.enabled
-            .get_or_create(&label("role", "bouncer"))
-            .set(flag(now.bouncer_on));
-        self.enabled
-            .get_or_create(&label("role", "agent"))
-            .set(flag(now.agent_on));
-        self.up
-            .get_or_create(&label("role", "bouncer"))
-            .set(flag(now.bouncer_up));
-        self.up
-            .get_or_create(&label("role", "agent"))
-            .set(flag(now.agent_up));
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let delta = |now: u64, before: u64| now.saturating_sub(before);
-        Metrics::add(
-            &self.failures,
-            "role",
-            "bouncer",
-            delta(now.bouncer_failures, last.bouncer_failures),
-        );
-        Metrics::add(
-            &self.failures,
-            "role",
-            "agent",
-            delta(now.agent_failures, last.agent_failures),
-        );
+        let roles = [
+            (
+                ROLES[0],
+                now.bouncer_on,
+                now.bouncer_up,
+                now.bouncer_failures,
+                last.bouncer_failures,
+            ),
+            (
+                ROLES[1],
+                now.agent_on,
+                now.agent_up,
+                now.agent_failures,
+                last.agent_failures,
+            ),
+        ];
+        for (role, on, up, failures, before) in roles {
+            let key = label("role", role);
+            self.enabled.get_or_create(&key).set(i64::from(on));
+            self.up.get_or_create(&key).set(i64::from(up));
+            Metrics::add(&self.failures, "role", role, delta(failures, before));
+        }
         self.alerts_pushed
             .inc_by(delta(now.alerts_pushed, last.alerts_pushed));
         self.alerts_dropped
@@ -508,6 +505,70 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::tas
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn crowdsec_counters_keep_counting_across_a_new_link() {
+        let m = Metrics::new();
+        let up = Snapshot {
+            bouncer_on: true,
+            bouncer_up: true,
+            bouncer_failures: 2,
+            alerts_pushed: 5,
+            ..Snapshot::default()
+        };
+        m.update_crowdsec(&up);
+        m.update_crowdsec(&up);
+        let text = m.render();
+        let failures = "scan_guard_crowdsec_request_failures_total{role=\"bouncer\"}";
+        assert_eq!(value(&text, failures), Some(2.0), "{text}");
+        assert_eq!(
+            value(&text, "scan_guard_crowdsec_alerts_pushed_total"),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(&text, "scan_guard_crowdsec_lapi_up{role=\"bouncer\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "scan_guard_crowdsec_enabled{role=\"agent\"}"),
+            Some(0.0)
+        );
+        // A reload: the new link counts from 0 again; the exported counters go on.
+        m.crowdsec_link_replaced();
+        m.update_crowdsec(&Snapshot {
+            bouncer_on: true,
+            bouncer_failures: 1,
+            alerts_pushed: 1,
+            ..Snapshot::default()
+        });
+        let text = m.render();
+        assert_eq!(value(&text, failures), Some(3.0), "{text}");
+        assert_eq!(
+            value(&text, "scan_guard_crowdsec_alerts_pushed_total"),
+            Some(6.0)
+        );
+        assert_eq!(
+            value(&text, "scan_guard_crowdsec_lapi_up{role=\"bouncer\"}"),
+            Some(0.0)
+        );
+        m.crowdsec_decision("block");
+        m.set_attached(false);
+        let text = m.render();
+        assert_eq!(
+            value(
+                &text,
+                "scan_guard_crowdsec_decisions_total{action=\"block\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "scan_guard_xdp_attached"), Some(0.0));
+    }
 
     #[test]
     fn listen_address_forms() {
