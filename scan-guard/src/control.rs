@@ -244,6 +244,7 @@ pub fn block(
         &enforcer::entry_for(target, &meta, 0),
     )
     .with_context(|| format!("blocking {target}"))?;
+    instance::notify_changed(pin_dir);
     match ttl_opt {
         Some(t) => println!("blocked {target} for {}", format_duration(t)),
         None => println!("blocked {target} until unblocked"),
@@ -264,6 +265,7 @@ pub fn unblock(pin_dir: &Path, target: &Cidr) -> Result<()> {
     if !unblock_maps(&mut maps, target)? {
         bail!("{target} is not blocked (see `scan-guard list`)");
     }
+    instance::notify_changed(pin_dir);
     println!("unblocked {target}");
     Ok(())
 }
@@ -271,6 +273,7 @@ pub fn unblock(pin_dir: &Path, target: &Cidr) -> Result<()> {
 pub fn allow(pin_dir: &Path, target: &Cidr) -> Result<()> {
     let mut maps = open(pin_dir)?;
     maps.insert_allow(&target.addr, target.prefix_len)?;
+    instance::notify_changed(pin_dir);
     println!("allowed {target}: never inspected, never blocked");
     Ok(())
 }
@@ -280,6 +283,7 @@ pub fn disallow(pin_dir: &Path, target: &Cidr) -> Result<()> {
     if !maps.remove_allow(&target.addr, target.prefix_len)? {
         bail!("{target} is not on the allowlist");
     }
+    instance::notify_changed(pin_dir);
     println!("removed {target} from the allowlist");
     Ok(())
 }

@@ -18,6 +18,10 @@ pub struct InstanceInfo {
     pub pin_dir: PathBuf,
     pub state_file: PathBuf,
     pub dry_run: bool,
+    /// The controller takes SIGUSR2 as "the maps changed, look now" (older ones
+    /// would die of it, so the CLI signals only when this says so).
+    #[serde(default)]
+    pub notify_sigusr2: bool,
 }
 
 /// Runtime file of the instance pinned at `pin_dir`.
@@ -53,6 +57,22 @@ pub fn read(pin_dir: &Path) -> Option<InstanceInfo> {
 
 pub fn remove(pin_dir: &Path) {
     let _ = std::fs::remove_file(info_path(pin_dir));
+}
+
+/// Tells the running controller of `pin_dir` (if any, and if it takes the signal)
+/// that a control command changed its maps, so it reports and saves at once
+/// rather than at its next full pass.
+pub fn notify_changed(pin_dir: &Path) {
+    let Some(info) = read(pin_dir).filter(|i| i.notify_sigusr2 && alive(i.pid)) else {
+        return;
+    };
+    let Ok(pid) = i32::try_from(info.pid) else {
+        return;
+    };
+    // SAFETY: a signal the controller handles, to the pid its own runtime file names.
+    unsafe {
+        libc::kill(pid, libc::SIGUSR2);
+    }
 }
 
 /// True when a process with this pid exists.

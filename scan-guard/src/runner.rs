@@ -38,6 +38,10 @@ use crate::{
 
 /// How often blocks are reconciled, listeners re-read and state saved.
 const TICK: Duration = Duration::from_secs(1);
+/// Ticks between full passes over the blocklist maps (see `sync_blocks`).
+/// Expiries run every tick from memory; control commands signal their changes
+/// (SIGUSR2) and get a full pass at once.
+const FULL_PASS_TICKS: u64 = 30;
 
 /// Settings given on the command line; they win over the file, also after SIGHUP.
 #[derive(Debug, Clone, Default)]
@@ -71,6 +75,8 @@ pub fn apply_overrides(mut cfg: Config, o: &Overrides) -> Config {
 struct Controller {
     metrics: Arc<Metrics>,
     ticks: u64,
+    /// A full pass over the blocklist maps is due at the next tick.
+    full_pass_due: bool,
     /// The loaded object: its program is re-attached if the interface comes back.
     ebpf: aya::Ebpf,
     iface: String,
@@ -135,6 +141,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         pin_dir: opts.pin_dir.clone(),
         state_file: opts.state_file.clone(),
         dry_run: ctl.cfg.blocking.dry_run,
+        notify_sigusr2: true,
     };
     if let Err(e) = instance::write(&info) {
         tracing::warn!("writing runtime info: {e:#}");
@@ -267,6 +274,7 @@ fn start(
         state_file: opts.state_file.clone(),
         metrics,
         ticks: 0,
+        full_pass_due: true,
         crowdsec: crate::crowdsec::Link::disabled(),
     };
     Ok((ctl, events, contacts, klog, att.mode))
@@ -314,6 +322,7 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -323,6 +332,7 @@ impl Signals {
             term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
             hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
             usr1: signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?,
+            usr2: signal(SignalKind::user_defined2()).context("installing SIGUSR2 handler")?,
         })
     }
 }
@@ -340,6 +350,7 @@ async fn event_loop(
         term: mut sigterm,
         hup: mut sighup,
         usr1: mut sigusr1,
+        usr2: mut sigusr2,
     } = signals;
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -388,6 +399,7 @@ async fn event_loop(
                 ctl.reload(opts)?;
             }
             _ = sigusr1.recv() => ctl.reopen_events("SIGUSR1"),
+            _ = sigusr2.recv() => ctl.on_maps_changed()?,
             _ = sigint.recv() => { tracing::info!("SIGINT received"); return Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM received"); return Ok(()); }
         }
@@ -586,10 +598,9 @@ impl Controller {
         };
         self.metrics.update_kernel(&stats);
         if self.ticks.is_multiple_of(10) {
-            let blocked = self.maps.blocks().map(|b| b.len()).unwrap_or(0);
             self.metrics.set_occupancy(
                 self.maps.tracked_sources(),
-                blocked,
+                self.enforcer.block_count(),
                 scan_guard_common::limits::MAX_SOURCES,
                 self.cfg.blocking.max_blocks,
                 stats[scan_guard_common::stats::Stat::NewSources as usize],
@@ -600,19 +611,9 @@ impl Controller {
 
     fn housekeeping(&mut self) -> Result<()> {
         self.follow_interface();
+        let full = self.full_pass_due || self.ticks.is_multiple_of(FULL_PASS_TICKS);
         self.update_metrics();
-        let changes = self.enforcer.reconcile(&mut self.maps, &self.cfg)?;
-        let changed = !changes.is_empty();
-        for ch in changes {
-            let rec = match ch {
-                Change::Expired(k, m) => EventRecord::from_meta("expired", &k, &m),
-                Change::Unblocked(k, m) => EventRecord::from_meta("unblocked", &k, &m),
-                Change::Appeared(k, m) | Change::Adopted(k, m) => {
-                    EventRecord::from_meta("blocked", &k, &m)
-                }
-            };
-            self.emit(&rec)?;
-        }
+        let changed = self.sync_blocks(full)?;
         match Listening::read() {
             Ok(now) if now != self.listening => match self.maps.write_listening(&now.bitmap()) {
                 Ok(()) => self.listening = now,
@@ -628,6 +629,39 @@ impl Controller {
         Ok(())
     }
 
+    /// Brings the records and the kernel blocklist together and reports what
+    /// changed. A full pass ([`Enforcer::reconcile`]) walks both maps: it repairs
+    /// drift, adopts kernel auto-blocks whose event was lost and sees what other
+    /// processes wrote; it runs every [`FULL_PASS_TICKS`] and whenever a control
+    /// command signals a change. In between only expiries run, from memory.
+    fn sync_blocks(&mut self, full: bool) -> Result<bool> {
+        let changes = if full {
+            self.full_pass_due = false;
+            self.enforcer.reconcile(&mut self.maps, &self.cfg)?
+        } else {
+            self.enforcer.expire_due(&mut self.maps)?
+        };
+        let changed = !changes.is_empty();
+        for ch in changes {
+            let rec = match ch {
+                Change::Expired(k, m) => EventRecord::from_meta("expired", &k, &m),
+                Change::Unblocked(k, m) => EventRecord::from_meta("unblocked", &k, &m),
+                Change::Appeared(k, m) | Change::Adopted(k, m) => {
+                    EventRecord::from_meta("blocked", &k, &m)
+                }
+            };
+            self.emit(&rec)?;
+        }
+        Ok(changed)
+    }
+
+    /// SIGUSR2 from a control command (block, unblock, allow, disallow): a full
+    /// pass now, and the state file written (allowlist changes included).
+    fn on_maps_changed(&mut self) -> Result<()> {
+        self.sync_blocks(true)?;
+        self.save()
+    }
+
     fn save(&mut self) -> Result<()> {
         let config_allows: Vec<Cidr> = self.cfg.blocking.allow.iter().map(|p| p.0).collect();
         let operator_allows: Vec<String> = self
@@ -641,11 +675,6 @@ impl Controller {
         persist::save(&self.state_file, &self.enforcer.snapshot(operator_allows))
     }
 
-    /// SIGHUP: re-read the file; a bad file changes nothing. `[crowdsec]` is
-    /// re-read too (secrets and certificates included): when it or a file it
-    /// names changed, the old tasks stop and new ones start (see
-    /// [`Self::swap_crowdsec`]). Errors are returned only for map writes of the
-    /// swap, which the loop treats like any other map failure.
     /// SIGUSR1 (logrotate's postrotate) and SIGHUP: events files are opened anew
     /// under their names; a failure is logged and the old handle kept.
     fn reopen_events(&mut self, why: &str) {
@@ -656,6 +685,11 @@ impl Controller {
         }
     }
 
+    /// SIGHUP: re-read the file; a bad file changes nothing. `[crowdsec]` is
+    /// re-read too (secrets and certificates included): when it or a file it
+    /// names changed, the old tasks stop and new ones start (see
+    /// [`Self::swap_crowdsec`]). Errors are returned only for map writes of the
+    /// swap, which the loop treats like any other map failure.
     fn reload(&mut self, opts: &RunOptions) -> Result<()> {
         let Some(path) = &opts.config_path else {
             tracing::info!("SIGHUP: no config file given, nothing to reload");
@@ -697,6 +731,7 @@ impl Controller {
         match result {
             Ok(()) => {
                 self.cfg = new;
+                self.full_pass_due = true;
                 tracing::info!("SIGHUP: configuration reloaded from {}", path.display());
                 self.swap_crowdsec(plan)
             }

@@ -226,6 +226,57 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
 }
 
 #[test]
+fn between_full_passes_expiries_run_from_memory() {
+    let mut h = Harness::new(KernelConfig::default());
+    let cfg = Config::default();
+    let mut e = Enforcer::new(vec![]);
+    let short = new_meta(
+        BlockOrigin::Manual,
+        0xff,
+        "short",
+        Some(Duration::from_secs(1)),
+        1,
+    );
+    h.maps
+        .put_meta(&key_of(&cidr("10.67.0.1")), &short)
+        .expect("meta");
+    e.block_source(&mut h.maps, &addr("10.67.0.2"), 0, "t", &cfg)
+        .expect("block");
+    let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
+    assert!(
+        changes.iter().any(|c| matches!(c, Change::Appeared(..))),
+        "{changes:?}"
+    );
+    assert_eq!(e.block_count(), 2);
+    assert!(
+        e.expire_due(&mut h.maps).expect("expire").is_empty(),
+        "expired too soon"
+    );
+    // Whole seconds: past the 1 s block's end whatever the sub-second start.
+    std::thread::sleep(Duration::from_millis(2100));
+    let changes = e.expire_due(&mut h.maps).expect("expire");
+    assert!(
+        matches!(changes.as_slice(), [Change::Expired(k, _)] if Cidr::from_key(k.addr, k.prefix_len).to_string() == "10.67.0.1"),
+        "{changes:?}"
+    );
+    assert_eq!(blocks(&h), vec!["10.67.0.2".to_string()]);
+    assert!(
+        h.maps
+            .metas()
+            .iter()
+            .all(|(k, _)| *k != key_of(&cidr("10.67.0.1"))),
+        "the expired record is still in BLOCK_META"
+    );
+    assert_eq!(e.block_count(), 1);
+    // The next full pass agrees: nothing left to change.
+    assert!(
+        e.reconcile(&mut h.maps, &cfg)
+            .expect("reconcile")
+            .is_empty()
+    );
+}
+
+#[test]
 fn saved_state_is_restored_and_expired_entries_are_skipped() {
     let mut h = Harness::new(KernelConfig::default());
     let mut cfg = Config::default();
