@@ -573,12 +573,15 @@ pub fn highlights(r: &Results) -> Vec<String> {
             entries(Some(ops.entries)),
             list.join("; ")
         ));
-        if let Some(steady) = ops.rows.iter().find(|x| x.name.contains("steady-state")) {
+        let row = |part: &str| ops.rows.iter().find(|x| x.name.contains(part));
+        if let (Some(full), Some(tick)) = (row("steady-state"), row("between full passes")) {
             h.push(format!(
-                "With {} blocks the controller's reconcile pass alone takes {:.2} s of its 1 s \
-                 tick even when nothing changed",
+                "With {} blocks a full pass over the blocklist maps takes {:.2} s (every 30 s, \
+                 and after a control command); the ticks in between take {:.4} s ({:.0}x less)",
                 entries(Some(ops.entries)),
-                steady.secs
+                full.secs,
+                tick.secs,
+                full.secs / tick.secs.max(1e-9)
             ));
         }
     }
