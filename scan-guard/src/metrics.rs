@@ -189,7 +189,7 @@ impl Metrics {
         let blocked_sources = Gauge::default();
         registry.register(
             "blocked_sources",
-            "Entries in the kernel blocklist",
+            "Blocked sources and prefixes (the controller's records, each with its kernel blocklist entry)",
             blocked_sources.clone(),
         );
         let blocklist_capacity = Gauge::default();
