@@ -146,13 +146,45 @@ pub struct InvalidFlags {
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Output {
-    /// Events file, or `-` for standard output.
-    pub events: String,
+    /// Where events go: `-` (standard output), a file, `syslog[:SOCKET]`,
+    /// `journal[:SOCKET]`, or a list of those.
+    pub events: EventPlaces,
     /// Where blocks and offence history are persisted; empty = per interface under
     /// /var/lib/scan-guard.
     pub state_file: String,
     /// Prometheus endpoint (`PORT`, `:PORT` on loopback, or `HOST:PORT`); empty = off.
     pub metrics: String,
+}
+
+/// `output.events`: one place, written as a string, or several, as a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventPlaces(pub Vec<String>);
+
+impl Serialize for EventPlaces {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EventPlaces {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::One(one)) => Ok(Self(vec![one])),
+            Ok(Form::Many(many)) => Ok(Self(many)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a place (\"-\", a file, \"syslog\", \"journal\") or a list of them",
+            )),
+        }
+    }
 }
 
 /// `[crowdsec]`: the CrowdSec Local API (see `crate::crowdsec` and
@@ -272,7 +304,7 @@ impl Default for InvalidFlags {
 impl Default for Output {
     fn default() -> Self {
         Self {
-            events: "-".into(),
+            events: EventPlaces(vec!["-".into()]),
             state_file: String::new(),
             metrics: String::new(),
         }
@@ -338,6 +370,21 @@ impl Config {
             return Err(Invalid("blocking.max_blocks must be at least 1".into()));
         }
         crate::crowdsec::validate(&self.crowdsec).map_err(Invalid)?;
+        let places = &self.output.events.0;
+        if places.is_empty() || places.iter().any(|p| p.trim().is_empty()) {
+            return Err(Invalid(
+                "output.events needs at least one place, none of them empty".into(),
+            ));
+        }
+        if let Some(dup) = places
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| places[..i].contains(p).then_some(p))
+        {
+            return Err(Invalid(format!(
+                "output.events names {dup:?} twice: every event would be written there twice"
+            )));
+        }
         if b.aggregate_ipv4_prefix > 32 || b.aggregate_ipv6_prefix > 128 {
             return Err(Invalid(
                 "blocking.aggregate_ipv4_prefix must be 0..=32 and aggregate_ipv6_prefix 0..=128"
@@ -403,6 +450,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_take_one_place_or_a_list() {
+        let one = Config::parse("[output]\nevents = \"/var/log/e.jsonl\"\n").unwrap();
+        assert_eq!(one.output.events.0, vec!["/var/log/e.jsonl"]);
+        let many = Config::parse("[output]\nevents = [\"-\", \"journal\"]\n").unwrap();
+        assert_eq!(many.output.events.0, vec!["-", "journal"]);
+        // Written back the way it was given.
+        let text = toml::to_string(&many.output).unwrap();
+        assert!(text.contains("events = [\"-\", \"journal\"]"), "{text}");
+        assert!(
+            toml::to_string(&one.output)
+                .unwrap()
+                .contains("events = \"/var/log/e.jsonl\"")
+        );
+        for bad in [
+            "events = []",
+            "events = [\"a\", \"a\"]",
+            "events = 3",
+            "events = [\"\"]",
+        ] {
+            let err = Config::parse(&format!("[output]\n{bad}\n")).unwrap_err();
+            assert!(err.contains("events"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {

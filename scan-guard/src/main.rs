@@ -307,7 +307,7 @@ fn run(args: RunArgs) -> Result<()> {
         .pin_dir
         .unwrap_or_else(|| bpffs::default_pin_dir(&args.iface));
     let events = if args.events.is_empty() {
-        vec![PathBuf::from(&config.output.events)]
+        config.output.events.0.iter().map(PathBuf::from).collect()
     } else {
         args.events
     };

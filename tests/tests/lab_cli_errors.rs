@@ -237,6 +237,11 @@ fn inconsistent_config_values_stop_run_with_exit_2_naming_file_and_field() {
             "[slow_scan]\nthreshold = 0.5\n",
             &["threshold"],
         ),
+        (
+            "the same events place twice",
+            "[output]\nevents = [\"journal\", \"journal\"]\n",
+            &["output.events", "twice"],
+        ),
     ];
     let mut failures = Vec::new();
     for (what, text, words) in cases {
