@@ -641,6 +641,20 @@ impl Lab {
         lab
     }
 
+    /// A lab with the second client ([`LabOptions::second_client`]) and the HTTP
+    /// server of [`start_http_server`](Self::start_http_server) listening on `port`:
+    /// the scene of the tests that check who is still served.
+    pub fn with_client_and_http_server(tag: &str, port: u16) -> Self {
+        let lab = Self::with_options(
+            tag,
+            LabOptions {
+                second_client: true,
+            },
+        );
+        lab.start_http_server(port);
+        lab
+    }
+
     /// The second client; panics unless the lab was built with one.
     pub fn client(&self) -> &Side {
         self.cli.as_ref().unwrap_or_else(|| {

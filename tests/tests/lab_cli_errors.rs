@@ -116,6 +116,49 @@ fn assert_usage_error(out: &Output, what: &str, mentions: &[&str]) {
     );
 }
 
+/// Runs `run` with a config file for each case (what it shows, its contents, what
+/// stderr must mention), which it must refuse: exit status 2 and stderr starting by
+/// naming the file and mentioning each of those strings; nothing attached or pinned
+/// after any of them. Every case runs before the failures are reported together.
+fn assert_configs_refused<'a>(
+    lab: &Lab,
+    kind: &str,
+    cases: impl Iterator<Item = (&'a str, &'a str, Vec<String>)>,
+) {
+    let mut failures = Vec::new();
+    for (what, text, mentions) in cases {
+        let cfg = lab.write_file("config", "toml", text);
+        let out = run_with_config(lab, &cfg);
+        let err = stderr(&out);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(2) {
+            problems.push("exit status is not 2".to_owned());
+        }
+        if !err.starts_with(&format!("scan-guard: config file {}", cfg.display())) {
+            problems.push("stderr does not start by naming the file".to_owned());
+        }
+        for m in &mentions {
+            if !err.contains(m.as_str()) {
+                problems.push(format!("stderr does not mention {m:?}"));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{what} ({text:?}): {}\n{}",
+                problems.join("; "),
+                describe(&out)
+            ));
+        }
+        assert_untouched(lab, &format!("a config file with {what}"));
+    }
+    assert!(
+        failures.is_empty(),
+        "[{}] {kind}:\n{}",
+        lab.tag,
+        failures.join("\n")
+    );
+}
+
 #[test]
 fn malformed_config_files_stop_run_with_exit_2_naming_file_line_and_column() {
     assert!(
@@ -169,43 +212,16 @@ fn malformed_config_files_stop_run_with_exit_2_naming_file_line_and_column() {
         ),
         ("broken TOML", "[blocking\nttl = [\"3s\"]\n", 1, 10, &[]),
     ];
-    let mut failures = Vec::new();
-    for (what, text, line, col, words) in cases {
-        let cfg = lab.write_file("config", "toml", text);
-        let out = run_with_config(&lab, &cfg);
-        let err = stderr(&out);
-        let mut problems = Vec::new();
-        if out.status.code() != Some(2) {
-            problems.push("exit status is not 2".to_owned());
-        }
-        if !err.starts_with(&format!("scan-guard: config file {}", cfg.display())) {
-            problems.push("stderr does not start by naming the file".to_owned());
-        }
-        // The line exactly; the column as the TOML parser places it (where the
-        // offending key or value starts).
-        let at = format!("line {line}, column {col}");
-        if !err.contains(&at) {
-            problems.push(format!("stderr does not say {at:?}"));
-        }
-        for w in *words {
-            if !err.contains(w) {
-                problems.push(format!("stderr does not mention {w:?}"));
-            }
-        }
-        if !problems.is_empty() {
-            failures.push(format!(
-                "{what} ({text:?}): {}\n{}",
-                problems.join("; "),
-                describe(&out)
-            ));
-        }
-        assert_untouched(&lab, &format!("a config file with {what}"));
-    }
-    assert!(
-        failures.is_empty(),
-        "[{}] malformed config files:\n{}",
-        lab.tag,
-        failures.join("\n")
+    assert_configs_refused(
+        &lab,
+        "malformed config files",
+        cases.iter().map(|&(what, text, line, col, words)| {
+            // The line exactly; the column as the TOML parser places it (where the
+            // offending key or value starts).
+            let mut mentions = vec![format!("line {line}, column {col}")];
+            mentions.extend(words.iter().map(|w| (*w).to_owned()));
+            (what, text, mentions)
+        }),
     );
 }
 
@@ -243,37 +259,12 @@ fn inconsistent_config_values_stop_run_with_exit_2_naming_file_and_field() {
             &["output.events", "twice"],
         ),
     ];
-    let mut failures = Vec::new();
-    for (what, text, words) in cases {
-        let cfg = lab.write_file("config", "toml", text);
-        let out = run_with_config(&lab, &cfg);
-        let err = stderr(&out);
-        let mut problems = Vec::new();
-        if out.status.code() != Some(2) {
-            problems.push("exit status is not 2".to_owned());
-        }
-        if !err.starts_with(&format!("scan-guard: config file {}", cfg.display())) {
-            problems.push("stderr does not start by naming the file".to_owned());
-        }
-        for w in *words {
-            if !err.contains(w) {
-                problems.push(format!("stderr does not mention {w:?}"));
-            }
-        }
-        if !problems.is_empty() {
-            failures.push(format!(
-                "{what} ({text:?}): {}\n{}",
-                problems.join("; "),
-                describe(&out)
-            ));
-        }
-        assert_untouched(&lab, &format!("a config file with {what}"));
-    }
-    assert!(
-        failures.is_empty(),
-        "[{}] inconsistent config files:\n{}",
-        lab.tag,
-        failures.join("\n")
+    assert_configs_refused(
+        &lab,
+        "inconsistent config files",
+        cases.iter().map(|&(what, text, words)| {
+            (what, text, words.iter().map(|w| (*w).to_owned()).collect())
+        }),
     );
 }
 

@@ -22,10 +22,10 @@ use std::{
 };
 
 use scan_guard_tests::{
+    hardening::block_rows,
     is_root,
     lab::{
-        Background, Controller, ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event,
-        read_lossy,
+        Background, Controller, ControllerOptions, Lab, XdpMode, event_name, is_event, read_lossy,
     },
 };
 use serde_json::Value;
@@ -41,13 +41,7 @@ fn scene(tag: &str, opts: impl FnOnce(&Lab) -> ControllerOptions) -> (Lab, Contr
         is_root(),
         "the lab tests need root (namespaces, XDP, bpffs)"
     );
-    let lab = Lab::with_options(
-        tag,
-        LabOptions {
-            second_client: true,
-        },
-    );
-    lab.start_http_server(PORT);
+    let lab = Lab::with_client_and_http_server(tag, PORT);
     let o = opts(&lab);
     let c = lab.start_controller_with(&o);
     served(
@@ -330,7 +324,7 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
             is_event(e, "blocked", a)
         });
     }
-    let before = sorted_rows(c.list());
+    let before = block_rows(&c);
     assert_eq!(before.len(), 3, "[{tag}] list before the kill: {before:?}");
     assert!(
         before.iter().any(|r| r.0 == att),
@@ -366,7 +360,7 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
         "[{tag}] status after SIGKILL: {st}"
     );
     assert_eq!(
-        sorted_rows(c.list()),
+        block_rows(&c),
         before,
         "[{tag}] blocks changed while no controller ran"
     );
@@ -378,7 +372,7 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
         log2.contains("re-adopted"),
         "[{tag}] the restarted controller did not re-adopt the instance:\n{log2}"
     );
-    let after = sorted_rows(c2.list());
+    let after = block_rows(&c2);
     assert_eq!(
         after, before,
         "[{tag}] blocks before the kill vs after the restart\n--- log ---\n{log2}"
@@ -443,22 +437,6 @@ fn sigkill_keeps_every_block_enforced_and_a_restart_readopts_them() {
     }
     eprintln!("[{tag}] blocked events in the (shared) events file: {reported_again:?}");
     lab.report_passed(t0);
-}
-
-/// (addr, origin, expires) of each `list --json` row, sorted.
-fn sorted_rows(rows: Vec<Value>) -> Vec<(String, String, String)> {
-    let mut v: Vec<(String, String, String)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["addr"].as_str().unwrap_or("").to_owned(),
-                r["origin"].as_str().unwrap_or("").to_owned(),
-                r["expires"].to_string(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -577,26 +555,15 @@ fn slow_scan(lab: &Lab, scan_type: &str, expect_kind: &str) {
     lab.report_passed(t0);
 }
 
-fn slow_lab(tag: &str) -> Lab {
-    let lab = Lab::with_options(
-        tag,
-        LabOptions {
-            second_client: true,
-        },
-    );
-    lab.start_http_server(PORT);
-    lab
-}
-
 #[test]
 fn slow_syn_scan_is_caught_by_the_slow_scan_test() {
-    let lab = slow_lab("slow-sS");
+    let lab = Lab::with_client_and_http_server("slow-sS", PORT);
     slow_scan(&lab, "-sS", "syn");
 }
 
 #[test]
 fn slow_connect_scan_is_caught_by_the_slow_scan_test_as_connect() {
-    let lab = slow_lab("slow-sT");
+    let lab = Lab::with_client_and_http_server("slow-sT", PORT);
     slow_scan(&lab, "-sT", "connect");
 }
 

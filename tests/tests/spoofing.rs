@@ -28,9 +28,7 @@ use std::{
 use scan_guard_tests::{
     hardening::{Injector, NetnsEtc, SCAN_PORTS, SpoofRange, block_rows, max_in_window, served},
     is_root,
-    lab::{
-        Controller, ControllerOptions, Lab, LabOptions, XdpMode, event_name, is_event, read_lossy,
-    },
+    lab::{Controller, ControllerOptions, Lab, XdpMode, event_name, is_event, read_lossy},
 };
 use serde_json::Value;
 
@@ -41,14 +39,7 @@ fn lab(tag: &str) -> Lab {
         is_root(),
         "the lab tests need root (namespaces, XDP, bpffs)"
     );
-    let lab = Lab::with_options(
-        tag,
-        LabOptions {
-            second_client: true,
-        },
-    );
-    lab.start_http_server(PORT);
-    lab
+    Lab::with_client_and_http_server(tag, PORT)
 }
 
 fn dump(c: &Controller) -> String {
