@@ -27,9 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::RingBuf;
-use scan_guard::{kernel_maps::KernelMaps, loader};
-use scan_guard_common::{config::KernelConfig, map_names};
+use scan_guard_common::config::KernelConfig;
 
 use crate::{
     harness::Harness,
@@ -495,20 +493,7 @@ pub fn max_in_window(times: &[u64], window_ns: u64) -> usize {
 /// `max_blocks`, as `scan-guard run` sizes them from `blocking.max_blocks` when it
 /// creates an instance.
 pub fn harness_with_max_blocks(cfg: KernelConfig, max_blocks: u32) -> Harness {
-    let mut ebpf = loader::load_with(None, Some(max_blocks))
-        .unwrap_or_else(|e| panic!("loading the XDP program: {e:#}"));
-    let mut maps = KernelMaps::take(&mut ebpf).expect("typed maps");
-    maps.write_config(&cfg).expect("write config");
-    let events = ebpf.take_map(map_names::EVENTS).expect("EVENTS map");
-    let events = RingBuf::try_from(events).expect("ring buffer");
-    let contacts = ebpf.take_map(map_names::CONTACTS).expect("CONTACTS map");
-    let contacts = RingBuf::try_from(contacts).expect("ring buffer");
-    Harness {
-        ebpf,
-        maps,
-        events,
-        contacts,
-    }
+    Harness::with_blocklist_size(cfg, Some(max_blocks))
 }
 
 /// Lines of `ss -Hlnp` (every listening socket of every kind, with its process) in

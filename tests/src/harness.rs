@@ -37,8 +37,15 @@ pub fn addr(s: &str) -> Addr {
 impl Harness {
     /// Loads a private copy of the program (no pins) with `cfg`.
     pub fn new(cfg: KernelConfig) -> Self {
-        let mut ebpf =
-            loader::load(None).unwrap_or_else(|e| panic!("loading the XDP program: {e:#}"));
+        Self::with_blocklist_size(cfg, None)
+    }
+
+    /// [`new`](Self::new) with the blocklist (and block records) sized to
+    /// `max_blocks` entries when given, as `scan-guard run` sizes them from
+    /// `blocking.max_blocks`; the program's default size otherwise.
+    pub fn with_blocklist_size(cfg: KernelConfig, max_blocks: Option<u32>) -> Self {
+        let mut ebpf = loader::load_with(None, max_blocks)
+            .unwrap_or_else(|e| panic!("loading the XDP program: {e:#}"));
         let mut maps = KernelMaps::take(&mut ebpf).expect("typed maps");
         maps.write_config(&cfg).expect("write config");
         let events = ebpf.take_map(map_names::EVENTS).expect("EVENTS map");
