@@ -198,37 +198,9 @@ struct Netfilter {
 }
 
 fn netfilter_cases() -> Vec<Netfilter> {
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let src = format!("{BLOCKED_EXACT_SRC}/32");
     vec![
-        Netfilter {
-            name: IPTABLES_RAW,
-            tool: "iptables",
-            setup: vec![s(&[
-                "iptables",
-                "-w",
-                "-t",
-                "raw",
-                "-A",
-                "PREROUTING",
-                "-s",
-                &src,
-                "-j",
-                "DROP",
-            ])],
-            nft_file: None,
-            counters: s(&[
-                "iptables",
-                "-w",
-                "-t",
-                "raw",
-                "-L",
-                "PREROUTING",
-                "-v",
-                "-x",
-                "-n",
-            ]),
-        },
+        raw_prerouting_drop(IPTABLES_RAW, "iptables", &src),
         Netfilter {
             name: "nftables prerouting DROP (priority raw)",
             tool: "nft",
@@ -236,13 +208,13 @@ fn netfilter_cases() -> Vec<Netfilter> {
             nft_file: Some(format!(
                 "table ip sgbench {{\n  chain pre {{\n    type filter hook prerouting priority raw; policy accept;\n    ip saddr {BLOCKED_EXACT_SRC} counter drop\n  }}\n}}\n"
             )),
-            counters: s(&["nft", "list", "table", "ip", "sgbench"]),
+            counters: strings(&["nft", "list", "table", "ip", "sgbench"]),
         },
         Netfilter {
             name: "iptables INPUT DROP + conntrack",
             tool: "iptables",
             setup: vec![
-                s(&[
+                strings(&[
                     "iptables",
                     "-w",
                     "-A",
@@ -254,40 +226,54 @@ fn netfilter_cases() -> Vec<Netfilter> {
                     "-j",
                     "ACCEPT",
                 ]),
-                s(&["iptables", "-w", "-A", "INPUT", "-s", &src, "-j", "DROP"]),
+                strings(&["iptables", "-w", "-A", "INPUT", "-s", &src, "-j", "DROP"]),
             ],
             nft_file: None,
-            counters: s(&["iptables", "-w", "-L", "INPUT", "-v", "-x", "-n"]),
+            counters: strings(&["iptables", "-w", "-L", "INPUT", "-v", "-x", "-n"]),
         },
-        Netfilter {
-            name: "iptables-legacy raw PREROUTING DROP",
-            tool: "iptables-legacy",
-            setup: vec![s(&[
-                "iptables-legacy",
-                "-w",
-                "-t",
-                "raw",
-                "-A",
-                "PREROUTING",
-                "-s",
-                &src,
-                "-j",
-                "DROP",
-            ])],
-            nft_file: None,
-            counters: s(&[
-                "iptables-legacy",
-                "-w",
-                "-t",
-                "raw",
-                "-L",
-                "PREROUTING",
-                "-v",
-                "-x",
-                "-n",
-            ]),
-        },
+        raw_prerouting_drop(
+            "iptables-legacy raw PREROUTING DROP",
+            "iptables-legacy",
+            &src,
+        ),
     ]
+}
+
+/// `tool` (iptables or iptables-legacy) dropping `src` in the raw table's
+/// PREROUTING chain: before conntrack, its cheapest place.
+fn raw_prerouting_drop(name: &'static str, tool: &'static str, src: &str) -> Netfilter {
+    Netfilter {
+        name,
+        tool,
+        setup: vec![strings(&[
+            tool,
+            "-w",
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-s",
+            src,
+            "-j",
+            "DROP",
+        ])],
+        nft_file: None,
+        counters: strings(&[
+            tool,
+            "-w",
+            "-t",
+            "raw",
+            "-L",
+            "PREROUTING",
+            "-v",
+            "-x",
+            "-n",
+        ]),
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
 }
 
 /// Drop count of the rule in `iptables -L -v -x` or `nft list` output.
