@@ -127,10 +127,12 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 impl Attack {
-    fn nmap(name: &str, args: &[&str], kind: &'static str, probe: ProbeMatch) -> Self {
+    /// An IPv4 attack by `tool` expected to be reported as `kind`, without decoys,
+    /// not slow and not dropped at the NIC (set those fields after if so).
+    fn v4(name: impl Into<String>, tool: Tool, kind: &'static str, probe: ProbeMatch) -> Self {
         Self {
-            name: name.to_owned(),
-            tool: Tool::Nmap(strings(args)),
+            name: name.into(),
+            tool,
             family: Family::V4,
             kinds: vec![kind],
             probe,
@@ -138,6 +140,10 @@ impl Attack {
             slow: false,
             dropped_at_nic: false,
         }
+    }
+
+    fn nmap(name: &str, args: &[&str], kind: &'static str, probe: ProbeMatch) -> Self {
+        Self::v4(name, Tool::Nmap(strings(args)), kind, probe)
     }
 
     /// The command line, run inside the attacker namespace.
@@ -252,45 +258,28 @@ pub const NMAP_SCANS: [(&str, &str, ProbeMatch); 8] = [
 /// nmap's TCP SYN host sweep (`-sn -PS80`, no ARP discovery: never with `-Pn`,
 /// which would make it send nothing).
 fn sweep(timing: &str) -> Attack {
-    Attack {
-        name: format!("nmap -sn -PS80 sweep {timing}"),
-        tool: Tool::NmapSweep(strings(&["-sn", "-PS80", "--disable-arp-ping", timing])),
-        family: Family::V4,
-        kinds: vec!["sweep"],
-        probe: ProbeMatch::Tcp(SYN),
-        decoys: 0,
-        slow: false,
-        dropped_at_nic: false,
-    }
+    Attack::v4(
+        format!("nmap -sn -PS80 sweep {timing}"),
+        Tool::NmapSweep(strings(&["-sn", "-PS80", "--disable-arp-ping", timing])),
+        "sweep",
+        ProbeMatch::Tcp(SYN),
+    )
 }
 
 fn masscan(ports: &str, rate: u32) -> Attack {
-    Attack {
-        name: format!("masscan -p{ports} --rate {rate}"),
-        tool: Tool::Masscan {
+    Attack::v4(
+        format!("masscan -p{ports} --rate {rate}"),
+        Tool::Masscan {
             ports: ports.to_owned(),
             rate,
         },
-        family: Family::V4,
-        kinds: vec!["syn"],
-        probe: ProbeMatch::Tcp(SYN),
-        decoys: 0,
-        slow: false,
-        dropped_at_nic: false,
-    }
+        "syn",
+        ProbeMatch::Tcp(SYN),
+    )
 }
 
 fn hping(name: &str, args: &[&str], kind: &'static str, probe: ProbeMatch) -> Attack {
-    Attack {
-        name: name.to_owned(),
-        tool: Tool::Hping(strings(args)),
-        family: Family::V4,
-        kinds: vec![kind],
-        probe,
-        decoys: 0,
-        slow: false,
-        dropped_at_nic: false,
-    }
+    Attack::v4(name, Tool::Hping(strings(args)), kind, probe)
 }
 
 /// The demo's story: every nmap scan type once (-T4), a SYN host sweep, a masscan
@@ -393,19 +382,15 @@ pub fn matrix() -> Vec<Attack> {
     v6.family = Family::V6;
     v.push(v6);
     v.push(masscan("1-1000", 100_000));
-    v.push(Attack {
-        name: "zmap -p 80 --rate 100000 (sweep)".into(),
-        tool: Tool::Zmap {
+    v.push(Attack::v4(
+        "zmap -p 80 --rate 100000 (sweep)",
+        Tool::Zmap {
             port: 80,
             rate: 100_000,
         },
-        family: Family::V4,
-        kinds: vec!["sweep"],
-        probe: syn,
-        decoys: 0,
-        slow: false,
-        dropped_at_nic: false,
-    });
+        "sweep",
+        syn,
+    ));
     v.push(hping(
         "hping3 --flood -S -F (invalid flags)",
         &["--flood", "-S", "-F", "-p", "++1"],
