@@ -53,6 +53,13 @@ struct Query {
 enum Command {
     /// Attach to an interface and protect it until SIGINT/SIGTERM (SIGHUP reloads
     /// the config file).
+    #[command(after_long_help = "Signals:\n  \
+        SIGINT, SIGTERM  detach, save the state file and exit\n  \
+        SIGHUP           re-read --config (a bad file changes nothing) and reopen the events files\n  \
+        SIGUSR1          reopen the events files (log rotation)\n  \
+        SIGUSR2          sent by block/unblock/allow/disallow: re-read the blocklist maps now\n  \
+        SIGKILL          the program stays attached; the next run re-adopts it\n\n\
+        Exit status: 0 after a clean stop, 2 for a usage or configuration error, 1 for other failures.")]
     Run(RunArgs),
     /// Is an instance attached, is its controller running, and headline counts.
     Status(Query),
