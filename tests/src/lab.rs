@@ -26,6 +26,8 @@ use scan_guard::kernel_maps::KernelMaps;
 use scan_guard_common::stats::StatBlock;
 use serde_json::Value;
 
+use crate::scenario::pcap;
+
 /// Default bound of a one-shot command.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the controller may take to attach and pin its link.
@@ -308,17 +310,24 @@ pub fn is_event(e: &Value, name: &str, src: &str) -> bool {
 /// `SCAN_GUARD_PIN_DIR` and `SCAN_GUARD_LOG` removed from its environment so what
 /// it prints is what a user sees by default.
 pub fn scan_guard_cli(args: &[&str]) -> Output {
+    scan_guard_via(&[], args)
+}
+
+/// `scan-guard ARGS` started through `wrapper` (e.g. `ip netns exec NS`; nothing:
+/// directly) as [`scan_guard_cli`] runs it.
+fn scan_guard_via(wrapper: &[&str], args: &[&str]) -> Output {
     let bin = controller_bin();
     let secs = CMD_TIMEOUT.as_secs().to_string();
     Command::new("timeout")
         .args(["-k", "2", &secs])
+        .args(wrapper)
         .arg(&bin)
         .args(args)
         .env_remove("SCAN_GUARD_PIN_DIR")
         .env_remove("SCAN_GUARD_LOG")
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display()))
+        .unwrap_or_else(|e| panic!("running {wrapper:?} {} {args:?}: {e}", bin.display()))
 }
 
 /// A command the lab runs in the background (e.g. a scan), with its output file.
@@ -438,24 +447,7 @@ impl<'a> DaemonGuard<'a> {
         ready: impl Fn() -> bool,
     ) {
         self.proc.set(Some(p));
-        let deadline = Instant::now() + limit;
-        while !ready() {
-            if let Some(s) = self.lab.try_status(p) {
-                panic!(
-                    "[lab {}] {what} exited at start ({})\n--- its output ---\n{}",
-                    self.lab.tag,
-                    describe_status(s),
-                    read_lossy(log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[lab {}] {what} did not {until} within {limit:?}\n--- its output ---\n{}",
-                self.lab.tag,
-                read_lossy(log)
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.lab.wait_started(p, what, until, &[log], limit, ready);
     }
 
     /// The guarded process, taken out of the guard (to stop it with checks).
@@ -1019,28 +1011,14 @@ impl Lab {
             state_file,
             opts,
         };
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        while !(c.link_pin().exists() && self.controller_ready(&c)) {
-            if let Some(s) = self.try_status(proc) {
-                panic!(
-                    "[lab {}] controller ({} mode) exited before attaching: {}\n--- log ---\n{}",
-                    self.tag,
-                    mode.as_str(),
-                    describe_status(s),
-                    read_lossy(&c.log)
-                );
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "[lab {}] controller ({} mode) did not attach (link pin {}, runtime file) within {ATTACH_TIMEOUT:?}\n--- log ---\n{}",
-                    self.tag,
-                    mode.as_str(),
-                    c.link_pin().display(),
-                    read_lossy(&c.log)
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_started(
+            proc,
+            &format!("controller ({} mode)", mode.as_str()),
+            &format!("attach (link pin {}, runtime file)", c.link_pin().display()),
+            &[&c.log],
+            ATTACH_TIMEOUT,
+            || c.link_pin().exists() && self.controller_ready(&c),
+        );
         c
     }
 
@@ -1122,26 +1100,7 @@ impl Lab {
     /// sweep from the attacker finds many addresses behind the protected interface)
     /// and returns them.
     pub fn add_target_v4(&self, hosts: std::ops::RangeInclusive<u8>) -> Vec<Ipv4Addr> {
-        let mut added = Vec::new();
-        for n in hosts {
-            let a = Ipv4Addr::new(10, 200, 1, n);
-            assert!(
-                self.endpoints().iter().all(|s| s.v4 != a),
-                "[lab {}] {a} belongs to an endpoint",
-                self.tag
-            );
-            ip_ok(&[
-                "-n",
-                &self.tgt.ns,
-                "addr",
-                "add",
-                &format!("{a}/24"),
-                "dev",
-                &self.tgt.iface,
-            ]);
-            added.push(a);
-        }
-        added
+        self.add_v4(&self.tgt, hosts)
     }
 
     /// Starts `python3 -m http.server PORT` (dual-stack) in the target namespace
@@ -1488,17 +1447,7 @@ impl Lab {
     /// `scan-guard ARGS` inside `ns`, bounded by [`CMD_TIMEOUT`], with
     /// `SCAN_GUARD_PIN_DIR` and `SCAN_GUARD_LOG` removed from its environment.
     pub fn scan_guard_in(&self, ns: &str, args: &[&str]) -> Output {
-        let bin = controller_bin();
-        let secs = CMD_TIMEOUT.as_secs().to_string();
-        Command::new("timeout")
-            .args(["-k", "2", &secs, "ip", "netns", "exec", ns])
-            .arg(&bin)
-            .args(args)
-            .env_remove("SCAN_GUARD_PIN_DIR")
-            .env_remove("SCAN_GUARD_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running {} {args:?} in {ns}: {e}", bin.display()))
+        scan_guard_via(&["ip", "netns", "exec", ns], args)
     }
 
     /// Ids of the XDP programs `ip -d link show` reports on `side`'s veth (one
@@ -1521,66 +1470,13 @@ impl Lab {
     /// Starts tcpdump on `side`'s veth writing TCP segments to a pcap file, and
     /// waits (bounded) until it is capturing.
     pub fn start_capture(&self, side: &Side) -> Capture {
-        let file = self.file("capture", "pcap");
-        let log = self.file("tcpdump", "log");
-        // -Z root: the lab directory is root's; tcpdump would otherwise drop to its
-        // own user and silently write nothing. -U: every packet hits the file.
-        let proc = self.spawn_in(
-            &side.ns,
-            &[
-                "tcpdump",
-                "-i",
-                &side.iface,
-                "-n",
-                "-U",
-                "-Z",
-                "root",
-                "-w",
-                path_str(&file),
-                "tcp",
-            ],
-            &log,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !read_lossy(&log).contains("listening on") {
-            if let Some(s) = self.try_status(proc) {
-                panic!(
-                    "[lab {}] tcpdump exited before capturing: {}\n{}",
-                    self.tag,
-                    describe_status(s),
-                    read_lossy(&log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[lab {}] tcpdump did not start capturing within 10 s: {}",
-                self.tag,
-                read_lossy(&log)
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Capture { proc, file, log }
+        self.start_tcpdump(&side.ns, &side.iface, &[], "tcp")
     }
 
     /// Stops the capture and returns the TCP segments it saw.
     pub fn stop_capture(&self, cap: &Capture) -> Vec<TcpSeen> {
         // Packets still in flight to the interface get a moment to be captured.
-        thread::sleep(Duration::from_millis(200));
-        let status = self.terminate(cap.proc, Duration::from_secs(5));
-        assert!(
-            status.code() != Some(124),
-            "[lab {}] tcpdump ran into its timeout: {}",
-            self.tag,
-            read_lossy(&cap.log)
-        );
-        let bytes = fs::read(&cap.file).unwrap_or_else(|e| {
-            panic!(
-                "[lab {}] reading capture {}: {e}\n--- tcpdump log ---\n{}",
-                self.tag,
-                cap.file.display(),
-                read_lossy(&cap.log)
-            )
-        });
+        let (bytes, _) = self.stop_capture_raw(cap, Duration::from_millis(200));
         parse_pcap(&bytes).unwrap_or_else(|e| {
             panic!(
                 "[lab {}] capture {} is not a readable pcap: {e}",
@@ -1593,12 +1489,7 @@ impl Lab {
     /// Polls `ss` until a TCP listener on `port` exists in `ns` (bounded).
     pub fn wait_listening(&self, ns: &str, port: u16, limit: Duration) {
         let deadline = Instant::now() + limit;
-        let filter = format!("sport = :{port}");
-        loop {
-            let out = self.exec_in(ns, &["ss", "-Hltn", &filter]);
-            if out.status.success() && !out.stdout.is_empty() {
-                return;
-            }
+        while !self.listens(ns, port) {
             assert!(
                 Instant::now() < deadline,
                 "[lab {}] nothing listens on TCP port {port} in {ns} after {limit:?}",
@@ -1606,6 +1497,79 @@ impl Lab {
             );
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// True when a TCP listener on `port` exists in `ns` (`ss`).
+    fn listens(&self, ns: &str, port: u16) -> bool {
+        let filter = format!("sport = :{port}");
+        let out = self.exec_in(ns, &["ss", "-Hltn", &filter]);
+        out.status.success() && !out.stdout.is_empty()
+    }
+
+    /// Waits (bounded by `limit`) until `ready`; panics with what `p` wrote to
+    /// `logs` if it exits first or is not ready in time. `what` names the process,
+    /// `until` what ready means (for messages).
+    pub fn wait_started(
+        &self,
+        p: Proc,
+        what: &str,
+        until: &str,
+        logs: &[&Path],
+        limit: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) {
+        let output = || logs.iter().map(|l| read_lossy(l)).collect::<String>();
+        let deadline = Instant::now() + limit;
+        while !ready() {
+            if let Some(s) = self.try_status(p) {
+                panic!(
+                    "[lab {}] {what} exited before it could {until} ({})\n--- its output ---\n{}",
+                    self.tag,
+                    describe_status(s),
+                    output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[lab {}] {what} did not {until} within {limit:?}\n--- its output ---\n{}",
+                self.tag,
+                output()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts tcpdump on `iface` in `ns` writing the packets `filter` passes to a
+    /// pcap file in the lab directory, with `opts` added, and waits (bounded) until
+    /// it is capturing.
+    fn start_tcpdump(&self, ns: &str, iface: &str, opts: &[&str], filter: &str) -> Capture {
+        let file = self.file("capture", "pcap");
+        let log = self.file("tcpdump", "log");
+        // -Z root: the lab directory is root's; tcpdump would otherwise drop to its
+        // own user and silently write nothing. -U: every packet hits the file.
+        let mut argv = vec![
+            "tcpdump",
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "-Z",
+            "root",
+            "-w",
+            path_str(&file),
+        ];
+        argv.extend_from_slice(opts);
+        argv.push(filter);
+        let proc = self.spawn_in(ns, &argv, &log);
+        self.wait_started(
+            proc,
+            "tcpdump",
+            "start capturing",
+            &[&log],
+            Duration::from_secs(10),
+            || read_lossy(&log).contains("listening on"),
+        );
+        Capture { proc, file, log }
     }
 }
 
@@ -1718,30 +1682,14 @@ impl Lab {
             &log,
         );
         for &port in ports {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let filter = format!("sport = :{port}");
-            loop {
-                let out = self.exec_in(&self.tgt.ns, &["ss", "-Hltn", &filter]);
-                if out.status.success() && !out.stdout.is_empty() {
-                    break;
-                }
-                if let Some(s) = self.try_status(p) {
-                    panic!(
-                        "[lab {}] nginx exited before listening: {}\n{}{}",
-                        self.tag,
-                        describe_status(s),
-                        read_lossy(&log),
-                        read_lossy(&error_log)
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "[lab {}] nginx does not listen on {port} after 10 s: {}",
-                    self.tag,
-                    read_lossy(&error_log)
-                );
-                thread::sleep(Duration::from_millis(20));
-            }
+            self.wait_started(
+                p,
+                "nginx",
+                &format!("listen on {port}"),
+                &[&log, &error_log],
+                Duration::from_secs(10),
+                || self.listens(&self.tgt.ns, port),
+            );
         }
         p
     }
@@ -1765,55 +1713,16 @@ impl Lab {
         filter: &str,
         max_packets: u32,
     ) -> Capture {
-        let file = self.file("capture", "pcap");
-        let log = self.file("tcpdump", "log");
         let count = max_packets.to_string();
-        // -Z root: the lab directory is root's; -U and --immediate-mode: every
-        // packet hits the file at once (else the kernel holds them for up to a
-        // second, and a SIGTERM loses them); -B: a 16 MiB kernel buffer so floods
-        // are not lost before the file.
-        let proc = self.spawn_in(
+        // --immediate-mode: every packet hits the file at once (else the kernel
+        // holds them for up to a second, and a SIGTERM loses them); -B: a 16 MiB
+        // kernel buffer so floods are not lost before the file.
+        self.start_tcpdump(
             ns,
-            &[
-                "tcpdump",
-                "-i",
-                iface,
-                "-n",
-                "-U",
-                "--immediate-mode",
-                "-Z",
-                "root",
-                "-s",
-                "160",
-                "-B",
-                "16384",
-                "-c",
-                &count,
-                "-w",
-                path_str(&file),
-                filter,
-            ],
-            &log,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !read_lossy(&log).contains("listening on") {
-            if let Some(s) = self.try_status(proc) {
-                panic!(
-                    "[lab {}] tcpdump exited before capturing: {}\n{}",
-                    self.tag,
-                    describe_status(s),
-                    read_lossy(&log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[lab {}] tcpdump did not start capturing within 10 s: {}",
-                self.tag,
-                read_lossy(&log)
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-        Capture { proc, file, log }
+            iface,
+            &["--immediate-mode", "-s", "160", "-B", "16384", "-c", &count],
+            filter,
+        )
     }
 
     /// Stops a capture (after `settle` for packets still in flight) and returns the
@@ -1941,56 +1850,25 @@ pub fn read_lossy(p: &Path) -> String {
 /// Reads the TCP segments (over IPv4 or IPv6, optionally VLAN-tagged) out of a
 /// classic pcap file with Ethernet link type. Other frames are skipped.
 pub fn parse_pcap(b: &[u8]) -> Result<Vec<TcpSeen>, String> {
-    if b.len() < 24 {
-        return Err(format!("{} bytes: no pcap header", b.len()));
+    let frames = pcap::frames(b)?;
+    // tcpdump was stopped cleanly: a record cut short means a broken file.
+    if let Some(off) = frames.cut_at {
+        return Err(format!("record at {off} runs past the end"));
     }
-    let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        m => return Err(format!("unknown magic {m:#010x} (pcapng?)")),
-    };
-    let u32_at = |o: usize| {
-        let w = [b[o], b[o + 1], b[o + 2], b[o + 3]];
-        if le {
-            u32::from_le_bytes(w)
-        } else {
-            u32::from_be_bytes(w)
-        }
-    };
-    let link = u32_at(20) & 0x0fff_ffff;
-    if link != 1 {
-        return Err(format!("link type {link}, want 1 (Ethernet)"));
-    }
-    let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= b.len() {
-        let incl = u32_at(off + 8) as usize;
-        let start = off + 16;
-        let end = start + incl;
-        if end > b.len() {
-            return Err(format!("record at {off} runs past the end"));
-        }
-        if let Some(seg) = tcp_of_frame(&b[start..end]) {
-            out.push(seg);
-        }
-        off = end;
-    }
-    Ok(out)
+    Ok(frames
+        .frames
+        .iter()
+        .filter_map(|&(_, f)| tcp_of_frame(f))
+        .collect())
 }
 
+/// A TCP segment with its header up to the flags, not in a later fragment, over
+/// IPv4 or IPv6 without extension headers.
 fn tcp_of_frame(f: &[u8]) -> Option<TcpSeen> {
-    let be16 = |o: usize| f.get(o..o + 2).map(|s| u16::from_be_bytes([s[0], s[1]]));
-    let mut off = 12;
-    let mut ethertype = be16(off)?;
-    while ethertype == 0x8100 || ethertype == 0x88a8 {
-        off += 4;
-        ethertype = be16(off)?;
-    }
-    let l3 = off + 2;
+    let (ethertype, ip) = pcap::ethernet_payload(f)?;
     let (src, dst, l4) = match ethertype {
         0x0800 => {
-            let h = f.get(l3..l3 + 20)?;
+            let h = ip.get(..20)?;
             let ihl = usize::from(h[0] & 0x0f) * 4;
             let frag_off = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
             if h[9] != 6 || frag_off != 0 {
@@ -1998,20 +1876,20 @@ fn tcp_of_frame(f: &[u8]) -> Option<TcpSeen> {
             }
             let s: [u8; 4] = h[12..16].try_into().ok()?;
             let d: [u8; 4] = h[16..20].try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), l3 + ihl)
+            (IpAddr::from(s), IpAddr::from(d), ihl)
         }
         0x86dd => {
-            let h = f.get(l3..l3 + 40)?;
+            let h = ip.get(..40)?;
             if h[6] != 6 {
                 return None;
             }
             let s: [u8; 16] = h[8..24].try_into().ok()?;
             let d: [u8; 16] = h[24..40].try_into().ok()?;
-            (IpAddr::from(s), IpAddr::from(d), l3 + 40)
+            (IpAddr::from(s), IpAddr::from(d), 40)
         }
         _ => return None,
     };
-    let t = f.get(l4..l4 + 14)?;
+    let t = ip.get(l4..l4 + 14)?;
     Some(TcpSeen {
         src,
         dst,

@@ -47,6 +47,27 @@ impl Packet {
 
 /// Every IP packet in `b` (other frames, e.g. ARP, are skipped).
 pub fn read(b: &[u8]) -> Result<Vec<Packet>, String> {
+    // A last record cut short (tcpdump stopped mid-record) is left out: what came
+    // before is complete.
+    Ok(frames(b)?
+        .frames
+        .into_iter()
+        .filter_map(|(ts, f)| parse_frame(ts, f))
+        .collect())
+}
+
+/// The records of a classic pcap file with Ethernet link type.
+pub struct Frames<'a> {
+    /// Each complete frame with its capture time (seconds since the Unix epoch),
+    /// in file order.
+    pub frames: Vec<(f64, &'a [u8])>,
+    /// Offset of a last record that runs past the end of the file, if any.
+    pub cut_at: Option<usize>,
+}
+
+/// Splits a classic pcap file (microsecond or nanosecond timestamps, either byte
+/// order, Ethernet link type) into its frames; `Err` for anything else.
+pub fn frames(b: &[u8]) -> Result<Frames<'_>, String> {
     if b.len() < 24 {
         return Err(format!("{} bytes: no pcap header", b.len()));
     }
@@ -71,7 +92,7 @@ pub fn read(b: &[u8]) -> Result<Vec<Packet>, String> {
         return Err(format!("link type {link}, want 1 (Ethernet)"));
     }
     let frac = if nanos { 1e-9 } else { 1e-6 };
-    let mut out = Vec::new();
+    let mut frames = Vec::new();
     let mut off = 24;
     while off + 16 <= b.len() {
         let ts = f64::from(u32_at(off)) + f64::from(u32_at(off + 4)) * frac;
@@ -79,18 +100,23 @@ pub fn read(b: &[u8]) -> Result<Vec<Packet>, String> {
         let start = off + 16;
         let end = start + incl;
         if end > b.len() {
-            // tcpdump stopped mid-record: what came before is complete.
-            break;
+            return Ok(Frames {
+                frames,
+                cut_at: Some(off),
+            });
         }
-        if let Some(p) = parse_frame(ts, &b[start..end]) {
-            out.push(p);
-        }
+        frames.push((ts, &b[start..end]));
         off = end;
     }
-    Ok(out)
+    Ok(Frames {
+        frames,
+        cut_at: None,
+    })
 }
 
-fn parse_frame(ts: f64, f: &[u8]) -> Option<Packet> {
+/// The ethertype of an Ethernet frame (past any 802.1Q/802.1ad tags) and the
+/// bytes after it (the IP packet for IPv4 and IPv6).
+pub fn ethernet_payload(f: &[u8]) -> Option<(u16, &[u8])> {
     let be16 = |o: usize| f.get(o..o + 2).map(|s| u16::from_be_bytes([s[0], s[1]]));
     let mut off = 12;
     let mut ethertype = be16(off)?;
@@ -98,8 +124,11 @@ fn parse_frame(ts: f64, f: &[u8]) -> Option<Packet> {
         off += 4;
         ethertype = be16(off)?;
     }
-    let l3 = off + 2;
-    let ip = f.get(l3..)?;
+    Some((ethertype, f.get(off + 2..)?))
+}
+
+fn parse_frame(ts: f64, f: &[u8]) -> Option<Packet> {
+    let (ethertype, ip) = ethernet_payload(f)?;
     match ethertype {
         0x0800 => parse_v4(ts, ip),
         0x86dd => parse_v6(ts, ip),
