@@ -31,7 +31,10 @@ use scan_guard_common::config::KernelConfig;
 
 use crate::{
     harness::Harness,
-    lab::{Controller, Lab, Side, address_side, describe, ip_ok, read_lossy, run_bounded},
+    lab::{
+        Controller, Lab, Side, add_veth_pair, address_side, describe, ip_ok, read_lossy,
+        run_bounded,
+    },
     packet::Pkt,
 };
 
@@ -393,10 +396,7 @@ pub fn delete_veth(lab: &Lab) {
 /// MACs and addresses as [`Lab::new`] gives it, links up.
 pub fn create_veth(lab: &Lab) {
     let (a, t) = (&lab.att, &lab.tgt);
-    ip_ok(&[
-        "-n", &a.ns, "link", "add", &a.iface, "address", a.mac, "type", "veth", "peer", "name",
-        &t.iface, "address", t.mac, "netns", &t.ns,
-    ]);
+    add_veth_pair(&a.ns, &a.iface, a.mac, &t.ns, &t.iface, t.mac);
     for s in [a, t] {
         address_side(s);
     }

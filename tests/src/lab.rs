@@ -675,42 +675,35 @@ impl Lab {
         assert!(self.endpoints().iter().all(|s| s.iface.len() <= 15));
         // A lab directory or namespaces with our names can only be left over from a
         // killed run of a process with the same pid: clear them.
-        self.remove_stale();
+        remove_stale_netns(&self.namespace_names());
+        remove_stale_dir(&self.dir, &self.bpffs);
         fs::create_dir_all(&self.bpffs)
             .unwrap_or_else(|e| panic!("creating {}: {e}", self.bpffs.display()));
-        self.mount_bpffs();
+        let who = format!("[lab {}]", self.tag);
+        mount_bpffs(&self.bpffs, &who);
+        self.mounted = true;
+        assert!(
+            scan_guard::bpffs::is_bpffs(&self.bpffs).unwrap_or(false),
+            "{} is not a bpffs after mounting",
+            self.bpffs.display()
+        );
 
-        {
-            let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            for ns in self.namespace_names() {
-                ip_ok(&["netns", "add", &ns]);
-                self.namespaces.push(ns);
-            }
+        for ns in self.namespace_names() {
+            add_netns(&ns);
+            self.namespaces.push(ns);
         }
-        let (a, t) = (self.att.clone(), self.tgt.clone());
-        if let Some(sw) = self.switch_ns.clone() {
-            self.build_switch(&sw);
+        let (a, t) = (&self.att, &self.tgt);
+        if let Some(sw) = &self.switch_ns {
+            self.build_switch(sw);
         } else {
-            // Created inside the attacker namespace with the peer straight in the target
-            // one: the host's own namespace never sees either end.
-            ip_ok(&[
-                "-n", &a.ns, "link", "add", &a.iface, "address", a.mac, "type", "veth", "peer",
-                "name", &t.iface, "address", t.mac, "netns", &t.ns,
-            ]);
+            add_veth_pair(&a.ns, &a.iface, a.mac, &t.ns, &t.iface, t.mac);
         }
         for s in &self.endpoints() {
             ip_ok(&["-n", &s.ns, "link", "set", "lo", "up"]);
             address_side(s);
         }
         for ns in self.namespace_names() {
-            for family in ["-4", "-6"] {
-                let routes = ip_ok(&["-n", &ns, family, "route", "show", "default"]);
-                assert!(
-                    routes.trim().is_empty(),
-                    "[lab {}] namespace {ns} has a default route ({family}): {routes}",
-                    self.tag,
-                );
-            }
+            assert_no_default_route(&ns, &who);
         }
     }
 
@@ -759,42 +752,6 @@ impl Lab {
             ip_ok(&["-n", sw, "link", "set", &port, "master", &br]);
             ip_ok(&["-n", sw, "link", "set", &port, "up"]);
         }
-    }
-
-    fn remove_stale(&self) {
-        let existing = netns_list();
-        for ns in &self.namespace_names() {
-            if existing.contains(ns) {
-                let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-                ip_ok(&["netns", "del", ns]);
-            }
-        }
-        if self.dir.exists() {
-            unmount(&self.bpffs);
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn mount_bpffs(&mut self) {
-        let out = run_bounded(
-            Duration::from_secs(10),
-            "mount",
-            &["-t", "bpf", "bpf", path_str(&self.bpffs)],
-        );
-        if !out.status.success() {
-            panic!(
-                "[lab {}] mounting a bpffs on {}: {}",
-                self.tag,
-                self.bpffs.display(),
-                describe(&out)
-            );
-        }
-        self.mounted = true;
-        assert!(
-            scan_guard::bpffs::is_bpffs(&self.bpffs).unwrap_or(false),
-            "{} is not a bpffs after mounting",
-            self.bpffs.display()
-        );
     }
 
     /// A fresh file name in the lab directory (`<stem>-<n>.<ext>`).
@@ -852,26 +809,9 @@ impl Lab {
     }
 
     fn spawn_argv(&self, args: &[&str], env: &[(&str, &str)], log: &Path) -> Proc {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        let err = out.try_clone().expect("dup log fd");
-        let secs = self.spawn_limit_s.load(Ordering::SeqCst).to_string();
-        // timeout makes itself a process-group leader and forwards SIGTERM to the
-        // whole group; -k: SIGKILL 3 s after a SIGTERM that did not end it.
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "3", &secs])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+        let limit = Duration::from_secs(self.spawn_limit_s.load(Ordering::SeqCst));
         let mut procs = self.procs.lock().unwrap_or_else(|p| p.into_inner());
-        let child = cmd
-            .spawn()
+        let child = spawn_bounded(limit, args, env, log)
             .unwrap_or_else(|e| panic!("[lab {}] spawning {args:?}: {e}", self.tag));
         let proc = Proc {
             idx: procs.len(),
@@ -922,19 +862,10 @@ impl Lab {
         }
     }
 
-    /// SIGKILL to the process group of a child that has not been reaped yet (its
-    /// pid, hence the group id, cannot have been reused), then reap it.
+    /// [`kill_group`] of `p`.
     fn kill_group(&self, p: Proc) {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        let child = &mut procs[p.idx];
-        if let Ok(None) = child.try_wait() {
-            // SAFETY: plain syscalls on our own unreaped child's group.
-            unsafe {
-                libc::killpg(p.pid as libc::pid_t, libc::SIGKILL);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_group(&mut procs[p.idx]);
     }
 
     /// Starts the real controller attached to the target's veth in `mode`, its pins
@@ -1751,43 +1682,11 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Processes first: a controller still running detaches on SIGTERM.
+        let who = format!("[lab {}]", self.tag);
         let mut procs = std::mem::take(self.procs.get_mut().unwrap_or_else(|p| p.into_inner()));
-        for child in procs.iter_mut() {
-            if let Ok(None) = child.try_wait() {
-                signal(child.id(), libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for child in procs.iter_mut() {
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(20));
-            }
-            if let Ok(None) = child.try_wait() {
-                eprintln!(
-                    "[lab {}] pid {} ignored SIGTERM: killing its group",
-                    self.tag,
-                    child.id()
-                );
-                // SAFETY: our unreaped child; its pid is its group id (timeout).
-                unsafe {
-                    libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        {
-            let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            for ns in self.namespaces.drain(..) {
-                let out = run_bounded(Duration::from_secs(10), "ip", &["netns", "del", &ns]);
-                if !out.status.success() {
-                    eprintln!(
-                        "[lab {}] deleting namespace {ns}: {}",
-                        self.tag,
-                        describe(&out)
-                    );
-                }
-            }
+        stop_children(&mut procs, &who);
+        for ns in self.namespaces.drain(..) {
+            delete_netns(&ns, Duration::from_secs(10), &who);
         }
         for pin_dir in self
             .pin_dirs
@@ -1809,8 +1708,157 @@ impl Drop for Lab {
     }
 }
 
-fn unmount(path: &Path) {
-    let Ok(c) = std::ffi::CString::new(path_str(path)) else {
+// Namespaces, links, the bpffs and processes of a lab, shared with the benchmarks'
+// own lab (`bench::netns`). `who` starts their messages.
+
+/// Creates the network namespace `ns`.
+pub(crate) fn add_netns(ns: &str) {
+    let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    ip_ok(&["netns", "add", ns]);
+}
+
+/// Deletes `ns`, and with it its interfaces, addresses and netfilter state,
+/// bounded by `limit`; on failure says so on stderr (this runs in teardown, never
+/// panics).
+pub(crate) fn delete_netns(ns: &str, limit: Duration, who: &str) {
+    let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let out = run_bounded(limit, "ip", &["netns", "del", ns]);
+    if !out.status.success() {
+        eprintln!("{who} deleting namespace {ns}: {}", describe(&out));
+    }
+}
+
+/// Deletes those of `names` that exist: only a killed earlier run of a process
+/// with the same pid leaves namespaces with our names behind.
+pub(crate) fn remove_stale_netns(names: &[String]) {
+    let existing = netns_list();
+    for ns in names.iter().filter(|ns| existing.contains(ns)) {
+        let _g = NETNS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        ip_ok(&["netns", "del", ns]);
+    }
+}
+
+/// Removes a lab directory (and the bpffs mounted in it) left over like the
+/// namespaces of [`remove_stale_netns`].
+pub(crate) fn remove_stale_dir(dir: &Path, bpffs: &Path) {
+    if dir.exists() {
+        unmount(bpffs);
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
+/// Mounts a bpffs of its own on `path`.
+pub(crate) fn mount_bpffs(path: &Path, who: &str) {
+    let out = run_bounded(
+        Duration::from_secs(10),
+        "mount",
+        &["-t", "bpf", "bpf", path_str(path)],
+    );
+    if !out.status.success() {
+        panic!(
+            "{who} mounting a bpffs on {}: {}",
+            path.display(),
+            describe(&out)
+        );
+    }
+}
+
+/// The veth pair `a_iface` / `b_iface` with the given MACs, created inside `a_ns`
+/// with the peer straight in `b_ns`: the host's own namespace never sees either
+/// end.
+pub(crate) fn add_veth_pair(
+    a_ns: &str,
+    a_iface: &str,
+    a_mac: &str,
+    b_ns: &str,
+    b_iface: &str,
+    b_mac: &str,
+) {
+    ip_ok(&[
+        "-n", a_ns, "link", "add", a_iface, "address", a_mac, "type", "veth", "peer", "name",
+        b_iface, "address", b_mac, "netns", b_ns,
+    ]);
+}
+
+/// Panics if `ns` has an IPv4 or IPv6 default route: packets must have nowhere to
+/// go but the lab's own links.
+pub(crate) fn assert_no_default_route(ns: &str, who: &str) {
+    for family in ["-4", "-6"] {
+        let routes = ip_ok(&["-n", ns, family, "route", "show", "default"]);
+        assert!(
+            routes.trim().is_empty(),
+            "{who} namespace {ns} has a default route ({family}): {routes}",
+        );
+    }
+}
+
+/// Starts `argv` under `timeout` (bounded by `limit`), stdout and stderr appended
+/// to `log`. timeout makes itself a process-group leader and forwards SIGTERM to
+/// the whole group; -k: SIGKILL 3 s after a SIGTERM that did not end it.
+pub(crate) fn spawn_bounded(
+    limit: Duration,
+    argv: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> std::io::Result<Child> {
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
+    let err = out.try_clone().expect("dup log fd");
+    let secs = limit.as_secs().max(1).to_string();
+    Command::new("timeout")
+        .args(["-k", "3", &secs])
+        .args(argv)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+}
+
+/// SIGKILL to the process group of `child` unless it has been reaped (its pid,
+/// hence the group id, cannot have been reused), then reaps it.
+pub(crate) fn kill_group(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: plain syscalls on our own unreaped child's group.
+        unsafe {
+            libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Teardown of spawned children: SIGTERM to each one still running, up to 5 s in
+/// all for them to exit, then [`kill_group`] of any left (said on stderr).
+pub(crate) fn stop_children(children: &mut [Child], who: &str) {
+    for child in children.iter_mut() {
+        if let Ok(None) = child.try_wait() {
+            signal(child.id(), libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for child in children.iter_mut() {
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(None) = child.try_wait() {
+            eprintln!(
+                "{who} pid {} ignored SIGTERM: killing its group",
+                child.id()
+            );
+            kill_group(child);
+        }
+    }
+}
+
+/// Detaches the mount on `path` (never blocks on a busy one, never panics).
+pub(crate) fn unmount(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: NUL-terminated path; MNT_DETACH never blocks on busy mounts.

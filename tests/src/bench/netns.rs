@@ -7,9 +7,8 @@
 //! namespace apart from creating and deleting ours.
 
 use std::{
-    fs::{self, OpenOptions},
+    fs,
     net::Ipv4Addr,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{
@@ -20,10 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::lab;
+
 /// Bound of one-shot commands.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// How this lab's teardown and setup messages start.
+const WHO: &str = "bench:";
 
 /// One end of the veth pair.
 #[derive(Clone, Debug)]
@@ -67,16 +71,7 @@ pub struct BenchLab {
     mounted: bool,
 }
 
-/// `timeout -k 2 <limit> program args`, output captured.
-pub fn run_bounded(limit: Duration, program: &str, args: &[&str]) -> Output {
-    let secs = limit.as_secs().max(1).to_string();
-    Command::new("timeout")
-        .args(["-k", "2", &secs, program])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running timeout {secs} {program} {args:?}: {e}"))
-}
+pub use crate::lab::run_bounded;
 
 /// Status and output of a finished command, for messages.
 pub fn describe(out: &Output) -> String {
@@ -147,50 +142,28 @@ impl BenchLab {
 
     fn setup(&mut self) {
         assert!(self.a.iface.len() <= 15, "interface name too long");
-        let existing = ip_ok(&["netns", "list"]);
-        for ns in [&self.a.ns, &self.t.ns] {
-            // Only a killed earlier run with the same pid leaves these behind.
-            if existing.split_whitespace().any(|w| w == ns) {
-                ip_ok(&["netns", "del", ns]);
-            }
-        }
-        if self.dir.exists() {
-            unmount(&self.bpffs);
-            let _ = fs::remove_dir_all(&self.dir);
-        }
+        let names = [self.a.ns.clone(), self.t.ns.clone()];
+        lab::remove_stale_netns(&names);
+        lab::remove_stale_dir(&self.dir, &self.bpffs);
         fs::create_dir_all(&self.bpffs)
             .unwrap_or_else(|e| panic!("creating {}: {e}", self.bpffs.display()));
-        let bpffs = self.bpffs.to_string_lossy().into_owned();
-        let out = run_bounded(CMD_TIMEOUT, "mount", &["-t", "bpf", "bpf", &bpffs]);
-        assert!(out.status.success(), "mounting a bpffs: {}", describe(&out));
+        lab::mount_bpffs(&self.bpffs, WHO);
         self.mounted = true;
 
-        for ns in [self.a.ns.clone(), self.t.ns.clone()] {
-            ip_ok(&["netns", "add", &ns]);
+        for ns in names {
+            lab::add_netns(&ns);
             self.namespaces.push(ns);
         }
-        let (a, t) = (self.a.clone(), self.t.clone());
-        // Created inside one namespace with the peer moved straight into the other:
-        // the host namespace never holds either end.
-        ip_ok(&[
-            "-n",
+        let (a, t) = (&self.a, &self.t);
+        lab::add_veth_pair(
             &a.ns,
-            "link",
-            "add",
             &a.iface,
-            "address",
             &a.mac_text(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &t.iface,
-            "address",
-            &t.mac_text(),
-            "netns",
             &t.ns,
-        ]);
-        for e in [&a, &t] {
+            &t.iface,
+            &t.mac_text(),
+        );
+        for e in [a, t] {
             ip_ok(&["-n", &e.ns, "link", "set", "lo", "up"]);
             ip_ok(&[
                 "-n",
@@ -210,14 +183,7 @@ impl BenchLab {
     /// must have nowhere to go but the veth pair.
     pub fn assert_no_default_route(&self) {
         for e in [&self.a, &self.t] {
-            for fam in ["-4", "-6"] {
-                let r = ip_ok(&["-n", &e.ns, fam, "route", "show", "default"]);
-                assert!(
-                    r.trim().is_empty(),
-                    "namespace {} has a default route ({fam}): {r}",
-                    e.ns
-                );
-            }
+            lab::assert_no_default_route(&e.ns, WHO);
         }
     }
 
@@ -288,24 +254,10 @@ impl BenchLab {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Spawned {
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        let err = out.try_clone().expect("duplicating the log descriptor");
-        let secs = limit.as_secs().max(1).to_string();
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "3", &secs, "ip", "netns", "exec", ns])
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+        let mut argv = vec!["ip", "netns", "exec", ns];
+        argv.extend_from_slice(args);
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        let child = cmd
-            .spawn()
+        let child = lab::spawn_bounded(limit, &argv, env, log)
             .unwrap_or_else(|e| panic!("spawning {args:?} in {ns}: {e}"));
         let s = Spawned {
             idx: children.len(),
@@ -349,7 +301,7 @@ impl BenchLab {
             return Some(st);
         }
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
-        kill_group(&mut children[s.idx]);
+        lab::kill_group(&mut children[s.idx]);
         None
     }
 
@@ -363,56 +315,18 @@ impl BenchLab {
     }
 }
 
-fn kill_group(child: &mut Child) {
-    if let Ok(None) = child.try_wait() {
-        // SAFETY: our unreaped child leads its own process group (process_group(0)).
-        unsafe {
-            libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-fn unmount(p: &Path) {
-    use std::os::unix::ffi::OsStrExt as _;
-    if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) {
-        // SAFETY: NUL-terminated path; MNT_DETACH never blocks.
-        unsafe {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
 impl Drop for BenchLab {
     fn drop(&mut self) {
         let mut children =
             std::mem::take(self.children.get_mut().unwrap_or_else(|p| p.into_inner()));
-        for c in children.iter_mut() {
-            if let Ok(None) = c.try_wait() {
-                // SAFETY: our own unreaped child.
-                unsafe {
-                    libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-                }
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for c in children.iter_mut() {
-            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(20));
-            }
-            kill_group(c);
-        }
+        lab::stop_children(&mut children, WHO);
         // Deleting a namespace takes its interfaces, addresses, netfilter rules and
         // sets with it.
         for ns in self.namespaces.drain(..) {
-            let out = run_bounded(CMD_TIMEOUT, "ip", &["netns", "del", &ns]);
-            if !out.status.success() {
-                eprintln!("bench: deleting namespace {ns}: {}", describe(&out));
-            }
+            lab::delete_netns(&ns, CMD_TIMEOUT, WHO);
         }
         if self.mounted {
-            unmount(&self.bpffs);
+            lab::unmount(&self.bpffs);
         }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
