@@ -1808,8 +1808,13 @@ pub(crate) fn spawn_bounded(
         .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
     let err = out.try_clone().expect("dup log fd");
     let secs = limit.as_secs().max(1).to_string();
-    Command::new("timeout")
-        .args(["-k", "3", &secs])
+    let mut cmd = Command::new("timeout");
+    // Run where the log is (the lab's directory), not in the checkout: some tools
+    // leave files in their working directory (masscan's paused.conf when stopped).
+    if let Some(dir) = log.parent().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
+    cmd.args(["-k", "3", &secs])
         .args(argv)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
