@@ -221,11 +221,14 @@ impl Enforcer {
             Some(cfg.ttl_for_offence(n)),
             n,
         );
+        // The kernel's own /128 entry carries the hits so far. A lookup, not a walk
+        // of the blocklist (a bpf() call per entry: 0.28 s at 100k blocks).
+        // Origin-kernel entries are always /128, so a covering prefix of another
+        // origin is never taken for it.
         let hits = maps
-            .blocks()?
-            .into_iter()
-            .find(|(a, l, _)| *a == c.addr && *l == 128)
-            .map_or(0, |(_, _, e)| e.hits);
+            .block_for_host(&c.addr)
+            .filter(|e| e.origin == BlockOrigin::Kernel as u8)
+            .map_or(0, |e| e.hits);
         maps.put_meta(&key, &meta)?;
         maps.insert_block(&c.addr, 128, &entry_for(&c, &meta, hits))?;
         self.note_offence(src, n);

@@ -191,6 +191,12 @@ impl KernelMaps {
         }
     }
 
+    /// The blocklist entry that decides for host `addr`: one lookup, the longest
+    /// matching prefix (its own /128 entry when it has one, else a covering prefix).
+    pub fn block_for_host(&self, addr: &Addr) -> Option<BlockEntry> {
+        self.blocklist.get(&Key::new(128, *addr), 0).ok()
+    }
+
     /// Every blocklist entry as (address, prefix length, entry).
     pub fn blocks(&self) -> Result<Vec<(Addr, u32, BlockEntry)>> {
         let mut out = Vec::new();

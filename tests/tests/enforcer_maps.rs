@@ -8,7 +8,7 @@ use scan_guard::{
     cidr::Cidr,
     config::{Config, Dur},
     control,
-    enforcer::{Change, Enforcer, Verdict, key_of, new_meta},
+    enforcer::{Change, Enforcer, Verdict, entry_for, key_of, new_meta},
     persist::{STATE_VERSION, SavedBlock, SavedState},
 };
 use scan_guard_common::{config::KernelConfig, state::BlockOrigin};
@@ -222,6 +222,64 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         e.reconcile(&mut h.maps, &cfg)
             .expect("reconcile")
             .is_empty()
+    );
+}
+
+#[test]
+fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
+    let mut h = Harness::new(KernelConfig::default());
+    let cfg = Config::default();
+    let mut e = Enforcer::new(vec![]);
+    // A manual /24 with hits of its own covers both sources below.
+    let manual = new_meta(
+        BlockOrigin::Manual,
+        0xff,
+        "m",
+        Some(Duration::from_secs(600)),
+        1,
+    );
+    let net = cidr("10.68.0.0/24");
+    h.maps
+        .insert_block(&net.addr, net.prefix_len, &entry_for(&net, &manual, 40))
+        .expect("covering prefix");
+    let kernel_entry = |hits| {
+        let host = cidr("10.68.0.1");
+        let meta = new_meta(
+            BlockOrigin::Kernel,
+            0,
+            "",
+            Some(Duration::from_secs(600)),
+            1,
+        );
+        let mut k = entry_for(&host, &meta, hits);
+        k.origin = BlockOrigin::Kernel as u8;
+        k
+    };
+    h.maps
+        .insert_block(&addr("10.68.0.1"), 128, &kernel_entry(5))
+        .expect("kernel entry");
+    let hits_of = |h: &Harness, a: &str| {
+        let c = cidr(a);
+        h.maps
+            .blocks()
+            .expect("blocks")
+            .into_iter()
+            .find(|(x, l, _)| *x == c.addr && *l == 128)
+            .map(|(_, _, e)| e.hits)
+    };
+    e.adopt_kernel_block(&mut h.maps, &addr("10.68.0.1"), 0, "k", &cfg)
+        .expect("adopt")
+        .expect("adopted");
+    assert_eq!(hits_of(&h, "10.68.0.1"), Some(5), "the kernel entry's hits");
+    // No /128 of its own (gone before the event was handled): the /24's 40 hits
+    // must not be taken for it.
+    e.adopt_kernel_block(&mut h.maps, &addr("10.68.0.2"), 0, "k", &cfg)
+        .expect("adopt")
+        .expect("adopted");
+    assert_eq!(
+        hits_of(&h, "10.68.0.2"),
+        Some(0),
+        "hits borrowed from the /24"
     );
 }
 

@@ -7,7 +7,7 @@ use std::{fmt::Write as _, net::Ipv4Addr, time::Duration, time::Instant};
 
 use scan_guard::{
     config::Config,
-    enforcer::{Enforcer, new_meta},
+    enforcer::{Enforcer, entry_for, new_meta},
     kernel_maps::KernelMaps,
     loader,
 };
@@ -111,6 +111,30 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
         let expired = enforcer.expire_due(&mut maps).expect("expire_due");
         let between = t.elapsed().as_secs_f64();
         assert!(expired.is_empty(), "{} blocks expired early", expired.len());
+        // A kernel auto-block adopted (its event handled) with N blocks in place.
+        let kernel_src = from_v4([10, 99, 0, 1]);
+        let host = scan_guard::cidr::Cidr::from_key(kernel_src, 128);
+        let mut entry = entry_for(
+            &host,
+            &new_meta(
+                BlockOrigin::Kernel,
+                KIND_NONE,
+                "",
+                Some(Duration::from_secs(600)),
+                1,
+            ),
+            3,
+        );
+        entry.origin = BlockOrigin::Kernel as u8;
+        maps.insert_block(&kernel_src, 128, &entry)
+            .expect("kernel entry");
+        let t = Instant::now();
+        let adopted = enforcer
+            .adopt_kernel_block(&mut maps, &kernel_src, KIND_NONE, "bench", &cfg)
+            .expect("adopt");
+        let adopt = t.elapsed().as_secs_f64();
+        assert!(adopted.is_some(), "the kernel block was not adopted");
+        maps.remove_block(&kernel_src, 128).expect("remove");
         let in_kernel = maps.blocks().expect("blocks").len();
         assert_eq!(in_kernel, n, "reconcile left {in_kernel} of {n} blocks");
         assert!(again.is_empty(), "second reconcile changed {}", again.len());
@@ -141,6 +165,12 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
             n,
             "no changes: what a full pass costs (every 30 s, and after a control command)",
         ));
+        rows.push(OpRow {
+            name: "scan-guard: adopt one kernel auto-block".into(),
+            secs: adopt,
+            us_per_entry: adopt * 1e6,
+            note: format!("one lookup of its entry, with {n} blocks in place"),
+        });
         rows.push(op(
             "scan-guard: tick between full passes",
             between,
