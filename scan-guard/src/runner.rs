@@ -82,11 +82,9 @@ struct Controller {
     iface: String,
     mode: AttachMode,
     pin_dir: PathBuf,
-    /// Index the program is attached to; `None` while the interface is gone.
+    /// Index the program is attached to; `None` while it is not (the interface
+    /// is gone, or re-attaching to it failed).
     ifindex: Option<u32>,
-    /// The program is attached (false while the interface is gone or re-attaching
-    /// to it failed).
-    attached: bool,
     cfg: Config,
     kcfg: KernelConfig,
     maps: KernelMaps,
@@ -252,10 +250,10 @@ fn start(
             "dry run: scans are reported as would_block, nothing is dropped for scanning"
         );
     }
-    metrics.set_attached(true);
+    let ifindex = loader::if_index(&opts.iface).ok();
+    metrics.set_attached(ifindex.is_some());
     let ctl = Controller {
-        ifindex: loader::if_index(&opts.iface).ok(),
-        attached: true,
+        ifindex,
         ebpf,
         iface: opts.iface.clone(),
         mode: opts.mode,
@@ -557,29 +555,28 @@ impl Controller {
         if now == self.ifindex {
             return;
         }
-        match now {
+        self.ifindex = match now {
             None => {
                 tracing::warn!(
                     "interface {} is gone; will re-attach when it returns",
                     self.iface
                 );
-                self.attached = false;
+                None
             }
             Some(idx) => {
                 match loader::reattach(&mut self.ebpf, &self.iface, self.mode, &self.pin_dir) {
                     Ok(mode) => {
                         tracing::info!(iface = %self.iface, ifindex = idx, mode, "interface is back; re-attached");
-                        self.attached = true;
+                        Some(idx)
                     }
+                    // Not attached: the next tick sees a new index and tries again.
                     Err(e) => {
                         tracing::error!("re-attaching to {}: {e:#}", self.iface);
-                        self.attached = false;
-                        return;
+                        None
                     }
                 }
             }
-        }
-        self.ifindex = now;
+        };
     }
 
     fn on_tick(&mut self) -> Result<()> {
@@ -591,7 +588,7 @@ impl Controller {
 
     /// Kernel counters every tick; occupancy (a walk over the LRU keys) every 10.
     fn update_metrics(&mut self) {
-        self.metrics.set_attached(self.attached);
+        self.metrics.set_attached(self.ifindex.is_some());
         self.metrics.update_crowdsec(&self.crowdsec.health());
         let Ok(stats) = self.maps.stats_total() else {
             return;
