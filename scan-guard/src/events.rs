@@ -222,25 +222,26 @@ pub enum EventSink {
     Stdout,
     File(PathBuf, std::fs::File),
     /// A syslog socket (`/dev/log`: syslog daemons and journald listen there).
-    Syslog(SyslogSink),
+    Syslog(DatagramSink),
     /// journald's native socket: the JSON as MESSAGE plus fields of its own
     /// (see `crate::journal`). Same reconnect and backlog as syslog.
-    Journal(SyslogSink),
+    Journal(DatagramSink),
 }
 
 /// The system log's socket.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 /// Facility daemon (3), severity notice (5): `<29>`.
 const SYSLOG_PRIORITY: u8 = 3 * 8 + 5;
-/// Events kept while the syslog daemon is away (restarting, or its queue full);
-/// beyond this the oldest are dropped, so memory stays bounded.
-pub const SYSLOG_BACKLOG: usize = 1024;
+/// Events kept while the syslog daemon or journald is away (restarting, or its
+/// queue full); beyond this the oldest are dropped, so memory stays bounded.
+pub const SOCKET_BACKLOG: usize = 1024;
 
-/// A syslog socket that outlives its daemon: sends never block the controller
+/// A datagram socket (syslog's or journald's) that outlives its daemon: sends
+/// never block the controller
 /// (the socket is non-blocking), and when the daemon is gone or busy the framed
 /// messages wait in a bounded backlog and go out, in order, with the next event
 /// after it is back, over a fresh connection to the same path.
-pub struct SyslogSink {
+pub struct DatagramSink {
     path: PathBuf,
     sock: Option<UnixDatagram>,
     backlog: VecDeque<Vec<u8>>,
@@ -250,7 +251,7 @@ pub struct SyslogSink {
     down: bool,
 }
 
-impl SyslogSink {
+impl DatagramSink {
     fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
         let sock = UnixDatagram::unbound()?;
         sock.connect(path)?;
@@ -277,7 +278,7 @@ impl SyslogSink {
 
     /// Queues one framed message and sends what the daemon will take.
     pub fn send(&mut self, msg: Vec<u8>) {
-        if self.backlog.len() >= SYSLOG_BACKLOG {
+        if self.backlog.len() >= SOCKET_BACKLOG {
             self.backlog.pop_front();
             self.dropped += 1;
         }
@@ -324,7 +325,7 @@ impl SyslogSink {
                 // A message it will never take (e.g. too long): drop it, not the rest.
                 Err(e) => {
                     tracing::warn!(
-                        "syslog socket {}: dropping an event: {e}",
+                        "event socket {}: dropping an event: {e}",
                         self.path.display()
                     );
                     self.backlog.pop_front();
@@ -333,7 +334,7 @@ impl SyslogSink {
         }
         if self.down || self.dropped > 0 {
             tracing::info!(
-                "syslog socket {}: reachable again, {} events dropped while it was not",
+                "event socket {}: reachable again, {} events dropped while it was not",
                 self.path.display(),
                 self.dropped
             );
@@ -345,7 +346,7 @@ impl SyslogSink {
     fn went_down(&mut self, why: &str) {
         if !self.down {
             tracing::warn!(
-                "syslog socket {}: {why}; keeping up to {SYSLOG_BACKLOG} events until it takes them",
+                "event socket {}: {why}; keeping up to {SOCKET_BACKLOG} events until it takes them",
                 self.path.display()
             );
         }
@@ -353,7 +354,7 @@ impl SyslogSink {
     }
 }
 
-impl Drop for SyslogSink {
+impl Drop for DatagramSink {
     /// One last non-blocking try for what is still queued.
     fn drop(&mut self) {
         if !self.backlog.is_empty() {
@@ -428,8 +429,8 @@ fn socket_spec(text: &str, name: &str, default: &str) -> Option<PathBuf> {
 }
 
 /// At start a missing daemon is a usage error; later it is an outage.
-fn open_socket(spec: &str, socket: PathBuf, hint: &str) -> Result<SyslogSink> {
-    SyslogSink::open(socket.clone()).map_err(|e| {
+fn open_socket(spec: &str, socket: PathBuf, hint: &str) -> Result<DatagramSink> {
+    DatagramSink::open(socket.clone()).map_err(|e| {
         crate::error::usage(format!(
             "--events {spec}: nothing listens at {} ({e}); {hint}",
             socket.display()
@@ -645,7 +646,7 @@ mod tests {
     fn syslog_sink_reconnects_after_the_daemon_restarts() {
         let (dir, path) = scratch_socket("syslog-restart");
         let server = UnixDatagram::bind(&path).unwrap();
-        let mut sink = SyslogSink::open(path.clone()).unwrap();
+        let mut sink = DatagramSink::open(path.clone()).unwrap();
         sink.send(b"one".to_vec());
         assert_eq!(recv_text(&server), "one");
         // The daemon stops (and removes its socket, as rsyslog does).
@@ -666,13 +667,13 @@ mod tests {
     fn syslog_sink_never_blocks_on_a_daemon_that_does_not_read() {
         let (dir, path) = scratch_socket("syslog-full");
         let server = UnixDatagram::bind(&path).unwrap();
-        let mut sink = SyslogSink::open(path.clone()).unwrap();
+        let mut sink = DatagramSink::open(path.clone()).unwrap();
         let started = std::time::Instant::now();
-        for i in 0..SYSLOG_BACKLOG + 3000 {
+        for i in 0..SOCKET_BACKLOG + 3000 {
             sink.send(i.to_string().into_bytes());
         }
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(sink.pending() > 0 && sink.pending() <= SYSLOG_BACKLOG);
+        assert!(sink.pending() > 0 && sink.pending() <= SOCKET_BACKLOG);
         // What the kernel queued came first and in order.
         assert_eq!(recv_text(&server), "0");
         assert_eq!(recv_text(&server), "1");

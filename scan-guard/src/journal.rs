@@ -48,8 +48,9 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'\n');
 }
 
-/// Reads an entry back into (name, value) pairs, as journald does; for tests.
-pub fn parse(mut data: &[u8]) -> Option<Vec<(String, String)>> {
+/// Reads an entry back into (name, value) pairs, as journald does.
+#[cfg(test)]
+fn parse(mut data: &[u8]) -> Option<Vec<(String, String)>> {
     let mut fields = Vec::new();
     while !data.is_empty() {
         let end = data.iter().position(|&b| b == b'=' || b == b'\n')?;
