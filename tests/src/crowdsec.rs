@@ -235,11 +235,7 @@ impl<'a> Lapi<'a> {
             &[CROWDSEC, "-c", cfg, "-no-cs", "-no-capi"],
             &self.log,
         );
-        let sport = format!("sport = :{LAPI_PORT}");
-        let listening = || {
-            let out = self.lab.exec_in(&self.ns, &["ss", "-Hltn", &sport]);
-            out.status.success() && !out.stdout.is_empty()
-        };
+        let listening = || self.lab.listens(&self.ns, LAPI_PORT);
         self.proc.start(
             p,
             "the CrowdSec Local API",

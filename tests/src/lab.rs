@@ -1431,7 +1431,7 @@ impl Lab {
     }
 
     /// True when a TCP listener on `port` exists in `ns` (`ss`).
-    fn listens(&self, ns: &str, port: u16) -> bool {
+    pub fn listens(&self, ns: &str, port: u16) -> bool {
         let filter = format!("sport = :{port}");
         let out = self.exec_in(ns, &["ss", "-Hltn", &filter]);
         out.status.success() && !out.stdout.is_empty()

@@ -45,7 +45,7 @@ pub fn require_tools() {
 }
 
 /// `target/`, from the test executable's path (`target/<profile>/deps/<exe>`).
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }

@@ -127,26 +127,14 @@ impl<'a> Server<'a> {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + READY_LIMIT;
-        loop {
-            if self.get("/-/ready").is_some() {
-                return;
-            }
-            if let Some(s) = self.lab.try_status(self.proc) {
-                panic!(
-                    "[lab {}] Prometheus exited at start ({s:?})\n--- its log ---\n{}",
-                    self.lab.tag,
-                    read_lossy(&self.log)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[lab {}] Prometheus not ready within {READY_LIMIT:?}\n--- its log ---\n{}",
-                self.lab.tag,
-                read_lossy(&self.log)
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+        self.lab.wait_started(
+            self.proc,
+            "Prometheus",
+            "answer /-/ready",
+            &[&self.log],
+            READY_LIMIT,
+            || self.get("/-/ready").is_some(),
+        );
     }
 
     /// Body of a successful (2xx) GET of `path`, None otherwise.

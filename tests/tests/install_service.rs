@@ -47,12 +47,7 @@ fn readme_install_commands() -> Vec<String> {
 }
 
 fn package_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .or_else(|| exe.ancestors().nth(3).map(PathBuf::from))
-        .expect("target directory");
-    let dir = target.join("package");
+    let dir = machine::target_dir().join("package");
     let debs: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}: run `cargo xtask package` first", dir.display()))
         .flatten()

@@ -1,9 +1,12 @@
 //! `--metrics`: the Prometheus endpoint, scraped with a real HTTP client (curl)
 //! inside the target namespace, follows the kernel counters and the events.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use scan_guard_tests::lab::{ControllerOptions, Lab, XdpMode};
+use scan_guard_tests::{
+    lab::{ControllerOptions, Lab, XdpMode},
+    scrape::wait_sample,
+};
 
 fn scrape(lab: &Lab, path: &str) -> (String, String) {
     let url = format!("http://127.0.0.1:9184{path}");
@@ -22,12 +25,6 @@ fn scrape(lab: &Lab, path: &str) -> (String, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
     (body.to_string(), code.to_string())
-}
-
-fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]
@@ -87,38 +84,18 @@ fn metrics_endpoint_serves_kernel_counters_and_events() {
             &tgt,
         ],
     );
-    let end = Instant::now() + Duration::from_secs(5);
-    let body = loop {
-        let (body, _) = scrape(&lab, "/metrics");
-        let packets = value(&body, "scan_guard_kernel_total{counter=\"packets\"}").unwrap_or(0.0);
-        let blocked = value(&body, "scan_guard_events_total{event=\"blocked\"}").unwrap_or(0.0);
-        if packets > 0.0 && blocked >= 1.0 {
-            break body;
-        }
-        assert!(
-            Instant::now() < end,
-            "metrics never showed the scan:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let ns = lab.tgt.ns.clone();
+    let limit = Duration::from_secs(5);
+    let packets = "scan_guard_kernel_total{counter=\"packets\"}";
+    wait_sample(&lab, &ns, 9184, packets, limit, |v| v > 0.0);
+    let blocked = "scan_guard_events_total{event=\"blocked\"}";
+    wait_sample(&lab, &ns, 9184, blocked, limit, |v| v >= 1.0);
     // The blocked scanner's next packets are dropped; the counters follow within a
     // tick (whoever blocked it: the kernel at once or the slow-scan test).
     let _ = lab.http_get(&lab.att.ns, lab.tgt.v4.into(), 80);
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (body, _) = scrape(&lab, "/metrics");
-        if value(
-            &body,
-            "scan_guard_dropped_packets_total{reason=\"blocked\"}",
-        )
-        .unwrap_or(0.0)
-            > 0.0
-        {
-            break;
-        }
-        assert!(Instant::now() < end, "blocked drops never showed:\n{body}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let dropped = "scan_guard_dropped_packets_total{reason=\"blocked\"}";
+    wait_sample(&lab, &ns, 9184, dropped, limit, |v| v > 0.0);
+    let (body, _) = scrape(&lab, "/metrics");
     assert!(
         body.contains("scan_guard_detections_total{kind=\"syn\"}"),
         "{body}"
