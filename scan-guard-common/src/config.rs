@@ -14,6 +14,11 @@ pub const POLICY_STEALTH: u32 = 1 << 1;
 /// lookup entirely on hosts without one; kept in step by the controller.
 pub const POLICY_ALLOWLIST: u32 = 1 << 2;
 
+/// Policy bit: only traffic to the host's own unicast addresses (the `LOCAL_ADDRS`
+/// set) is evidence; broadcast, multicast and forwarded traffic is passed unscored.
+/// The controller sets it once it has written the host's addresses.
+pub const POLICY_LOCAL_ONLY: u32 = 1 << 3;
+
 /// Default tracking window: scores and sketches restart after this long.
 pub const DEFAULT_WINDOW_NS: u64 = 30_000_000_000;
 /// Default lifetime of a block inserted by the kernel.
@@ -30,9 +35,9 @@ pub struct KernelConfig {
     pub score_threshold: u32,
     /// Distinct destination addresses (of ours) at which a source is reported.
     pub sweep_threshold: u32,
-    /// Weight of a new destination port below 1024.
+    /// Weight of a new destination port below 1024 (closed, or invalid flags).
     pub weight_privileged: u32,
-    /// Weight of a new destination port from 1024 up.
+    /// Weight of a new destination port from 1024 up (closed, or invalid flags).
     pub weight_unprivileged: u32,
     /// Extra weight when the port has no listener.
     pub weight_closed: u32,
@@ -82,13 +87,23 @@ impl KernelConfig {
     }
 
     #[inline(always)]
+    pub const fn local_only(&self) -> bool {
+        self.policy & POLICY_LOCAL_ONLY != 0
+    }
+
+    #[inline(always)]
     pub const fn drops(&self, class: InvalidClass) -> bool {
         self.invalid_drop_mask & (1 << class as u32) != 0
     }
 
     /// Weight of a probe to a port never seen before from this source in the window.
+    /// A valid contact with a listening port weighs nothing: using the host's open
+    /// services, however many, is never evidence on its own.
     #[inline(always)]
     pub const fn port_weight(&self, port: u16, listening: bool, invalid: bool) -> u32 {
+        if listening && !invalid {
+            return 0;
+        }
         let mut w = if port < 1024 {
             self.weight_privileged
         } else {
@@ -136,16 +151,20 @@ mod tests {
         let open_low = c.port_weight(22, true, false);
         let closed_high = c.port_weight(8081, false, false);
         let closed_low = c.port_weight(23, false, false);
-        assert!(open_high < open_low && open_low < closed_low);
-        assert!(open_high < closed_high && closed_high < closed_low);
+        assert_eq!((open_high, open_low), (0, 0));
+        assert!(0 < closed_high && closed_high < closed_low);
         assert!(c.port_weight(23, false, true) > closed_low);
+        assert!(
+            c.port_weight(22, true, true) > 0,
+            "invalid flags weigh on open ports too"
+        );
     }
 
     #[test]
     fn a_few_open_ports_never_reach_the_threshold() {
-        // A client that uses up to ten privileged services stays below the line.
+        // A client of every open service, however many, stays below the line.
         let c = KernelConfig::default();
-        assert!(10 * c.port_weight(443, true, false) < c.score_threshold);
+        assert_eq!(c.port_weight(443, true, false), 0);
         // Six closed privileged ports cross it.
         assert!(6 * c.port_weight(1, false, false) >= c.score_threshold);
     }

@@ -132,9 +132,12 @@ pub enum ProbeKind {
     IcmpEcho = 7,
     /// Any other invalid flag combination (SYN+FIN, SYN+RST, ...).
     OtherInvalid = 8,
+    /// A first fragment too short to hold the TCP flags (nmap -f, --mtu 8): no
+    /// conforming stack sends one (RFC 1858).
+    Fragment = 9,
 }
 
-pub const PROBE_KINDS: usize = 9;
+pub const PROBE_KINDS: usize = 10;
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; PROBE_KINDS] = [
@@ -147,6 +150,7 @@ impl ProbeKind {
         Self::Udp,
         Self::IcmpEcho,
         Self::OtherInvalid,
+        Self::Fragment,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -160,6 +164,7 @@ impl ProbeKind {
             Self::Udp => "udp",
             Self::IcmpEcho => "icmp_echo",
             Self::OtherInvalid => "invalid_flags",
+            Self::Fragment => "fragment",
         }
     }
 

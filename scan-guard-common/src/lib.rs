@@ -28,12 +28,25 @@ pub mod map_names {
     pub const PROTECTED: &str = "PROTECTED";
     pub const RATE: &str = "RATE";
     pub const CONTACTS: &str = "CONTACTS";
+    /// The host's own unicast addresses (evidence is only traffic to these).
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
     /// Userspace-only: the controller's desired blocks with reasons and expiry.
     pub const BLOCK_META: &str = "BLOCK_META";
     /// Every map, in the order the controller pins them.
-    pub const ALL: [&str; 12] = [
-        CONFIG, STATS, SOURCES, BLOCKLIST, ALLOWLIST, LISTENING, EVENTS, SCRATCH, PROTECTED, RATE,
-        CONTACTS, BLOCK_META,
+    pub const ALL: [&str; 13] = [
+        CONFIG,
+        STATS,
+        SOURCES,
+        BLOCKLIST,
+        ALLOWLIST,
+        LISTENING,
+        EVENTS,
+        SCRATCH,
+        PROTECTED,
+        RATE,
+        CONTACTS,
+        BLOCK_META,
+        LOCAL_ADDRS,
     ];
 }
 
@@ -54,6 +67,8 @@ pub mod limits {
     pub const CONTACT_RING_BYTES: u32 = 256 * 1024;
     /// Never-block prefixes.
     pub const MAX_PROTECTED: u32 = 1_024;
+    /// Addresses of the host's own (all interfaces, both families).
+    pub const MAX_LOCAL_ADDRS: u32 = 4_096;
     /// IPv6 extension headers walked before giving up (fail open).
     pub const MAX_IPV6_EXT_HEADERS: usize = 6;
     /// VLAN tags parsed (802.1Q / 802.1ad).

@@ -4,7 +4,7 @@
 use crate::{
     addr::Addr,
     config::KernelConfig,
-    flags::PROBE_KINDS,
+    flags::{PROBE_KINDS, ProbeKind},
     sketch::{PORT_SKETCH_WORDS, addr_bucket, port_bucket, set_addr_bit, set_port_bit},
 };
 
@@ -37,7 +37,10 @@ pub struct SourceState {
     pub sample_count: u8,
     /// SYNs carrying a full OS-stack option set (a `connect()` rather than a raw probe).
     pub os_syns: u16,
-    pub _pad: [u8; 6],
+    /// Tiny first fragments dropped in the window: later fragments of this source
+    /// are dropped too, so none reaches the host's reassembly queue.
+    pub tiny_frags: u8,
+    pub _pad: [u8; 1],
 }
 
 const _: () = assert!(core::mem::size_of::<SourceState>() == 136);
@@ -118,7 +121,8 @@ impl SourceState {
             reported: 0,
             sample_count: 0,
             os_syns: 0,
-            _pad: [0; 6],
+            tiny_frags: 0,
+            _pad: [0; 1],
         }
     }
 
@@ -136,6 +140,7 @@ impl SourceState {
         self.reported = 0;
         self.sample_count = 0;
         self.os_syns = 0;
+        self.tiny_frags = 0;
     }
 
     /// Total probes in the current window.
@@ -159,6 +164,9 @@ impl SourceState {
         }
         if probe.os_stack {
             self.os_syns = self.os_syns.saturating_add(1);
+        }
+        if probe.kind == ProbeKind::Fragment as u8 {
+            self.tiny_frags = self.tiny_frags.saturating_add(1);
         }
         let mut out = Outcome::default();
         if let Some(port) = probe.port {

@@ -38,9 +38,17 @@ pub enum Stat {
     AutoBlockSuppressed,
     /// First fragments too short for the TCP flags, dropped (RFC 1858).
     DroppedTinyFragment,
+    /// Would-be probes to an address that is not one of the host's own (broadcast,
+    /// multicast, forwarded): passed, never scored.
+    NotLocal,
+    /// Would-be probes that a socket of the host explains (a listener that opened
+    /// since the last refresh, a reply to the host's own connection): passed.
+    SocketExplained,
+    /// Later fragments from a source whose tiny first fragment was dropped.
+    DroppedFragment,
 }
 
-pub const STAT_COUNT: usize = Stat::DroppedTinyFragment as usize + 1;
+pub const STAT_COUNT: usize = Stat::DroppedFragment as usize + 1;
 
 /// The per-CPU counter block.
 pub type StatBlock = [u64; STAT_COUNT];
@@ -58,7 +66,7 @@ impl Stat {
 }
 
 /// Named counters (apart from the per-class ones), in index order, for userspace.
-pub const NAMED: [(Stat, &str); 20] = [
+pub const NAMED: [(Stat, &str); 23] = [
     (Stat::Packets, "packets"),
     (Stat::Passed, "passed"),
     (Stat::DroppedBlocked, "dropped_blocked"),
@@ -79,6 +87,9 @@ pub const NAMED: [(Stat, &str); 20] = [
     (Stat::ContactsLost, "contacts_lost"),
     (Stat::AutoBlockSuppressed, "auto_block_suppressed"),
     (Stat::DroppedTinyFragment, "dropped_tiny_fragment"),
+    (Stat::NotLocal, "not_local"),
+    (Stat::SocketExplained, "socket_explained"),
+    (Stat::DroppedFragment, "dropped_fragment"),
 ];
 
 #[cfg(test)]

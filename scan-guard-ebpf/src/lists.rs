@@ -11,7 +11,7 @@ use scan_guard_common::{
 
 use crate::{
     bump,
-    maps::{ALLOWLIST, BLOCKLIST, LISTENING},
+    maps::{ALLOWLIST, BLOCKLIST, LISTENING, LOCAL_ADDRS},
 };
 
 #[inline(always)]
@@ -65,4 +65,11 @@ pub fn is_listening(proto: u32, port: u16) -> bool {
         Some(word) => *word & ports::bit(port) != 0,
         None => false,
     }
+}
+
+/// True when `dst` is one of the host's own unicast addresses.
+#[inline(always)]
+pub fn is_local(dst: &Addr) -> bool {
+    // SAFETY: the value is only tested for presence, never read.
+    unsafe { LOCAL_ADDRS.get(dst).is_some() }
 }

@@ -7,6 +7,7 @@
 mod lists;
 mod maps;
 mod parse;
+mod sockets;
 mod track;
 
 use aya_ebpf::{
@@ -55,7 +56,10 @@ pub(crate) fn bump(stats: &mut StatBlock, index: usize) {
 
 #[inline(always)]
 fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
-    let l3 = match parse::parse_l3(ctx) {
+    // Only what the addresses need is parsed before the lists are checked, so a
+    // blocked source is dropped whatever follows (an extension-header chain too
+    // long to walk, a malformed header): nothing it sends can pass on parse trouble.
+    let mut l3 = match parse::parse_l3(ctx) {
         Ok(Parsed::Ip(l3)) => l3,
         Ok(Parsed::NotIp) => {
             bump(stats, Stat::NotIp as usize);
@@ -77,7 +81,15 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         bump(stats, Stat::DroppedBlocked as usize);
         return XDP_DROP;
     }
+    if parse::complete(ctx, &mut l3).is_err() {
+        bump(stats, Stat::ParseFailed as usize);
+        return XDP_PASS;
+    }
     if l3.later_fragment {
+        if track::first_fragment_dropped(&l3.src, cfg) {
+            bump(stats, Stat::DroppedFragment as usize);
+            return XDP_DROP;
+        }
         bump(stats, Stat::Fragments as usize);
         return XDP_PASS;
     }
@@ -104,42 +116,58 @@ fn log_auto_block(ctx: &XdpContext, src: &scan_guard_common::addr::Addr) {
     info!(ctx, "kernel auto-block of {:i}", *src);
 }
 
+/// True when a packet to `l3.dst` may count as evidence: one of the host's own
+/// unicast addresses (or every destination, when the operator asked for that).
+/// Broadcast, multicast and forwarded traffic says nothing about a scan of us.
+#[inline(always)]
+fn evidence_dst(l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
+    if !cfg.local_only() || lists::is_local(&l3.dst) {
+        return true;
+    }
+    bump(stats, Stat::NotLocal as usize);
+    false
+}
+
+/// A socket of the host explains the packet (counted).
+#[inline(always)]
+fn explained(stats: &mut StatBlock) -> u32 {
+    bump(stats, Stat::SocketExplained as usize);
+    XDP_PASS
+}
+
 #[inline(always)]
 fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
-    // A first fragment too short for the TCP flags (nmap -f, --mtu 8) is dropped
-    // (RFC 1858): no conforming stack sends one.
-    let (port, flags, os_stack) = match parse::header::<14>(ctx, l3.l4_off) {
+    let (sport, port, flags, os_stack) = match parse::header::<14>(ctx, l3.l4_off) {
         Ok(h) => {
             // A header of 32+ bytes (12+ option bytes: MSS, SACK, timestamps, window
             // scale) is what an OS stack sends on connect(); raw scanners send few.
             (
+                parse::be16(h, 0),
                 parse::be16(h, 2),
                 parse::byte(h, 13),
                 parse::byte(h, 12) >> 4 >= 8,
             )
         }
-        Err(()) if l3.first_fragment => {
-            // No tracking here: one more path through the tracker would blow the
-            // verifier's complexity budget. Dropping is what matters: the scanner
-            // learns nothing, and the controller sees the drops in the counters.
-            bump(stats, Stat::DroppedTinyFragment as usize);
-            return Ok(XDP_DROP);
-        }
+        Err(()) if l3.first_fragment => return Ok(tiny_fragment(ctx, l3, cfg, stats)),
         Err(()) => return Err(()),
     };
     Ok(match tcp_role(flags) {
         TcpRole::Invalid(class, kind) => {
-            let listening = lists::is_listening(PROTO_TCP, port);
-            let probe = probe(
-                l3,
-                kind,
-                port,
-                cfg.port_weight(port, listening, true),
-                Some(flags),
-                listening,
-                false,
-            );
-            let tracked = track::record(l3, &probe, cfg, stats);
+            let tracked = if evidence_dst(l3, cfg, stats) {
+                let listening = lists::is_listening(PROTO_TCP, port);
+                let probe = probe(
+                    l3,
+                    kind,
+                    port,
+                    cfg.port_weight(port, listening, true),
+                    Some(flags),
+                    listening,
+                    false,
+                );
+                track::record(l3, &probe, cfg, stats)
+            } else {
+                XDP_PASS
+            };
             if cfg.drops(class) {
                 bump(stats, Stat::dropped_invalid(class));
                 XDP_DROP | (tracked & track::AUTO_BLOCKED)
@@ -149,7 +177,15 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
             }
         }
         TcpRole::Syn => {
-            let listening = lists::is_listening(PROTO_TCP, port);
+            if !evidence_dst(l3, cfg, stats) {
+                return Ok(XDP_PASS);
+            }
+            let mut listening = lists::is_listening(PROTO_TCP, port);
+            if !listening && sockets::tcp(ctx, l3, sport, port) {
+                // A listener newer than the controller's last refresh.
+                bump(stats, Stat::SocketExplained as usize);
+                listening = true;
+            }
             let probe = probe(
                 l3,
                 ProbeKind::Syn,
@@ -169,9 +205,15 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
         }
         TcpRole::Stray(kind) => {
             // Ports in the ephemeral range or with a listener carry the host's own
-            // flows; only strays to closed low ports are evidence.
-            if port as u32 >= cfg.ephemeral_port_min || lists::is_listening(PROTO_TCP, port) {
+            // flows; below the range, a socket of the host (a client bound to a
+            // privileged port, a flow in time-wait) explains the rest.
+            if port as u32 >= cfg.ephemeral_port_min
+                || lists::is_listening(PROTO_TCP, port)
+                || !evidence_dst(l3, cfg, stats)
+            {
                 XDP_PASS
+            } else if sockets::tcp(ctx, l3, sport, port) {
+                explained(stats)
             } else {
                 let probe = probe(
                     l3,
@@ -189,11 +231,46 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
     })
 }
 
+/// A first fragment too short for the TCP flags (nmap -f, --mtu 8) is dropped
+/// (RFC 1858: no conforming stack sends one) and scored like invalid flags to a
+/// closed port; the source's later fragments are then dropped too.
+#[inline(always)]
+fn tiny_fragment(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
+    bump(stats, Stat::DroppedTinyFragment as usize);
+    if !evidence_dst(l3, cfg, stats) {
+        return XDP_DROP;
+    }
+    // Eight bytes (nmap's fragments) hold the ports; fewer leave port 0.
+    let port = match parse::header::<4>(ctx, l3.l4_off) {
+        Ok(h) => parse::be16(h, 2),
+        Err(()) => 0,
+    };
+    let probe = probe(
+        l3,
+        ProbeKind::Fragment,
+        port,
+        cfg.port_weight(port, false, true),
+        None,
+        false,
+        false,
+    );
+    XDP_DROP | (track::record(l3, &probe, cfg, stats) & track::AUTO_BLOCKED)
+}
+
 #[inline(always)]
 fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
-    let port = parse::be16(parse::header::<4>(ctx, l3.l4_off)?, 2);
-    if port as u32 >= cfg.ephemeral_port_min || lists::is_listening(PROTO_UDP, port) {
+    let h = parse::header::<4>(ctx, l3.l4_off)?;
+    let (sport, port) = (parse::be16(h, 0), parse::be16(h, 2));
+    if port as u32 >= cfg.ephemeral_port_min
+        || lists::is_listening(PROTO_UDP, port)
+        || !evidence_dst(l3, cfg, stats)
+    {
         return Ok(XDP_PASS);
+    }
+    // A socket bound since the last refresh: a resolver's fresh query port, a
+    // collector that just restarted.
+    if sockets::udp(ctx, l3, sport, port) {
+        return Ok(explained(stats));
     }
     let probe = probe(
         l3,
@@ -215,7 +292,9 @@ fn icmp(
     cfg: &KernelConfig,
     stats: &mut StatBlock,
 ) -> Result<u32, ()> {
-    if parse::byte(parse::header::<2>(ctx, l3.l4_off)?, 0) != echo_request {
+    if parse::byte(parse::header::<2>(ctx, l3.l4_off)?, 0) != echo_request
+        || !evidence_dst(l3, cfg, stats)
+    {
         return Ok(XDP_PASS);
     }
     let probe = Probe {

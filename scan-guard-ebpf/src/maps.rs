@@ -54,6 +54,11 @@ pub static RATE: Array<[u64; 2]> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONTACTS: RingBuf = RingBuf::with_byte_size(limits::CONTACT_RING_BYTES, 0);
 
+/// The host's own unicast addresses, kept current by the controller: only traffic
+/// to these is evidence while `POLICY_LOCAL_ONLY` is set.
+#[map]
+pub static LOCAL_ADDRS: HashMap<Addr, u8> = HashMap::with_max_entries(limits::MAX_LOCAL_ADDRS, 0);
+
 /// Userspace-only (the program never touches it): the controller's block records,
 /// pinned with the rest so control commands can share them.
 #[map]

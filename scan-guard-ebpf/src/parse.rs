@@ -26,19 +26,27 @@ const IPPROTO_DSTOPTS: u8 = 60;
 /// the verifier and is far above any sane header stack.
 const MAX_L4_OFFSET: usize = 1024;
 
-/// Layer-3 facts the rest of the program needs.
+/// Layer-3 facts the rest of the program needs. `parse_l3` fills the addresses
+/// (all the blocklist needs) and whatever else the fixed IP header holds;
+/// `complete` then does what can still fail (IPv6 extension headers, a malformed
+/// IPv4 header), after the source has been checked against the blocklist.
 pub struct L3 {
     pub src: Addr,
     pub dst: Addr,
-    /// Transport protocol (after IPv6 extension headers).
+    /// Transport protocol (after IPv6 extension headers, once complete).
     pub proto: u8,
-    /// Offset of the transport header.
+    /// Offset of the transport header (once complete).
     pub l4_off: usize,
     /// A non-first fragment: no transport header in this frame.
     pub later_fragment: bool,
     /// The first fragment of a fragmented datagram (more follow): its transport
     /// header may be cut short, which no conforming stack does (RFC 1858).
     pub first_fragment: bool,
+    /// An IPv6 header (the family of the header, not of the address: an
+    /// IPv4-mapped source may arrive in either).
+    pub v6: bool,
+    /// An IPv4 header with a wrong version or IHL: its addresses are still read.
+    bad_header: bool,
 }
 
 /// Outcome of the layer-2/3 parse.
@@ -112,9 +120,6 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
     let h = header::<20>(ctx, off)?;
     let ver_ihl = byte(h, 0);
     let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-    if ver_ihl >> 4 != 4 || ihl < 20 {
-        return Err(());
-    }
     let src = from_v4([byte(h, 12), byte(h, 13), byte(h, 14), byte(h, 15)]);
     let dst = from_v4([byte(h, 16), byte(h, 17), byte(h, 18), byte(h, 19)]);
     // Options (if any) are skipped by IHL; a frame too short for them fails at the
@@ -126,41 +131,51 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
         l4_off: off + ihl,
         later_fragment: be16(h, 6) & 0x1fff != 0,
         first_fragment: be16(h, 6) & 0x3fff == 0x2000,
+        v6: false,
+        bad_header: ver_ihl >> 4 != 4 || ihl < 20,
     })
 }
 
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
     let h = header::<40>(ctx, off)?;
-    if byte(h, 0) >> 4 != 6 {
+    Ok(L3 {
+        src: addr16(h, 8),
+        dst: addr16(h, 24),
+        proto: byte(h, 6),
+        l4_off: off + 40,
+        later_fragment: false,
+        first_fragment: false,
+        v6: true,
+        bad_header: byte(h, 0) >> 4 != 6,
+    })
+}
+
+/// What can fail once the addresses are known: a malformed IP header, or an
+/// IPv6 extension-header chain we cannot walk (too long, truncated).
+#[inline(always)]
+pub fn complete(ctx: &XdpContext, l3: &mut L3) -> Result<(), ()> {
+    if l3.bad_header {
         return Err(());
     }
-    let mut next = byte(h, 6);
-    let src = addr16(h, 8);
-    let dst = addr16(h, 24);
-    let mut l4_off = off + 40;
-    let mut later_fragment = false;
-    let mut first_fragment = false;
+    if !l3.v6 {
+        return Ok(());
+    }
+    let mut next = l3.proto;
+    let mut l4_off = l3.l4_off;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         if !matches!(
             next,
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
         ) {
-            return Ok(L3 {
-                src,
-                dst,
-                proto: next,
-                l4_off,
-                later_fragment,
-                first_fragment,
-            });
+            break;
         }
         // Every extension header we walk is at least 8 bytes.
         let ext = header::<8>(ctx, l4_off)?;
         let len = if next == IPPROTO_FRAGMENT {
             let frag = be16(ext, 2);
-            later_fragment = frag >> 3 != 0;
-            first_fragment = frag == 1;
+            l3.later_fragment = frag >> 3 != 0;
+            l3.first_fragment = frag == 1;
             8
         } else {
             (byte(ext, 1) as usize + 1) * 8
@@ -170,26 +185,19 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
         if l4_off > MAX_L4_OFFSET {
             return Err(());
         }
-        if later_fragment {
-            return Ok(L3 {
-                src,
-                dst,
-                proto: next,
-                l4_off,
-                later_fragment,
-                first_fragment,
-            });
+        if l3.later_fragment {
+            break;
         }
     }
-    match next {
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT => Err(()),
-        _ => Ok(L3 {
-            src,
-            dst,
-            proto: next,
-            l4_off,
-            later_fragment,
-            first_fragment,
-        }),
+    if !l3.later_fragment
+        && matches!(
+            next,
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT
+        )
+    {
+        return Err(());
     }
+    l3.proto = next;
+    l3.l4_off = l4_off;
+    Ok(())
 }

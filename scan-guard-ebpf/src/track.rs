@@ -102,6 +102,22 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     }
 }
 
+/// True when `src` had a tiny first fragment dropped in its current window: its
+/// later fragments are dropped too (they would only fill the reassembly queue).
+#[inline(always)]
+pub fn first_fragment_dropped(src: &Addr, cfg: &KernelConfig) -> bool {
+    // SAFETY: read-only look at a map value valid for this run.
+    let Some(state) = (unsafe { SOURCES.get(src) }) else {
+        return false;
+    };
+    if state.tiny_frags == 0 {
+        return false;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    now.saturating_sub(state.window_start_ns) < cfg.window_ns
+}
+
 /// One first-contact record for the slow-scan detector (lost ones are counted).
 #[inline(always)]
 fn contact(l3: &L3, probe: &Probe, now: u64, stats: &mut StatBlock) {

@@ -5,7 +5,7 @@ use std::{fmt, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result};
 use scan_guard_common::{
-    config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_STEALTH},
+    config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_LOCAL_ONLY, POLICY_STEALTH},
     flags::InvalidClass,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -85,6 +85,9 @@ pub struct Detection {
     /// distributed/decoy hint is reported.
     pub distributed_min_sources: usize,
     pub distributed_window: Dur,
+    /// Score traffic to every destination, not only to the host's own unicast
+    /// addresses (a router or bridge that wants its forwarded traffic watched).
+    pub score_forwarded: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -250,6 +253,7 @@ impl Default for Detection {
             weight_invalid: k.weight_invalid,
             distributed_min_sources: 3,
             distributed_window: Dur(Duration::from_secs(60)),
+            score_forwarded: false,
         }
     }
 }
@@ -411,6 +415,9 @@ impl Config {
         if b.stealth {
             policy |= POLICY_STEALTH;
         }
+        if !d.score_forwarded {
+            policy |= POLICY_LOCAL_ONLY;
+        }
         let f = &self.invalid_flags;
         let mut drop_mask = 0;
         for (class, action) in [
@@ -485,7 +492,7 @@ mod tests {
         assert_eq!(k.window_ns, d.window_ns);
         assert_eq!(k.block_ttl_ns, d.block_ttl_ns);
         assert_eq!(k.invalid_drop_mask, d.invalid_drop_mask);
-        assert_eq!(k.policy, POLICY_AUTO_BLOCK);
+        assert_eq!(k.policy, POLICY_AUTO_BLOCK | POLICY_LOCAL_ONLY);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct KernelMaps {
     /// [second started at (ns), new blocks in it]: the block-rate budget the kernel
     /// and the controller share.
     pub rate: Array<MapData, [u64; 2]>,
+    /// The host's own unicast addresses (only traffic to them is evidence).
+    pub local: HashMap<MapData, Addr, u8>,
 }
 
 /// True when a map error means "no such key" (aya reports a delete of a missing
@@ -67,6 +69,7 @@ impl KernelMaps {
             listening: field!(map_names::LISTENING),
             meta: field!(map_names::BLOCK_META),
             rate: field!(map_names::RATE),
+            local: field!(map_names::LOCAL_ADDRS),
         })
     }
 
@@ -86,6 +89,23 @@ impl KernelMaps {
                 .with_context(|| format!("opening pinned map {}", path.display()))?;
             Map::from_map_data(data).with_context(|| format!("pinned map {}", path.display()))
         })
+    }
+
+    /// Replaces the set of the host's own addresses: new ones first, then the
+    /// ones that went away, so an address kept across the change never lapses.
+    pub fn write_local(&mut self, set: &[Addr]) -> Result<()> {
+        let old: Vec<Addr> = self.local.keys().filter_map(|k| k.ok()).collect();
+        for a in set {
+            self.local.insert(a, 1, 0).context("writing LOCAL_ADDRS")?;
+        }
+        for a in old.iter().filter(|a| !set.contains(a)) {
+            match self.local.remove(a) {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e).context("removing from LOCAL_ADDRS"),
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the never-block set.

@@ -10,6 +10,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::maps::{MapData, RingBuf};
 use scan_guard_common::{
+    addr::Addr,
     config::KernelConfig,
     event::{Contact, ScanEvent, Suppression},
     map_names,
@@ -93,6 +94,8 @@ struct Controller {
     correlator: Correlator,
     sink: EventOutputs,
     listening: Listening,
+    /// The host's own addresses as last written to `LOCAL_ADDRS`.
+    local: Vec<Addr>,
     state_file: PathBuf,
     /// CrowdSec Local API tasks (bouncer and agent), when `[crowdsec]` asks.
     crowdsec: crate::crowdsec::Link,
@@ -216,6 +219,10 @@ fn start(
     let mut maps = KernelMaps::take(&mut ebpf)?;
     let ephemeral = listeners::ephemeral_port_min()?;
     let kcfg = cfg.kernel_config(ephemeral);
+    // The addresses go in before the config that may tell the program to score
+    // only traffic to them.
+    let local = own_addresses();
+    maps.write_local(&local)?;
     maps.write_config(&kcfg)?;
     let listening = Listening::read()?;
     maps.write_listening(&listening.bitmap())?;
@@ -269,6 +276,7 @@ fn start(
         enforcer,
         sink,
         listening,
+        local,
         state_file: opts.state_file.clone(),
         metrics,
         ticks: 0,
@@ -276,6 +284,18 @@ fn start(
         crowdsec: crate::crowdsec::Link::disabled(),
     };
     Ok((ctl, events, contacts, klog, att.mode))
+}
+
+/// The host's own addresses in the kernel's form, sorted (compared every tick:
+/// an address added or removed is in the kernel's set within a second).
+fn own_addresses() -> Vec<Addr> {
+    let mut v: Vec<Addr> = neverblock::host_addresses()
+        .into_iter()
+        .map(|ip| Cidr::host(ip).addr)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// Installs the never-block set and the allowlist (config entries plus `extra`,
@@ -618,6 +638,13 @@ impl Controller {
             },
             Ok(_) => {}
             Err(e) => tracing::warn!("reading listening ports: {e:#}"),
+        }
+        let local = own_addresses();
+        if local != self.local {
+            match self.maps.write_local(&local) {
+                Ok(()) => self.local = local,
+                Err(e) => tracing::warn!("updating the host's addresses: {e:#}"),
+            }
         }
         self.trw.expire(clock::monotonic_ns());
         if changed {

@@ -44,6 +44,7 @@ impl Harness {
     /// `max_blocks` entries when given, as `scan-guard run` sizes them from
     /// `blocking.max_blocks`; the program's default size otherwise.
     pub fn with_blocklist_size(cfg: KernelConfig, max_blocks: Option<u32>) -> Self {
+        isolate_sockets();
         let mut ebpf = loader::load_with(None, max_blocks)
             .unwrap_or_else(|e| panic!("loading the XDP program: {e:#}"));
         let mut maps = KernelMaps::take(&mut ebpf).expect("typed maps");
@@ -85,6 +86,16 @@ impl Harness {
 
     pub fn stats(&self) -> StatBlock {
         self.maps.stats_total().expect("stats")
+    }
+
+    /// Makes `addrs` the host's own addresses and scores only traffic to them
+    /// (`POLICY_LOCAL_ONLY`), as `scan-guard run` does.
+    pub fn set_local(&mut self, addrs: &[&str]) {
+        let set: Vec<Addr> = addrs.iter().map(|a| addr(a)).collect();
+        self.maps.write_local(&set).expect("write local addresses");
+        let mut cfg = self.maps.read_config().expect("read config");
+        cfg.policy |= scan_guard_common::config::POLICY_LOCAL_ONLY;
+        self.maps.write_config(&cfg).expect("write config");
     }
 
     pub fn set_listening(&mut self, tcp: &[u16], udp: &[u16]) {
@@ -152,6 +163,19 @@ impl Harness {
             out.push(ScanEvent::from_bytes(&item).expect("full event record"));
         }
         out
+    }
+}
+
+/// Moves the calling thread into a network namespace of its own. The program's
+/// socket lookups see the namespace of the thread that runs BPF_PROG_TEST_RUN, so
+/// without this the host's own sockets (an sshd on port 22, a resolver) would
+/// change verdicts; with it, a test opens exactly the sockets it means to.
+/// Idempotent per thread in effect: a second call only swaps one empty namespace
+/// for another.
+pub fn isolate_sockets() {
+    // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        panic!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
     }
 }
 

@@ -6,7 +6,7 @@
 //! Shared on purpose: the pure rules in `scan-guard-common` (flag classes, probe
 //! roles, weights, `SourceState::record`) are the specification both sides run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use scan_guard_common::{
     addr::{Addr, from_v4, mask},
@@ -21,12 +21,22 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 
 /// What the model expects one frame to do.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Step {
     pub verdict: u32,
     pub stats: StatBlock,
     /// (source, blocked, suppression) for a threshold crossing.
     pub event: Option<(Addr, bool, u8)>,
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Self {
+            verdict: XDP_PASS,
+            stats: [0; STAT_COUNT],
+            event: None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +48,8 @@ pub struct Model {
     pub blocks: HashMap<(Addr, u32), BlockEntry>,
     pub tcp_listening: Vec<u16>,
     pub udp_listening: Vec<u16>,
+    /// The host's own addresses (evidence only to these under `POLICY_LOCAL_ONLY`).
+    pub local: HashSet<Addr>,
     pub sources: HashMap<Addr, SourceState>,
     /// Cache of the distinct blocklist prefix lengths, longest first.
     lens: (usize, Vec<u32>),
@@ -50,6 +62,9 @@ struct L3 {
     l4: usize,
     later_fragment: bool,
     first_fragment: bool,
+    /// False when parsing failed after the addresses were read: the lists still
+    /// apply, then the frame passes as a parse failure.
+    complete: bool,
 }
 
 enum Parsed {
@@ -97,9 +112,6 @@ fn ipv4(f: &[u8], off: usize) -> Parsed {
         return Parsed::Bad;
     }
     let ihl = (f[off] & 0x0f) as usize * 4;
-    if f[off] >> 4 != 4 || ihl < 20 {
-        return Parsed::Bad;
-    }
     let frag = be16(f, off + 6).unwrap_or(0);
     Parsed::Ip(L3 {
         src: from_v4([f[off + 12], f[off + 13], f[off + 14], f[off + 15]]),
@@ -108,72 +120,55 @@ fn ipv4(f: &[u8], off: usize) -> Parsed {
         l4: off + ihl,
         later_fragment: frag & 0x1fff != 0,
         first_fragment: frag & 0x3fff == 0x2000,
+        complete: f[off] >> 4 == 4 && ihl >= 20,
     })
 }
 
 fn ipv6(f: &[u8], off: usize) -> Parsed {
-    if !need(f, off, 40) || f[off] >> 4 != 6 {
+    if !need(f, off, 40) {
         return Parsed::Bad;
     }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&f[off + 8..off + 24]);
-    dst.copy_from_slice(&f[off + 24..off + 40]);
+    let mut l3 = L3 {
+        src: f[off + 8..off + 24].try_into().unwrap_or_default(),
+        dst: f[off + 24..off + 40].try_into().unwrap_or_default(),
+        proto: f[off + 6],
+        l4: off + 40,
+        later_fragment: false,
+        first_fragment: false,
+        complete: false,
+    };
+    if f[off] >> 4 != 6 {
+        return Parsed::Ip(l3);
+    }
     let is_ext = |n: u8| matches!(n, 0 | 43 | 44 | 60);
-    let mut next = f[off + 6];
-    let mut l4 = off + 40;
-    let mut first = false;
     for _ in 0..6 {
-        if !is_ext(next) {
-            return Parsed::Ip(L3 {
-                src,
-                dst,
-                proto: next,
-                l4,
-                later_fragment: false,
-                first_fragment: first,
-            });
+        if !is_ext(l3.proto) {
+            l3.complete = true;
+            return Parsed::Ip(l3);
         }
-        if !need(f, l4, 8) {
-            return Parsed::Bad;
+        if !need(f, l3.l4, 8) {
+            return Parsed::Ip(l3);
         }
-        let mut later = false;
-        let len = if next == 44 {
-            let frag = be16(f, l4 + 2).unwrap_or(0);
-            later = frag >> 3 != 0;
-            first = frag == 1;
+        let len = if l3.proto == 44 {
+            let frag = be16(f, l3.l4 + 2).unwrap_or(0);
+            l3.later_fragment = frag >> 3 != 0;
+            l3.first_fragment = frag == 1;
             8
         } else {
-            (f[l4 + 1] as usize + 1) * 8
+            (f[l3.l4 + 1] as usize + 1) * 8
         };
-        next = f[l4];
-        l4 += len;
-        if l4 > 1024 {
-            return Parsed::Bad;
+        l3.proto = f[l3.l4];
+        l3.l4 += len;
+        if l3.l4 > 1024 {
+            return Parsed::Ip(l3);
         }
-        if later {
-            return Parsed::Ip(L3 {
-                src,
-                dst,
-                proto: next,
-                l4,
-                later_fragment: true,
-                first_fragment: false,
-            });
+        if l3.later_fragment {
+            l3.complete = true;
+            return Parsed::Ip(l3);
         }
     }
-    if is_ext(next) {
-        Parsed::Bad
-    } else {
-        Parsed::Ip(L3 {
-            src,
-            dst,
-            proto: next,
-            l4,
-            later_fragment: false,
-            first_fragment: first,
-        })
-    }
+    l3.complete = !is_ext(l3.proto);
+    Parsed::Ip(l3)
 }
 
 fn covers(prefixes: &[(Addr, u32)], a: &Addr) -> bool {
@@ -319,11 +314,30 @@ impl Model {
             st[Stat::DroppedBlocked as usize] += 1;
             return XDP_DROP;
         }
-        if l3.later_fragment {
-            st[Stat::Fragments as usize] += 1;
+        if !l3.complete {
+            st[Stat::ParseFailed as usize] += 1;
             return XDP_PASS;
         }
         let cfg = self.cfg;
+        if l3.later_fragment {
+            let dropped_first = self.sources.get(&l3.src).is_some_and(|s| {
+                s.tiny_frags != 0 && now.saturating_sub(s.window_start_ns) < cfg.window_ns
+            });
+            if dropped_first {
+                st[Stat::DroppedFragment as usize] += 1;
+                return XDP_DROP;
+            }
+            st[Stat::Fragments as usize] += 1;
+            return XDP_PASS;
+        }
+        // Is the destination one of ours (or is every destination evidence)?
+        let local = !cfg.local_only() || self.local.contains(&l3.dst);
+        let evidence_dst = |st: &mut StatBlock| {
+            if !local {
+                st[Stat::NotLocal as usize] += 1;
+            }
+            local
+        };
         let probe =
             |kind: ProbeKind, port: Option<u16>, weight, flags, listening, os_stack| Probe {
                 kind: kind as u8,
@@ -341,8 +355,23 @@ impl Model {
                         st[Stat::ParseFailed as usize] += 1;
                         return XDP_PASS;
                     }
-                    // A tiny first fragment (RFC 1858): dropped, not tracked.
+                    // A tiny first fragment (RFC 1858): dropped and scored.
                     st[Stat::DroppedTinyFragment as usize] += 1;
+                    if !evidence_dst(st) {
+                        return XDP_DROP;
+                    }
+                    let port = be16(f, l3.l4 + 2)
+                        .filter(|_| need(f, l3.l4, 4))
+                        .unwrap_or(0);
+                    let p = probe(
+                        ProbeKind::Fragment,
+                        Some(port),
+                        cfg.port_weight(port, false, true),
+                        None,
+                        false,
+                        false,
+                    );
+                    self.record(&l3, &p, now, st, step);
                     return XDP_DROP;
                 }
                 let port = be16(f, l3.l4 + 2).unwrap_or(0);
@@ -351,15 +380,19 @@ impl Model {
                 let listening = self.tcp_listening.contains(&port);
                 match tcp_role(flags) {
                     TcpRole::Invalid(class, kind) => {
-                        let p = probe(
-                            kind,
-                            Some(port),
-                            cfg.port_weight(port, listening, true),
-                            Some(flags),
-                            listening,
-                            false,
-                        );
-                        let tracked = self.record(&l3, &p, now, st, step);
+                        let tracked = if evidence_dst(st) {
+                            let p = probe(
+                                kind,
+                                Some(port),
+                                cfg.port_weight(port, listening, true),
+                                Some(flags),
+                                listening,
+                                false,
+                            );
+                            self.record(&l3, &p, now, st, step)
+                        } else {
+                            XDP_PASS
+                        };
                         if cfg.drops(class) {
                             st[Stat::dropped_invalid(class)] += 1;
                             XDP_DROP
@@ -369,6 +402,9 @@ impl Model {
                         }
                     }
                     TcpRole::Syn => {
+                        if !evidence_dst(st) {
+                            return XDP_PASS;
+                        }
                         let p = probe(
                             ProbeKind::Syn,
                             Some(port),
@@ -386,7 +422,10 @@ impl Model {
                         }
                     }
                     TcpRole::Stray(kind) => {
-                        if u32::from(port) >= cfg.ephemeral_port_min || listening {
+                        if u32::from(port) >= cfg.ephemeral_port_min
+                            || listening
+                            || !evidence_dst(st)
+                        {
                             XDP_PASS
                         } else {
                             let p = probe(
@@ -409,7 +448,10 @@ impl Model {
                     return XDP_PASS;
                 }
                 let port = be16(f, l3.l4 + 2).unwrap_or(0);
-                if u32::from(port) >= cfg.ephemeral_port_min || self.udp_listening.contains(&port) {
+                if u32::from(port) >= cfg.ephemeral_port_min
+                    || self.udp_listening.contains(&port)
+                    || !evidence_dst(st)
+                {
                     return XDP_PASS;
                 }
                 let p = probe(
@@ -428,7 +470,7 @@ impl Model {
                     return XDP_PASS;
                 }
                 let echo = if l3.proto == 1 { 8 } else { 128 };
-                if f[l3.l4] != echo {
+                if f[l3.l4] != echo || !evidence_dst(st) {
                     return XDP_PASS;
                 }
                 let p = probe(ProbeKind::IcmpEcho, None, 0, None, false, false);

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use scan_guard::clock::monotonic_ns;
 use scan_guard_common::{
     addr::{Addr, mask},
-    config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_STEALTH},
+    config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_LOCAL_ONLY, POLICY_STEALTH},
     flags::InvalidClass,
     state::{BlockEntry, BlockOrigin, KIND_NONE},
     stats::{NAMED, STAT_COUNT, Stat},
@@ -147,6 +147,18 @@ fn setup(cfg: KernelConfig) -> (Harness, Model) {
     h.set_listening(&tcp, &udp);
     m.tcp_listening = tcp.to_vec();
     m.udp_listening = udp.to_vec();
+    // Half the destinations are the host's own: under POLICY_LOCAL_ONLY the rest
+    // (another host's, as a router forwards them) must never count.
+    let local: Vec<Addr> = (1..=6)
+        .flat_map(|i| {
+            [
+                addr(&format!("10.78.0.{i}")),
+                addr(&format!("2001:db8::{i}")),
+            ]
+        })
+        .collect();
+    h.maps.write_local(&local).expect("write local addresses");
+    m.local = local.into_iter().collect();
     h.allow("192.0.2.0", 24);
     m.allow.push((mask(&addr("192.0.2.0"), 120), 120));
     h.protect("198.51.100.0", 24);
@@ -285,9 +297,22 @@ fn kernel_matches_model_with_default_policy() {
 fn kernel_matches_model_with_stealth_and_count_only_classes() {
     let n = frames() / 8;
     run_differential(
-        fuzz_cfg(POLICY_AUTO_BLOCK | POLICY_STEALTH, 0b010101),
+        fuzz_cfg(
+            POLICY_AUTO_BLOCK | POLICY_STEALTH | POLICY_LOCAL_ONLY,
+            0b010101,
+        ),
         n,
         seed(0xdecafbad),
+    );
+}
+
+#[test]
+fn kernel_matches_model_scoring_only_the_hosts_own_addresses() {
+    let n = frames() / 8;
+    run_differential(
+        fuzz_cfg(POLICY_AUTO_BLOCK | POLICY_LOCAL_ONLY, 0x3f),
+        n,
+        seed(0x10ca_1d57),
     );
 }
 
