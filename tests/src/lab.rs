@@ -754,6 +754,79 @@ impl Lab {
         }
     }
 
+    /// A host behind the target, which routes for it: namespace `sg-<id>-far`,
+    /// joined to the target by the veth pair `sg<id>f` (far side, 10.201.1.2/24) /
+    /// `sg<id>r` (target side, 10.201.1.1/24). The target forwards between its
+    /// links; the attacker and the far host reach each other through it by a route
+    /// to the other's /24 only. No default route anywhere (checked). Torn down
+    /// with the lab.
+    pub fn add_far_host_behind_target(&mut self) -> Side {
+        let far = Side {
+            ns: format!("sg-{}-far", self.id),
+            iface: format!("sg{}f", self.id),
+            mac: "02:53:47:00:00:0f",
+            v4: Ipv4Addr::new(10, 201, 1, 2),
+            v6: "fd00:201::2".parse().expect("v6"),
+        };
+        let router_if = format!("sg{}r", self.id);
+        remove_stale_netns(std::slice::from_ref(&far.ns));
+        add_netns(&far.ns);
+        self.namespaces.push(far.ns.clone());
+        add_veth_pair(
+            &far.ns,
+            &far.iface,
+            far.mac,
+            &self.tgt.ns,
+            &router_if,
+            "02:53:47:00:00:0e",
+        );
+        ip_ok(&["-n", &far.ns, "link", "set", "lo", "up"]);
+        ip_ok(&["-n", &far.ns, "link", "set", &far.iface, "up"]);
+        ip_ok(&[
+            "-n",
+            &far.ns,
+            "addr",
+            "add",
+            "10.201.1.2/24",
+            "dev",
+            &far.iface,
+        ]);
+        ip_ok(&["-n", &self.tgt.ns, "link", "set", &router_if, "up"]);
+        ip_ok(&[
+            "-n",
+            &self.tgt.ns,
+            "addr",
+            "add",
+            "10.201.1.1/24",
+            "dev",
+            &router_if,
+        ]);
+        self.sysctl(&self.tgt.ns, "net.ipv4.ip_forward=1");
+        ip_ok(&[
+            "-n",
+            &self.att.ns,
+            "route",
+            "add",
+            "10.201.1.0/24",
+            "via",
+            "10.200.1.2",
+        ]);
+        ip_ok(&[
+            "-n",
+            &far.ns,
+            "route",
+            "add",
+            "10.200.1.0/24",
+            "via",
+            "10.201.1.1",
+        ]);
+        let who = format!("[lab {}]", self.tag);
+        for ns in [&far.ns, &self.att.ns, &self.tgt.ns] {
+            assert_no_default_route(ns, &who);
+        }
+        far
+    }
+
     /// A fresh file name in the lab directory (`<stem>-<n>.<ext>`).
     pub fn file(&self, stem: &str, ext: &str) -> PathBuf {
         let n = self.files.fetch_add(1, Ordering::SeqCst);

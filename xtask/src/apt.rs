@@ -15,6 +15,16 @@ pub struct Package {
 /// Scanners, capture and load tools of the network-namespace lab.
 /// Keep in sync with `.ci/run`.
 pub const LAB_PACKAGES: &[Package] = &[
+    // Legitimate peers of the evidence-model tests (tests/tests/evidence_topologies.rs):
+    // a forwarding resolver and its upstream, passive FTP.
+    Package {
+        name: "dnsmasq-base",
+        program: "dnsmasq",
+    },
+    Package {
+        name: "vsftpd",
+        program: "vsftpd",
+    },
     Package {
         name: "nmap",
         program: "nmap",
