@@ -445,6 +445,7 @@ fn drop_reasons() -> Vec<(String, usize)> {
             "tiny_fragment".to_string(),
             Stat::DroppedTinyFragment as usize,
         ),
+        ("fragment".to_string(), Stat::DroppedFragment as usize),
     ];
     v.extend(
         InvalidClass::ALL
