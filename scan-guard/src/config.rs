@@ -88,6 +88,9 @@ pub struct Detection {
     /// Score traffic to every destination, not only to the host's own unicast
     /// addresses (a router or bridge that wants its forwarded traffic watched).
     pub score_forwarded: bool,
+    /// How long a TCP port that stopped listening still counts as listening (a
+    /// service restart, a reboot: the state file carries it across).
+    pub listener_memory: Dur,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -254,6 +257,7 @@ impl Default for Detection {
             distributed_min_sources: 3,
             distributed_window: Dur(Duration::from_secs(60)),
             score_forwarded: false,
+            listener_memory: Dur(Duration::from_secs(3600)),
         }
     }
 }

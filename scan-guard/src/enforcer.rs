@@ -479,6 +479,7 @@ impl Enforcer {
             blocks,
             offences,
             allows: operator_allows,
+            listeners: Vec::new(),
         }
     }
 

@@ -1,7 +1,13 @@
 //! The host's listening sockets, read from procfs, become the `LISTENING` bitmap:
-//! probes to ports with no listener weigh more. Also reads the ephemeral port range.
+//! probes to ports with no listener weigh more. TCP listeners are remembered for a
+//! while after they close (and across controller restarts, in the state file), so
+//! a service restart or a host reboot does not turn its health checkers into
+//! closed-port probers. Also reads the ephemeral port range.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use anyhow::{Context as _, Result};
 use scan_guard_common::ports::{self, LISTENING_WORDS, PROTO_TCP, PROTO_UDP};
@@ -52,6 +58,55 @@ impl Listening {
     }
 }
 
+/// TCP ports seen listening, with when they last were (Unix seconds). UDP is left
+/// out on purpose: resolvers bind a fresh random port per query, and remembering
+/// those would hide UDP scans of thousands of ports; the program's own socket
+/// lookup already covers a UDP service that just came back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListenerMemory {
+    tcp: BTreeMap<u16, u64>,
+}
+
+impl ListenerMemory {
+    /// Restores saved ports (`(port, last seen)`), dropping those older than `keep_s`.
+    pub fn from_saved(saved: impl IntoIterator<Item = (u16, u64)>, now: u64, keep_s: u64) -> Self {
+        let mut m = Self {
+            tcp: saved.into_iter().collect(),
+        };
+        m.forget_older_than(now, keep_s);
+        m
+    }
+
+    /// Notes the ports listening now; forgets those not seen for `keep_s`.
+    /// Returns true when the set of remembered ports changed.
+    pub fn observe(&mut self, now_listening: &Listening, now: u64, keep_s: u64) -> bool {
+        let before: Vec<u16> = self.tcp.keys().copied().collect();
+        for port in &now_listening.tcp {
+            self.tcp.insert(*port, now);
+        }
+        self.forget_older_than(now, keep_s);
+        !self.tcp.keys().copied().eq(before)
+    }
+
+    fn forget_older_than(&mut self, now: u64, keep_s: u64) {
+        self.tcp
+            .retain(|_, seen| now.saturating_sub(*seen) <= keep_s);
+    }
+
+    /// What the kernel is told listens: the sockets of now plus the remembered TCP
+    /// ports.
+    pub fn effective(&self, now_listening: &Listening) -> Listening {
+        let mut l = now_listening.clone();
+        l.tcp.extend(self.tcp.keys().copied());
+        l
+    }
+
+    /// `(port, last seen)` for the state file.
+    pub fn saved(&self) -> Vec<(u16, u64)> {
+        self.tcp.iter().map(|(p, t)| (*p, *t)).collect()
+    }
+}
+
 /// Local ports of listening TCP sockets or bound UDP sockets in one procfs table.
 pub fn parse_proc_net(text: &str, tcp: bool) -> Vec<u16> {
     text.lines()
@@ -95,6 +150,37 @@ mod tests {
     const UDP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   100: 00000000000000000000000000000000:0035 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4 2 0000000000000000 0
 ";
+
+    #[test]
+    fn tcp_listeners_are_remembered_for_a_while_after_they_close() {
+        let up = Listening {
+            tcp: [80, 443].into(),
+            udp: [53, 20_053].into(),
+        };
+        let down = Listening {
+            tcp: [22].into(),
+            udp: [53].into(),
+        };
+        let mut m = ListenerMemory::default();
+        assert!(m.observe(&up, 1000, 600));
+        assert!(m.observe(&down, 1010, 600), "22 joined");
+        let eff = m.effective(&down);
+        assert_eq!(
+            eff.tcp,
+            [22, 80, 443].into(),
+            "80 and 443 kept while nginx restarts"
+        );
+        assert_eq!(eff.udp, [53].into(), "UDP is never remembered");
+        // Across a restart, through the state file.
+        let back = ListenerMemory::from_saved(m.saved(), 1300, 600);
+        assert_eq!(
+            back.effective(&Listening::default()).tcp,
+            [22, 80, 443].into()
+        );
+        // Forgotten once the memory has passed.
+        assert!(m.observe(&down, 1700, 600));
+        assert_eq!(m.effective(&down).tcp, [22].into());
+    }
 
     #[test]
     fn tcp_listeners_only() {

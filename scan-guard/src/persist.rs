@@ -21,6 +21,18 @@ pub struct SavedState {
     pub offences: Vec<SavedOffence>,
     /// Allowlist entries added with `scan-guard allow` (config entries are not saved).
     pub allows: Vec<String>,
+    /// TCP ports seen listening recently (`detection.listener_memory`), so that
+    /// after a restart their health checkers are not taken for probers. Absent in
+    /// files written before it existed.
+    #[serde(default)]
+    pub listeners: Vec<SavedListener>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedListener {
+    pub port: u16,
+    pub last_unix_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +165,10 @@ mod tests {
                 last_unix_s: 10,
             }],
             allows: vec!["10.0.0.0/8".into()],
+            listeners: vec![SavedListener {
+                port: 443,
+                last_unix_s: 1_700_000_000,
+            }],
         }
     }
 
@@ -169,6 +185,17 @@ mod tests {
         save(&p, &sample()).unwrap();
         assert_eq!(load(&p), Some(sample()));
         assert!(!d.join("sub/state.json.tmp").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_from_before_listener_memory_still_loads() {
+        let d = tmpdir("v1-old");
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("state.json");
+        std::fs::write(&p, r#"{"version":1,"blocks":[],"offences":[],"allows":[]}"#).unwrap();
+        let s = load(&p).expect("loads");
+        assert!(s.listeners.is_empty());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -93,7 +93,10 @@ struct Controller {
     trw: Trw,
     correlator: Correlator,
     sink: EventOutputs,
+    /// What the kernel's listening bitmap holds: the sockets of now plus the
+    /// remembered TCP listeners.
     listening: Listening,
+    memory: listeners::ListenerMemory,
     /// The host's own addresses as last written to `LOCAL_ADDRS`.
     local: Vec<Addr>,
     state_file: PathBuf,
@@ -224,10 +227,21 @@ fn start(
     let local = own_addresses();
     maps.write_local(&local)?;
     maps.write_config(&kcfg)?;
-    let listening = Listening::read()?;
+    let saved = persist::load(&opts.state_file);
+    let keep_s = cfg.detection.listener_memory.0.as_secs();
+    let now_s = clock::unix_now();
+    let mut memory = listeners::ListenerMemory::from_saved(
+        saved
+            .iter()
+            .flat_map(|s| s.listeners.iter().map(|l| (l.port, l.last_unix_s))),
+        now_s,
+        keep_s,
+    );
+    let current = Listening::read()?;
+    memory.observe(&current, now_s, keep_s);
+    let listening = memory.effective(&current);
     maps.write_listening(&listening.bitmap())?;
 
-    let saved = persist::load(&opts.state_file);
     let mut enforcer = Enforcer::new(Vec::new());
     let mut ctl_cfg_maps = (cfg, maps);
     apply_lists(
@@ -276,6 +290,7 @@ fn start(
         enforcer,
         sink,
         listening,
+        memory,
         local,
         state_file: opts.state_file.clone(),
         metrics,
@@ -631,12 +646,19 @@ impl Controller {
         let full = self.full_pass_due || self.ticks.is_multiple_of(FULL_PASS_TICKS);
         self.update_metrics();
         let changed = self.sync_blocks(full)?;
+        let mut remembered_changed = false;
         match Listening::read() {
-            Ok(now) if now != self.listening => match self.maps.write_listening(&now.bitmap()) {
-                Ok(()) => self.listening = now,
-                Err(e) => tracing::warn!("updating listening ports: {e:#}"),
-            },
-            Ok(_) => {}
+            Ok(now) => {
+                let keep_s = self.cfg.detection.listener_memory.0.as_secs();
+                remembered_changed = self.memory.observe(&now, clock::unix_now(), keep_s);
+                let effective = self.memory.effective(&now);
+                if effective != self.listening {
+                    match self.maps.write_listening(&effective.bitmap()) {
+                        Ok(()) => self.listening = effective,
+                        Err(e) => tracing::warn!("updating listening ports: {e:#}"),
+                    }
+                }
+            }
             Err(e) => tracing::warn!("reading listening ports: {e:#}"),
         }
         let local = own_addresses();
@@ -647,7 +669,8 @@ impl Controller {
             }
         }
         self.trw.expire(clock::monotonic_ns());
-        if changed {
+        // A listener that came or went is worth keeping across a crash too.
+        if changed || remembered_changed {
             self.save()?;
         }
         Ok(())
@@ -696,7 +719,14 @@ impl Controller {
             .filter(|c| !config_allows.contains(c))
             .map(|c| c.to_string())
             .collect();
-        persist::save(&self.state_file, &self.enforcer.snapshot(operator_allows))
+        let mut state = self.enforcer.snapshot(operator_allows);
+        state.listeners = self
+            .memory
+            .saved()
+            .into_iter()
+            .map(|(port, last_unix_s)| persist::SavedListener { port, last_unix_s })
+            .collect();
+        persist::save(&self.state_file, &state)
     }
 
     /// SIGUSR1 (logrotate's postrotate) and SIGHUP: events files are opened anew

@@ -373,6 +373,7 @@ fn saved_state_is_restored_and_expired_entries_are_skipped() {
         ],
         offences: vec![],
         allows: vec![],
+        listeners: vec![],
     };
     let mut e = Enforcer::new(vec![]);
     assert_eq!(e.restore(&mut h.maps, &saved).expect("restore"), 2);

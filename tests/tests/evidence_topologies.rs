@@ -11,6 +11,9 @@
 //! - a client of twenty open privileged ports;
 //! - a blocked source sending IPv6 with an extension-header chain too long to walk
 //!   (raw frames on the wire): none reaches the target's stack;
+//! - a health checker of six service ports, every second, while nginx is down for
+//!   40 s and the controller is restarted: the ports that listened before count
+//!   as listening (remembered, and carried across the restart in the state file);
 //! - nmap's fragment scans (`-f`, `--mtu 8`): blocked, reported as `fragment`, and
 //!   fewer than 12 frames of any kind reach the target's stack.
 
@@ -435,4 +438,46 @@ fn fragment_scans_are_blocked_reported_and_kept_off_the_stack() {
             lab.tag, blocked["kind"]
         );
     }
+}
+
+#[test]
+fn health_checks_through_a_service_and_controller_restart_never_block() {
+    let lab = Lab::new("fp-restart");
+    let ports: [u16; 6] = [80, 443, 8080, 8443, 9090, 9443];
+    let nginx = lab.start_nginx(&ports);
+    let c1 = start(&lab);
+    let checker = lab.att.v4.to_string();
+    let tgt = lab.tgt.v4.to_string();
+    // The checker: a TCP connect to every port every second (curl, 1 s timeout).
+    let urls: String = ports
+        .iter()
+        .map(|p| format!("http://{tgt}:{p}/ "))
+        .collect();
+    let script = format!(
+        "while :; do for u in {urls}; do curl -s -o /dev/null --connect-timeout 1 --max-time 1 $u; done; sleep 1; done"
+    );
+    let log = lab.file("checker", "log");
+    let check = lab.spawn_in(&lab.att.ns, &["sh", "-c", &script], &log);
+    std::thread::sleep(Duration::from_secs(3));
+    // nginx goes down for 40 s; 10 s into it the controller restarts.
+    lab.terminate(nginx, Duration::from_secs(5));
+    let down = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let status = lab.stop_controller(&c1);
+    assert!(
+        status.success(),
+        "[{}] controller stop: {status:?}",
+        lab.tag
+    );
+    let c2 = lab.start_controller_with(&c1.opts);
+    std::thread::sleep(Duration::from_secs(40).saturating_sub(down.elapsed()));
+    lab.start_nginx(&ports);
+    std::thread::sleep(Duration::from_secs(4));
+    lab.terminate(check, Duration::from_secs(5));
+    for c in [&c1, &c2] {
+        assert_never_suspected(&lab, c, &checker, "health checker through restarts");
+    }
+    let saved = fs::read_to_string(&c2.state_file).unwrap_or_default();
+    eprintln!("[{}] checker never reported; state file: {saved}", lab.tag);
+    assert_scan_still_caught(&lab, &c2, &checker, &tgt);
 }
