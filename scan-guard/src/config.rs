@@ -105,6 +105,8 @@ pub struct SlowScan {
     pub threshold: f64,
     /// How long a source's history is kept after its last contact.
     pub memory: Dur,
+    /// The walk's evidence halves every `half_life` ("0s": never fades).
+    pub half_life: Dur,
     /// Sources remembered at once (least recently seen forgotten first).
     pub max_sources: usize,
 }
@@ -270,6 +272,7 @@ impl Default for SlowScan {
             scanner_success: 0.2,
             threshold: 99.0,
             memory: Dur(Duration::from_secs(30 * 60)),
+            half_life: Dur(Duration::from_secs(30 * 60)),
             max_sources: 100_000,
         }
     }

@@ -61,7 +61,9 @@ const CONTACTS_PER_SOURCE: usize = 256;
 
 #[derive(Debug)]
 struct Walk {
-    ratio: f64,
+    /// ln of the likelihood ratio, as of `updated_ns`.
+    log_ratio: f64,
+    updated_ns: u64,
     seen: HashSet<(Addr, u16)>,
     failures: u32,
     successes: u32,
@@ -74,8 +76,17 @@ struct Walk {
 
 /// Threshold Random Walk (Jung, Paxson, Berger, Balakrishnan 2004): each first
 /// contact to a closed port multiplies the likelihood ratio by
-/// (1-θ1)/(1-θ0), each to a listening service by θ1/θ0; above η1 the source is a
-/// scanner. Rate-independent, so one probe a minute is caught as surely as a burst.
+/// (1-θ1)/(1-θ0), each contact with a listening service by θ1/θ0; above η1 the
+/// source is a scanner.
+///
+/// Two departures from the textbook walk keep busy legitimate sources out of it:
+/// - the walk forgets: its log-ratio halves every `slow_scan.half_life`, so closed
+///   contacts spread over hours (a LAN desktop's NetBIOS and SMB attempts, the
+///   odd typo of one client behind a NAT address) never add up, while a scan at
+///   one probe every few minutes still crosses within a handful of probes;
+/// - successes count per contact the kernel reports (one per open port per
+///   window), not once per distinct port: a NAT address whose clients keep using
+///   the host's services keeps earning them.
 pub struct Trw {
     cfg: SlowScan,
     walks: HashMap<Addr, Walk>,
@@ -111,7 +122,8 @@ impl Trw {
             self.evict_oldest();
         }
         let w = self.walks.entry(c.src).or_insert_with(|| Walk {
-            ratio: 1.0,
+            log_ratio: 0.0,
+            updated_ns: c.ts_ns,
             seen: HashSet::new(),
             failures: 0,
             successes: 0,
@@ -122,27 +134,35 @@ impl Trw {
             flagged: false,
         });
         w.last_ns = w.last_ns.max(c.ts_ns);
-        if w.seen.len() >= CONTACTS_PER_SOURCE || !w.seen.insert((c.dst, c.port)) {
+        let success = c.listening != 0;
+        // A closed port contacted again is no new evidence; an open one is.
+        if !success && (w.seen.len() >= CONTACTS_PER_SOURCE || !w.seen.insert((c.dst, c.port))) {
             return None;
         }
+        let half_life = self.cfg.half_life.0.as_nanos() as f64;
+        if half_life > 0.0 && c.ts_ns > w.updated_ns {
+            let elapsed = (c.ts_ns - w.updated_ns) as f64;
+            w.log_ratio *= 0.5f64.powf(elapsed / half_life);
+        }
+        w.updated_ns = w.updated_ns.max(c.ts_ns);
         if let Some(k) = w.kinds.get_mut(c.kind as usize) {
             *k += 1;
         }
         if c.os_stack != 0 {
             w.os_syns = w.os_syns.saturating_add(1);
         }
-        if w.ports.len() < 8 {
+        if w.ports.len() < 8 && !w.ports.contains(&c.port) {
             w.ports.push(c.port);
         }
         let (t0, t1) = (self.cfg.benign_success, self.cfg.scanner_success);
-        if c.listening != 0 {
+        if success {
             w.successes += 1;
-            w.ratio = (w.ratio * t1 / t0).max(Self::FLOOR);
+            w.log_ratio = (w.log_ratio + (t1 / t0).ln()).max(Self::FLOOR.ln());
         } else {
             w.failures += 1;
-            w.ratio *= (1.0 - t1) / (1.0 - t0);
+            w.log_ratio += ((1.0 - t1) / (1.0 - t0)).ln();
         }
-        if w.flagged || w.ratio <= self.cfg.threshold {
+        if w.flagged || w.log_ratio <= self.cfg.threshold.ln() {
             return None;
         }
         w.flagged = true;
@@ -151,7 +171,7 @@ impl Trw {
             src: c.src,
             kind,
             kind_byte: crate::kinds::code(kind),
-            likelihood_ratio: w.ratio,
+            likelihood_ratio: w.log_ratio.exp(),
             failures: w.failures,
             successes: w.successes,
             ports: w.ports.clone(),
@@ -308,6 +328,78 @@ mod tests {
         // not enough either.
         assert!(t.observe(&contact(3, 8080, false)).is_none());
         assert!(t.observe(&contact(3, 8081, false)).is_none());
+    }
+
+    fn at(src: [u8; 4], port: u16, listening: bool, ts_s: u64) -> Contact {
+        Contact {
+            ts_ns: ts_s * 1_000_000_000,
+            src: from_v4(src),
+            ..contact(0, port, listening)
+        }
+    }
+
+    #[test]
+    fn closed_contacts_spread_over_a_day_never_flag_a_lan_desktop() {
+        // 24 h of a desktop's unicast chatter to a server without those services
+        // (its broadcast and multicast never reach the walk: the kernel scores only
+        // the host's own unicast addresses): NetBIOS, SMB, LLMNR, Dropbox LAN sync,
+        // WS-Discovery, SSDP, mDNS replies. Seven closed ports, the first contact
+        // of each three hours apart, every one retried every 20 minutes after (so
+        // the walk is never idle long enough to be forgotten).
+        let mut t = Trw::new(SlowScan::default());
+        let desktop = [192, 168, 1, 20];
+        let ports = [445u16, 139, 137, 5355, 17500, 3702, 1900];
+        for slot in 0..24 * 3u64 {
+            for (k, port) in ports.iter().enumerate() {
+                if slot < 9 * k as u64 {
+                    continue;
+                }
+                let ts = slot * 1200 + k as u64 * 60;
+                assert!(
+                    t.observe(&at(desktop, *port, false, ts)).is_none(),
+                    "at {ts} s, port {port}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_nat_address_with_fifty_clients_and_hourly_typos_is_never_flagged() {
+        // 50 clients behind one address use ports 80 and 443 all day (the kernel
+        // reports one contact per open port per 30 s window) and each mistypes a
+        // port once an hour, one of twenty closed ports.
+        let mut t = Trw::new(SlowScan::default());
+        let nat = [203, 0, 113, 9];
+        for s in (0..24 * 3600u64).step_by(30) {
+            for port in [80u16, 443] {
+                assert!(t.observe(&at(nat, port, true, s)).is_none());
+            }
+            // 50 typos an hour: one every 72 s.
+            if s % 72 < 30 {
+                let typo = 8000 + ((s / 72) % 20) as u16;
+                assert!(
+                    t.observe(&at(nat, typo, false, s + 1)).is_none(),
+                    "at {s} s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slow_scans_are_still_caught_within_ten_probes() {
+        // nmap -T1 (a probe every 15 s) and --scan-delay 5s, and one probe a minute.
+        for (i, gap_s) in [15u64, 5, 60].iter().enumerate() {
+            let mut t = Trw::new(SlowScan::default());
+            let src = [198, 51, 100, i as u8];
+            let flagged_at = (1..=10u16).position(|n| {
+                t.observe(&at(src, n, false, u64::from(n) * gap_s))
+                    .is_some()
+            });
+            assert!(
+                flagged_at.is_some_and(|p| p < 10),
+                "a probe every {gap_s} s: flagged at {flagged_at:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - a health checker of six service ports, every second, while nginx is down for
 //!   40 s and the controller is restarted: the ports that listened before count
 //!   as listening (remembered, and carried across the restart in the state file);
+//! - the slow-scan walk forgets (its evidence halves every 30 minutes), yet
+//!   `nmap -T1` and `--scan-delay 5s` are still blocked within 10 probes;
 //! - nmap's fragment scans (`-f`, `--mtu 8`): blocked, reported as `fragment`, and
 //!   fewer than 12 frames of any kind reach the target's stack.
 
@@ -480,4 +482,55 @@ fn health_checks_through_a_service_and_controller_restart_never_block() {
     let saved = fs::read_to_string(&c2.state_file).unwrap_or_default();
     eprintln!("[{}] checker never reported; state file: {saved}", lab.tag);
     assert_scan_still_caught(&lab, &c2, &checker, &tgt);
+}
+
+#[test]
+fn slow_scans_are_still_blocked_within_ten_probes() {
+    let lab = Lab::new("slow-scans");
+    let c = start(&lab);
+    let srcs: Vec<String> = lab
+        .add_v4(&lab.att, 60..=61)
+        .into_iter()
+        .map(|a| a.to_string())
+        .collect();
+    let target = lab.tgt.v4.to_string();
+    let timings: [&[&str]; 2] = [&["-T1"], &["--scan-delay", "5s"]];
+    let scans: Vec<_> = srcs
+        .iter()
+        .zip(timings)
+        .map(|(src, timing)| {
+            let mut args = vec!["-sS", "-Pn", "-n", "--max-retries", "0", "-p", "1-10"];
+            args.extend_from_slice(timing);
+            args.extend_from_slice(&["-S", src, "-e", &lab.att.iface, &target]);
+            (src, timing, lab.spawn_nmap(&args))
+        })
+        .collect();
+    for (src, timing, scan) in &scans {
+        let blocked = lab.wait_event_during(
+            &c,
+            scan,
+            Duration::from_secs(30),
+            "slow scan blocked",
+            |e| is_event(e, "blocked", src),
+        );
+        let ev = &blocked["evidence"];
+        let probes = ev["failures"].as_u64().unwrap_or(0) + ev["successes"].as_u64().unwrap_or(0);
+        let probes = if probes == 0 {
+            blocked["probes"].as_u64().unwrap_or(99)
+        } else {
+            probes
+        };
+        assert!(
+            probes <= 10,
+            "[{}] nmap {timing:?}: blocked after {probes} probes: {blocked}",
+            lab.tag
+        );
+        eprintln!(
+            "[{}] nmap {timing:?}: blocked after {probes} probes by {}",
+            lab.tag, ev["rule"]
+        );
+    }
+    for (_, _, scan) in &scans {
+        lab.finish(scan);
+    }
 }
