@@ -15,9 +15,8 @@ pub const fn port_bucket(port: u16) -> u32 {
     (port as u32).wrapping_mul(0x9E37_79B1) >> 24
 }
 
-/// Bucket of an address (16-byte form).
 #[inline(always)]
-pub fn addr_bucket(addr: &[u8; 16]) -> u32 {
+fn addr_hash(addr: &[u8; 16]) -> u32 {
     let mut h: u32 = 0;
     let mut i = 0;
     while i < 16 {
@@ -25,7 +24,20 @@ pub fn addr_bucket(addr: &[u8; 16]) -> u32 {
         h = (h ^ w).wrapping_mul(0x9E37_79B1);
         i += 4;
     }
-    h >> 26
+    h
+}
+
+/// Bucket of an address (16-byte form).
+#[inline(always)]
+pub fn addr_bucket(addr: &[u8; 16]) -> u32 {
+    addr_hash(addr) >> 26
+}
+
+/// Bucket of a (destination address, port) pair, in a 64-bucket sketch like the
+/// address sketch's.
+#[inline(always)]
+pub fn pair_bucket(addr: &[u8; 16], port: u16) -> u32 {
+    (addr_hash(addr) ^ (port as u32).wrapping_mul(0x85EB_CA6B)).wrapping_mul(0x9E37_79B1) >> 26
 }
 
 /// Sets bucket `b` in a port sketch; returns true when it was clear.
@@ -83,6 +95,20 @@ mod tests {
         for _ in 0..1000 {
             assert!(!set_port_bit(&mut s, port_bucket(443)));
         }
+    }
+
+    #[test]
+    fn pairs_spread() {
+        // nmap -sn -PS22,80,443 over four addresses: twelve pairs.
+        let mut s = 0u64;
+        let mut new = 0;
+        for last in 1..=4u8 {
+            let a = crate::addr::from_v4([10, 0, 0, last]);
+            for port in [22, 80, 443] {
+                new += usize::from(set_addr_bit(&mut s, pair_bucket(&a, port)));
+            }
+        }
+        assert!(new >= 10, "only {new} distinct buckets for 12 pairs");
     }
 
     #[test]

@@ -5,7 +5,9 @@ use crate::{
     addr::Addr,
     config::KernelConfig,
     flags::{PROBE_KINDS, ProbeKind},
-    sketch::{PORT_SKETCH_WORDS, addr_bucket, port_bucket, set_addr_bit, set_port_bit},
+    sketch::{
+        PORT_SKETCH_WORDS, addr_bucket, pair_bucket, port_bucket, set_addr_bit, set_port_bit,
+    },
 };
 
 /// Distinct destination ports remembered per source window (for events).
@@ -19,6 +21,9 @@ pub struct SourceState {
     pub window_start_ns: u64,
     pub port_sketch: [u64; PORT_SKETCH_WORDS],
     pub addr_sketch: u64,
+    /// (destination address, port) pairs of weighty probes (closed ports, invalid
+    /// flags): a sweep with several ports per address is told by these.
+    pub pair_sketch: u64,
     /// Probes by `ProbeKind` in the current window.
     pub probes: [u32; PROBE_KINDS],
     /// Weighted score of new destination ports in the current window.
@@ -41,9 +46,12 @@ pub struct SourceState {
     /// are dropped too, so none reaches the host's reassembly queue.
     pub tiny_frags: u8,
     pub _pad: [u8; 1],
+    /// Estimated distinct pairs in `pair_sketch`.
+    pub distinct_pairs: u16,
+    pub _pad2: [u8; 6],
 }
 
-const _: () = assert!(core::mem::size_of::<SourceState>() == 136);
+const _: () = assert!(core::mem::size_of::<SourceState>() == 152);
 
 /// One piece of evidence against a source.
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +119,7 @@ impl SourceState {
             window_start_ns: now,
             port_sketch: [0; PORT_SKETCH_WORDS],
             addr_sketch: 0,
+            pair_sketch: 0,
             probes: [0; PROBE_KINDS],
             score: 0,
             distinct_ports: 0,
@@ -123,6 +132,8 @@ impl SourceState {
             os_syns: 0,
             tiny_frags: 0,
             _pad: [0; 1],
+            distinct_pairs: 0,
+            _pad2: [0; 6],
         }
     }
 
@@ -131,6 +142,8 @@ impl SourceState {
         self.window_start_ns = now;
         self.port_sketch = [0; PORT_SKETCH_WORDS];
         self.addr_sketch = 0;
+        self.pair_sketch = 0;
+        self.distinct_pairs = 0;
         self.probes = [0; PROBE_KINDS];
         self.score = 0;
         self.distinct_ports = 0;
@@ -141,6 +154,16 @@ impl SourceState {
         self.sample_count = 0;
         self.os_syns = 0;
         self.tiny_frags = 0;
+    }
+
+    /// `sweep_threshold` addresses, or as many closed (address, port) pairs over
+    /// two addresses or more: a sweep that tries several ports per address
+    /// (`nmap -sn -PS22,80,443`) is caught within as many probes as one that tries
+    /// one.
+    #[inline(always)]
+    fn is_sweep(&self, threshold: u32) -> bool {
+        let addrs = self.distinct_addrs as u32;
+        addrs >= threshold || (addrs >= 2 && self.distinct_pairs as u32 >= threshold)
     }
 
     /// Total probes in the current window.
@@ -184,12 +207,17 @@ impl SourceState {
         if set_addr_bit(&mut self.addr_sketch, addr_bucket(&probe.dst)) {
             self.distinct_addrs = self.distinct_addrs.saturating_add(1);
         }
+        if let (Some(port), true) = (probe.port, probe.weight > 0) {
+            if set_addr_bit(&mut self.pair_sketch, pair_bucket(&probe.dst, port)) {
+                self.distinct_pairs = self.distinct_pairs.saturating_add(1);
+            }
+        }
         if self.reported != 0 {
             return out;
         }
         let trigger = if cfg.score_threshold != 0 && self.score >= cfg.score_threshold {
             Trigger::Score
-        } else if cfg.sweep_threshold != 0 && self.distinct_addrs as u32 >= cfg.sweep_threshold {
+        } else if cfg.sweep_threshold != 0 && self.is_sweep(cfg.sweep_threshold) {
             Trigger::Sweep
         } else {
             return out;
@@ -373,6 +401,53 @@ mod tests {
             n as u32 >= cfg.sweep_threshold && n <= 16,
             "after {n} addresses"
         );
+    }
+
+    #[test]
+    fn a_sweep_with_several_ports_per_address_triggers_within_twelve_probes() {
+        // nmap -sn -PS22,80,443: three closed ports per address.
+        let cfg = KernelConfig::default();
+        let mut s = SourceState::new(0);
+        let mut n = 0;
+        let trig = (1..=32u8)
+            .flat_map(|last| [22u16, 80, 443].map(|port| (last, port)))
+            .find_map(|(last, port)| {
+                n += 1;
+                s.record(
+                    0,
+                    &syn_to(from_v4([10, 0, 0, last]), port, &cfg, false),
+                    &cfg,
+                )
+                .trigger
+            });
+        assert!(
+            trig.is_some() && n <= 12,
+            "trigger {trig:?} after {n} probes"
+        );
+        // The same contacts with open ports: never.
+        let mut s = SourceState::new(0);
+        for last in 1..=32u8 {
+            for port in [22u16, 80, 443] {
+                let t = s.record(
+                    0,
+                    &syn_to(from_v4([10, 0, 0, last]), port, &cfg, true),
+                    &cfg,
+                );
+                assert!(t.trigger.is_none() || last as u32 >= cfg.sweep_threshold);
+            }
+        }
+    }
+
+    fn syn_to(dst: Addr, port: u16, cfg: &KernelConfig, listening: bool) -> Probe {
+        Probe {
+            kind: ProbeKind::Syn as u8,
+            dst,
+            port: Some(port),
+            weight: cfg.port_weight(port, listening, false),
+            tcp_flags: Some(crate::flags::SYN),
+            listening,
+            os_stack: false,
+        }
     }
 
     #[test]

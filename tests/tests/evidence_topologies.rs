@@ -16,6 +16,8 @@
 //!   as listening (remembered, and carried across the restart in the state file);
 //! - the slow-scan walk forgets (its evidence halves every 30 minutes), yet
 //!   `nmap -T1` and `--scan-delay 5s` are still blocked within 10 probes;
+//! - a host sweep with three ports per address (`nmap -sn -PS22,80,443`) is
+//!   blocked within 12 probes, as a one-port sweep is;
 //! - nmap's fragment scans (`-f`, `--mtu 8`): blocked, reported as `fragment`, and
 //!   fewer than 12 frames of any kind reach the target's stack.
 
@@ -532,5 +534,83 @@ fn slow_scans_are_still_blocked_within_ten_probes() {
     }
     for (_, _, scan) in &scans {
         lab.finish(scan);
+    }
+}
+
+#[test]
+fn a_sweep_with_three_ports_per_address_is_blocked_within_twelve_probes() {
+    // A host has a handful of addresses: four here, half the address threshold,
+    // so only the (address, port) pairs can tell the sweep. Stealth on: closed
+    // ports do not answer, so nmap tries every port of every address.
+    for stealth in [false, true] {
+        let lab = Lab::new(if stealth {
+            "sweep-3ports-stealth"
+        } else {
+            "sweep-3ports"
+        });
+        let addrs = lab.add_target_v4(10..=13);
+        let mut opts = ControllerOptions::new(XdpMode::Native);
+        if stealth {
+            opts.config = Some(lab.write_file("stealth", "toml", "[blocking]\nstealth = true\n"));
+        }
+        let c = lab.start_controller_with(&opts);
+        let att = lab.att.v4.to_string();
+        let cap = lab.start_capture_where(
+            &lab.tgt.ns,
+            &lab.tgt.iface,
+            &format!("src host {att} and tcp[tcpflags] & tcp-syn != 0"),
+            10_000,
+        );
+        let range = format!("{}-{}", addrs[0], addrs[addrs.len() - 1].octets()[3]);
+        // Never -Pn with -sn (nmap would send nothing); no ARP discovery either.
+        let scan = lab.spawn_nmap(&[
+            "-sn",
+            "-n",
+            "-PS22,80,443",
+            "--disable-arp-ping",
+            "-T4",
+            "--max-retries",
+            "1",
+            "--max-rtt-timeout",
+            "200ms",
+            "--host-timeout",
+            "20s",
+            &range,
+        ]);
+        let blocked = lab.wait_event_during(&c, &scan, EVENT_LIMIT, "sweep blocked", |e| {
+            is_event(e, "blocked", &att)
+        });
+        lab.finish(&scan);
+        let seen = frames_seen(&lab, &cap);
+        // The kernel's own detection, with its count of the source's probes.
+        let detected = c
+            .events()
+            .into_iter()
+            .find(|e| {
+                is_event(e, "scan_detected", &att) && e["evidence"]["rule"] == "address_sweep"
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "[{}] the kernel never saw a sweep: {:?}",
+                    lab.tag,
+                    c.events()
+                )
+            });
+        let probes = detected["probes"].as_u64().unwrap_or(u64::MAX);
+        assert_eq!(blocked["kind"], "sweep", "[{}] {blocked}", lab.tag);
+        assert!(
+            seen < 12,
+            "[{}] {seen} sweep probes reached the target",
+            lab.tag
+        );
+        assert!(
+            probes <= 12,
+            "[{}] blocked after {probes} probes: {detected}",
+            lab.tag
+        );
+        eprintln!(
+            "[{}] nmap -sn -PS22,80,443: blocked as sweep after {probes} probes, {seen} reached the stack; evidence {}",
+            lab.tag, detected["evidence"]
+        );
     }
 }
