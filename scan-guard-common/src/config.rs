@@ -53,6 +53,9 @@ pub struct KernelConfig {
     /// Most sources the kernel blocks on its own per second (spoofing safety);
     /// 0 = no cap.
     pub max_auto_blocks_per_sec: u32,
+    /// Key of the port sketch's hash (random per controller start).
+    pub sketch_key: u32,
+    pub _pad: u32,
 }
 
 impl KernelConfig {
@@ -69,6 +72,8 @@ impl KernelConfig {
         policy: POLICY_AUTO_BLOCK,
         invalid_drop_mask: (1 << INVALID_CLASSES) - 1,
         max_auto_blocks_per_sec: 100,
+        sketch_key: 0,
+        _pad: 0,
     };
 
     #[inline(always)]
@@ -128,7 +133,7 @@ impl Default for KernelConfig {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelConfig {}
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 64);
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,13 @@ pub const PORT_SKETCH_WORDS: usize = PORT_SKETCH_BITS / 64;
 /// Buckets of the destination-address sketch.
 pub const ADDR_SKETCH_BITS: u32 = 64;
 
-/// Bucket of a port: Fibonacci hashing spreads sequential scans evenly.
+/// Bucket of a port under `key`: Fibonacci hashing spreads sequential scans
+/// evenly, and the key (random per controller start, `KernelConfig::sketch_key`)
+/// keeps a scanner from knowing which ports share a bucket with the host's open
+/// ports (with a public hash it could scan only those, and never be counted).
 #[inline(always)]
-pub const fn port_bucket(port: u16) -> u32 {
-    (port as u32).wrapping_mul(0x9E37_79B1) >> 24
+pub const fn port_bucket(port: u16, key: u32) -> u32 {
+    ((port as u32) ^ key).wrapping_mul(0x9E37_79B1) >> 24
 }
 
 #[inline(always)]
@@ -72,7 +75,7 @@ mod tests {
     #[test]
     fn buckets_stay_in_range() {
         for p in 0..=u16::MAX {
-            assert!((port_bucket(p) as usize) < PORT_SKETCH_BITS);
+            assert!((port_bucket(p, 0x5eed_1234) as usize) < PORT_SKETCH_BITS);
         }
         assert!(addr_bucket(&[0xff; 16]) < ADDR_SKETCH_BITS);
     }
@@ -83,7 +86,7 @@ mod tests {
         // land in (nearly) 64 different buckets.
         let mut s = [0u64; PORT_SKETCH_WORDS];
         let new = (1..=64u16)
-            .filter(|p| set_port_bit(&mut s, port_bucket(*p)))
+            .filter(|p| set_port_bit(&mut s, port_bucket(*p, 0)))
             .count();
         assert!(new >= 60, "only {new} distinct buckets");
     }
@@ -91,9 +94,9 @@ mod tests {
     #[test]
     fn repeated_port_counts_once() {
         let mut s = [0u64; PORT_SKETCH_WORDS];
-        assert!(set_port_bit(&mut s, port_bucket(443)));
+        assert!(set_port_bit(&mut s, port_bucket(443, 7)));
         for _ in 0..1000 {
-            assert!(!set_port_bit(&mut s, port_bucket(443)));
+            assert!(!set_port_bit(&mut s, port_bucket(443, 7)));
         }
     }
 

@@ -193,7 +193,7 @@ impl SourceState {
         }
         let mut out = Outcome::default();
         if let Some(port) = probe.port {
-            if set_port_bit(&mut self.port_sketch, port_bucket(port)) {
+            if set_port_bit(&mut self.port_sketch, port_bucket(port, cfg.sketch_key)) {
                 out.new_port = true;
                 self.distinct_ports = self.distinct_ports.saturating_add(1);
                 self.score = self.score.saturating_add(probe.weight);

@@ -411,8 +411,9 @@ impl Config {
         self.blocking.ttl[i].0
     }
 
-    /// The record the kernel program reads.
-    pub fn kernel_config(&self, ephemeral_port_min: u16) -> KernelConfig {
+    /// The record the kernel program reads; `sketch_key` keys the port sketch
+    /// (random per start, kept across reloads).
+    pub fn kernel_config(&self, ephemeral_port_min: u16, sketch_key: u32) -> KernelConfig {
         let d = &self.detection;
         let b = &self.blocking;
         let mut policy = 0;
@@ -452,6 +453,8 @@ impl Config {
             policy,
             invalid_drop_mask: drop_mask,
             max_auto_blocks_per_sec: b.max_new_blocks_per_sec,
+            sketch_key,
+            _pad: 0,
         }
     }
 
@@ -493,7 +496,7 @@ mod tests {
     #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
-        let k = Config::default().kernel_config(32768);
+        let k = Config::default().kernel_config(32768, 0);
         let d = KernelConfig::DEFAULT;
         assert_eq!(k.score_threshold, d.score_threshold);
         assert_eq!(k.window_ns, d.window_ns);
@@ -557,7 +560,7 @@ mod tests {
             "[blocking]\ndry_run = true\nstealth = true\n[invalid_flags]\nnull = \"count\"\n",
         )
         .unwrap();
-        let k = c.kernel_config(40000);
+        let k = c.kernel_config(40000, 0);
         assert_eq!(k.policy & POLICY_AUTO_BLOCK, 0);
         assert_ne!(k.policy & POLICY_STEALTH, 0);
         assert_eq!(k.invalid_drop_mask & 1, 0);

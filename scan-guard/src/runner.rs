@@ -221,7 +221,7 @@ fn start(
     let mut ebpf = loader::load_with(Some(&opts.pin_dir), max_blocks)?;
     let mut maps = KernelMaps::take(&mut ebpf)?;
     let ephemeral = listeners::ephemeral_port_min()?;
-    let kcfg = cfg.kernel_config(ephemeral);
+    let kcfg = cfg.kernel_config(ephemeral, sketch_key());
     // The addresses go in before the config that may tell the program to score
     // only traffic to them.
     let local = own_addresses();
@@ -299,6 +299,19 @@ fn start(
         crowdsec: crate::crowdsec::Link::disabled(),
     };
     Ok((ctl, events, contacts, klog, att.mode))
+}
+
+/// A fresh random key for the kernel's port sketch (getrandom(2); a clock-derived
+/// key if that fails, which still differs per start).
+fn sketch_key() -> u32 {
+    let mut key = [0u8; 4];
+    // SAFETY: writes at most 4 bytes into `key`.
+    let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+    if n == 4 {
+        u32::from_ne_bytes(key)
+    } else {
+        (clock::monotonic_ns() ^ u64::from(std::process::id()).rotate_left(32)) as u32
+    }
 }
 
 /// The host's own addresses in the kernel's form, sorted (compared every tick:
@@ -769,7 +782,7 @@ impl Controller {
             }
         };
         let result = (|| -> Result<()> {
-            let kcfg = new.kernel_config(listeners::ephemeral_port_min()?);
+            let kcfg = new.kernel_config(listeners::ephemeral_port_min()?, self.kcfg.sketch_key);
             // Allow entries from the old file that the new one drops are removed.
             for p in &self.cfg.blocking.allow {
                 if !new.blocking.allow.contains(p) {

@@ -281,6 +281,7 @@ fn fuzz_cfg(policy: u32, drop_mask: u32) -> KernelConfig {
         // and the kernel would observe a few microseconds apart.
         window_ns: 3_600_000_000_000,
         max_auto_blocks_per_sec: 0,
+        sketch_key: 0x9d2c_5680,
         policy,
         invalid_drop_mask: drop_mask,
         ..KernelConfig::default()

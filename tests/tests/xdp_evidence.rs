@@ -6,13 +6,16 @@
 //!   port, a privileged client port) explains a packet: real sockets, opened in the
 //!   test's own network namespace, which the program's lookups see;
 //! - contacts with open ports never add up to a block;
-//! - tiny first fragments are scored, and a source's later fragments dropped.
+//! - tiny first fragments are scored, and a source's later fragments dropped;
+//! - the port sketch is keyed: ports that share a bucket with the open ports
+//!   under the public hash no longer hide a scan.
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 
 use scan_guard_common::{
     config::{KernelConfig, POLICY_AUTO_BLOCK},
     flags::{ACK, FIN, ProbeKind, SYN},
+    sketch::port_bucket,
     stats::Stat,
 };
 use scan_guard_tests::{
@@ -333,4 +336,41 @@ fn tiny_first_fragments_are_scored_and_their_later_fragments_dropped() {
         g.maps.block_for_host(&addr("10.64.0.2")).is_some(),
         "not blocked: {verdicts:?}"
     );
+}
+
+#[test]
+fn a_keyed_port_sketch_leaves_no_ports_to_hide_behind() {
+    let open = [22u16, 80, 443];
+    // What a scanner who knows the unkeyed hash would scan: closed ports that
+    // share a bucket with an open port, so each looks like a port already seen.
+    let hidden: Vec<u16> = (1..=u16::MAX)
+        .filter(|p| !open.contains(p))
+        .filter(|p| {
+            open.iter()
+                .any(|o| port_bucket(*o, 0) == port_bucket(*p, 0))
+        })
+        .take(200)
+        .collect();
+    assert_eq!(hidden.len(), 200);
+    let scan = |key: u32| {
+        let mut h = Harness::new(KernelConfig {
+            policy: POLICY_AUTO_BLOCK,
+            sketch_key: key,
+            ..KernelConfig::default()
+        });
+        h.set_local(&[HOST4]);
+        h.set_listening(&open, &[]);
+        let src = "10.65.0.2";
+        for p in open.iter().chain(&hidden) {
+            h.run(&Pkt::tcp(src, HOST4, *p, SYN).build());
+        }
+        h.maps.block_for_host(&addr(src)).is_some()
+    };
+    assert!(
+        !scan(0),
+        "with the public hash the 200 ports hide (the attack this closes)"
+    );
+    for key in [0x6d2f_91a7u32, 0x0000_beef, 0xffff_0001] {
+        assert!(scan(key), "key {key:#x}: the hidden ports were not counted");
+    }
 }
