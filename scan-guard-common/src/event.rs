@@ -34,7 +34,7 @@ pub struct ScanEvent {
     pub os_syns: u16,
     /// Why the kernel did not block although auto-block is on (`Suppression`), or 0.
     pub suppressed: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
 }
 
 /// Why a crossing did not lead to a kernel block.
@@ -69,7 +69,7 @@ impl Suppression {
 }
 
 pub const SCAN_EVENT_SIZE: usize = core::mem::size_of::<ScanEvent>();
-const _: () = assert!(SCAN_EVENT_SIZE == 136);
+const _: () = assert!(SCAN_EVENT_SIZE == 144);
 
 /// A first contact: a source touched a destination port it had not touched in its
 /// window. Written to the `CONTACTS` ring buffer for the slow-scan test (TRW), so at
@@ -136,7 +136,7 @@ impl ScanEvent {
             last_kind,
             os_syns: state.os_syns,
             suppressed,
-            _pad: [0; 7],
+            _pad: [0; 3],
         }
     }
 
@@ -179,7 +179,7 @@ impl ScanEvent {
             (&raw mut (*dst).last_kind).write(last_kind);
             (&raw mut (*dst).os_syns).write(state.os_syns);
             (&raw mut (*dst).suppressed).write(suppressed);
-            (&raw mut (*dst)._pad).write([0; 7]);
+            (&raw mut (*dst)._pad).write([0; 3]);
         }
     }
 

@@ -135,9 +135,17 @@ pub enum ProbeKind {
     /// A first fragment too short to hold the TCP flags (nmap -f, --mtu 8): no
     /// conforming stack sends one (RFC 1858).
     Fragment = 9,
+    /// An SCTP INIT or COOKIE ECHO (nmap -sY, -sZ); the "port" is the SCTP port.
+    Sctp = 10,
+    /// A packet of an IP protocol the program does not parse (nmap -sO); the
+    /// "port" is the protocol number.
+    Protocol = 11,
+    /// An ICMP timestamp or address-mask request (nmap -PP, -PM): host discovery,
+    /// reported, never blocked on its own.
+    IcmpDiscovery = 12,
 }
 
-pub const PROBE_KINDS: usize = 10;
+pub const PROBE_KINDS: usize = 13;
 
 impl ProbeKind {
     pub const ALL: [ProbeKind; PROBE_KINDS] = [
@@ -151,6 +159,9 @@ impl ProbeKind {
         Self::IcmpEcho,
         Self::OtherInvalid,
         Self::Fragment,
+        Self::Sctp,
+        Self::Protocol,
+        Self::IcmpDiscovery,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -165,6 +176,9 @@ impl ProbeKind {
             Self::IcmpEcho => "icmp_echo",
             Self::OtherInvalid => "invalid_flags",
             Self::Fragment => "fragment",
+            Self::Sctp => "sctp",
+            Self::Protocol => "ip_protocol",
+            Self::IcmpDiscovery => "icmp_discovery",
         }
     }
 

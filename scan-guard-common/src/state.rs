@@ -48,10 +48,13 @@ pub struct SourceState {
     pub _pad: [u8; 1],
     /// Estimated distinct pairs in `pair_sketch`.
     pub distinct_pairs: u16,
-    pub _pad2: [u8; 6],
+    /// 1 once host discovery (ICMP timestamp or address mask) was reported in
+    /// this window; separate from `reported`, so a scan after it still is.
+    pub discovery_reported: u8,
+    pub _pad2: [u8; 9],
 }
 
-const _: () = assert!(core::mem::size_of::<SourceState>() == 152);
+const _: () = assert!(core::mem::size_of::<SourceState>() == 168);
 
 /// One piece of evidence against a source.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +93,9 @@ pub enum Trigger {
     Score = 1,
     /// Distinct destination addresses reached `sweep_threshold`.
     Sweep = 2,
+    /// Host discovery by ICMP timestamp or address-mask requests: reported, never
+    /// blocked on its own.
+    Discovery = 3,
 }
 
 impl Trigger {
@@ -97,6 +103,7 @@ impl Trigger {
         match v {
             1 => Some(Self::Score),
             2 => Some(Self::Sweep),
+            3 => Some(Self::Discovery),
             _ => None,
         }
     }
@@ -105,6 +112,7 @@ impl Trigger {
         match self {
             Self::Score => "port_score",
             Self::Sweep => "address_sweep",
+            Self::Discovery => "icmp_discovery",
         }
     }
 }
@@ -133,7 +141,8 @@ impl SourceState {
             tiny_frags: 0,
             _pad: [0; 1],
             distinct_pairs: 0,
-            _pad2: [0; 6],
+            discovery_reported: 0,
+            _pad2: [0; 9],
         }
     }
 
@@ -144,6 +153,7 @@ impl SourceState {
         self.addr_sketch = 0;
         self.pair_sketch = 0;
         self.distinct_pairs = 0;
+        self.discovery_reported = 0;
         self.probes = [0; PROBE_KINDS];
         self.score = 0;
         self.distinct_ports = 0;
@@ -215,6 +225,10 @@ impl SourceState {
         if self.reported != 0 {
             return out;
         }
+        if probe.kind == ProbeKind::IcmpDiscovery as u8 && self.discovery_reported == 0 {
+            self.discovery_reported = 1;
+            out.trigger = Some(Trigger::Discovery);
+        }
         let trigger = if cfg.score_threshold != 0 && self.score >= cfg.score_threshold {
             Trigger::Score
         } else if cfg.sweep_threshold != 0 && self.is_sweep(cfg.sweep_threshold) {
@@ -222,6 +236,7 @@ impl SourceState {
         } else {
             return out;
         };
+        // A scan crossing on this very probe outranks the discovery report.
         self.reported = 1;
         out.trigger = Some(trigger);
         out

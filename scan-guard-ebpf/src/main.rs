@@ -26,11 +26,17 @@ use scan_guard_common::{
 
 use crate::{
     maps::{CONFIG, STATS},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed},
 };
 
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMPV6_ECHO_REQUEST: u8 = 128;
+/// ICMP timestamp and address-mask requests (host discovery, nmap -PP / -PM).
+const ICMP_TIMESTAMP_REQUEST: u8 = 13;
+const ICMP_ADDRESS_MASK_REQUEST: u8 = 17;
+/// SCTP chunk types that open an association (nmap -sY, -sZ).
+const SCTP_INIT: u8 = 1;
+const SCTP_COOKIE_ECHO: u8 = 10;
 
 #[xdp]
 pub fn scan_guard(ctx: XdpContext) -> u32 {
@@ -98,7 +104,8 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         IPPROTO_UDP => udp(ctx, &l3, cfg, stats),
         IPPROTO_ICMP => icmp(ctx, &l3, ICMP_ECHO_REQUEST, cfg, stats),
         IPPROTO_ICMPV6 => icmp(ctx, &l3, ICMPV6_ECHO_REQUEST, cfg, stats),
-        _ => Ok(XDP_PASS),
+        IPPROTO_SCTP => sctp(ctx, &l3, cfg, stats),
+        proto => Ok(other_protocol(&l3, proto, cfg, stats)),
     };
     let verdict = verdict.unwrap_or_else(|()| {
         bump(stats, Stat::ParseFailed as usize);
@@ -292,13 +299,21 @@ fn icmp(
     cfg: &KernelConfig,
     stats: &mut StatBlock,
 ) -> Result<u32, ()> {
-    if parse::byte(parse::header::<2>(ctx, l3.l4_off)?, 0) != echo_request
-        || !evidence_dst(l3, cfg, stats)
+    let icmp_type = parse::byte(parse::header::<2>(ctx, l3.l4_off)?, 0);
+    let kind = if icmp_type == echo_request {
+        ProbeKind::IcmpEcho
+    } else if !l3.v6
+        && (icmp_type == ICMP_TIMESTAMP_REQUEST || icmp_type == ICMP_ADDRESS_MASK_REQUEST)
     {
+        ProbeKind::IcmpDiscovery
+    } else {
+        return Ok(XDP_PASS);
+    };
+    if !evidence_dst(l3, cfg, stats) {
         return Ok(XDP_PASS);
     }
     let probe = Probe {
-        kind: ProbeKind::IcmpEcho as u8,
+        kind: kind as u8,
         dst: l3.dst,
         port: None,
         weight: 0,
@@ -307,6 +322,50 @@ fn icmp(
         os_stack: false,
     };
     Ok(track::record(l3, &probe, cfg, stats))
+}
+
+/// SCTP INIT and COOKIE ECHO open associations (nmap -sY, -sZ); the host keeps
+/// no SCTP listener list, so every port counts as closed (a client of one SCTP
+/// service adds one port's weight, once per window).
+#[inline(always)]
+fn sctp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
+    let h = parse::header::<16>(ctx, l3.l4_off)?;
+    let chunk = parse::byte(h, 12);
+    if (chunk != SCTP_INIT && chunk != SCTP_COOKIE_ECHO) || !evidence_dst(l3, cfg, stats) {
+        return Ok(XDP_PASS);
+    }
+    let port = parse::be16(h, 2);
+    let probe = probe(
+        l3,
+        ProbeKind::Sctp,
+        port,
+        cfg.port_weight(port, false, false),
+        None,
+        false,
+        false,
+    );
+    Ok(track::record(l3, &probe, cfg, stats))
+}
+
+/// An IP protocol the program does not parse (nmap -sO walks them all): each
+/// distinct protocol counts like a closed privileged port. A tunnel peer (GRE,
+/// ESP) uses one or two, far below the threshold.
+#[inline(always)]
+fn other_protocol(l3: &L3, proto: u8, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
+    if !evidence_dst(l3, cfg, stats) {
+        return XDP_PASS;
+    }
+    let port = u16::from(proto);
+    let probe = probe(
+        l3,
+        ProbeKind::Protocol,
+        port,
+        cfg.port_weight(port, false, false),
+        None,
+        false,
+        false,
+    );
+    track::record(l3, &probe, cfg, stats)
 }
 
 #[inline(always)]

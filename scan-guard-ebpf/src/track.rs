@@ -13,7 +13,7 @@ use scan_guard_common::{
     addr::Addr,
     config::KernelConfig,
     event::{Contact, ScanEvent, Suppression},
-    state::{BlockEntry, BlockOrigin, Probe, SourceState},
+    state::{BlockEntry, BlockOrigin, Probe, SourceState, Trigger},
     stats::{Stat, StatBlock},
 };
 
@@ -68,7 +68,8 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     let Some(trigger) = outcome.trigger else {
         return XDP_PASS;
     };
-    let (blocked, suppressed) = if cfg.auto_block() {
+    // Host discovery is reported, never blocked on its own.
+    let (blocked, suppressed) = if cfg.auto_block() && trigger != Trigger::Discovery {
         auto_block(&l3.src, now, probe.kind, cfg, stats)
     } else {
         (false, 0)

@@ -21,8 +21,10 @@ pub fn classify(
     trigger: Option<Trigger>,
     os_syns: u16,
 ) -> &'static str {
-    if trigger == Some(Trigger::Sweep) {
-        return "sweep";
+    match trigger {
+        Some(Trigger::Sweep) => return "sweep",
+        Some(Trigger::Discovery) => return "discovery",
+        _ => {}
     }
     let total: u64 = probes.iter().map(|p| u64::from(*p)).sum();
     let Some((idx, top)) = probes.iter().enumerate().max_by_key(|(_, p)| **p) else {
@@ -34,6 +36,7 @@ pub fn classify(
     match ProbeKind::from_u8(idx as u8) {
         Some(ProbeKind::Syn) if u32::from(os_syns) * 2 >= *top => "connect",
         Some(ProbeKind::IcmpEcho) => "sweep",
+        Some(ProbeKind::IcmpDiscovery) => "discovery",
         Some(k) => k.name(),
         None => "mixed",
     }

@@ -16,6 +16,7 @@ pub fn name(code: u8) -> &'static str {
         SWEEP => "sweep",
         c => match ProbeKind::from_u8(c) {
             Some(ProbeKind::IcmpEcho) => "sweep",
+            Some(ProbeKind::IcmpDiscovery) => "discovery",
             Some(k) => k.name(),
             None => "-",
         },
@@ -28,6 +29,7 @@ pub fn code(name: &str) -> u8 {
         "connect" => CONNECT,
         "mixed" => MIXED,
         "sweep" => SWEEP,
+        "discovery" => ProbeKind::IcmpDiscovery as u8,
         n => ProbeKind::ALL
             .iter()
             .find(|k| k.name() == n)
@@ -53,6 +55,10 @@ mod tests {
             "sweep",
             "invalid_flags",
             "mixed",
+            "fragment",
+            "sctp",
+            "ip_protocol",
+            "discovery",
         ] {
             assert_eq!(name(code(n)), n);
         }

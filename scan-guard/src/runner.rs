@@ -488,6 +488,10 @@ impl Controller {
         if let Some(hint) = self.correlator.observe(ev.ts_ns, ev.src, ev.ports()) {
             self.emit(&EventRecord::from_hint(&hint, &self.cfg))?;
         }
+        // Host discovery is reported, never blocked on its own.
+        if Trigger::from_u8(ev.trigger) == Some(Trigger::Discovery) {
+            return Ok(());
+        }
         let reason = format!(
             "{}: score {} (threshold {}), {} ports, {} addresses",
             Trigger::from_u8(ev.trigger).map_or("unknown", Trigger::name),

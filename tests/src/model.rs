@@ -13,7 +13,7 @@ use scan_guard_common::{
     config::KernelConfig,
     event::Suppression,
     flags::{ProbeKind, TcpRole, tcp_role},
-    state::{BlockEntry, BlockOrigin, Probe, SourceState},
+    state::{BlockEntry, BlockOrigin, Probe, SourceState, Trigger},
     stats::{STAT_COUNT, Stat, StatBlock},
 };
 
@@ -244,10 +244,10 @@ impl Model {
         if out.new_port && probe.port.is_some() {
             st[Stat::Contacts as usize] += 1;
         }
-        let Some(_) = out.trigger else {
+        let Some(trigger) = out.trigger else {
             return XDP_PASS;
         };
-        let (blocked, suppressed) = if !cfg.auto_block() {
+        let (blocked, suppressed) = if !cfg.auto_block() || trigger == Trigger::Discovery {
             (false, 0)
         } else if covers(&self.protected, &l3.src) {
             st[Stat::AutoBlockSuppressed as usize] += 1;
@@ -470,13 +470,51 @@ impl Model {
                     return XDP_PASS;
                 }
                 let echo = if l3.proto == 1 { 8 } else { 128 };
-                if f[l3.l4] != echo || !evidence_dst(st) {
+                let kind = match f[l3.l4] {
+                    t if t == echo => ProbeKind::IcmpEcho,
+                    13 | 17 if l3.proto == 1 => ProbeKind::IcmpDiscovery,
+                    _ => return XDP_PASS,
+                };
+                if !evidence_dst(st) {
                     return XDP_PASS;
                 }
-                let p = probe(ProbeKind::IcmpEcho, None, 0, None, false, false);
+                let p = probe(kind, None, 0, None, false, false);
                 self.record(&l3, &p, now, st, step)
             }
-            _ => XDP_PASS,
+            132 => {
+                if !need(f, l3.l4, 16) {
+                    st[Stat::ParseFailed as usize] += 1;
+                    return XDP_PASS;
+                }
+                if !matches!(f[l3.l4 + 12], 1 | 10) || !evidence_dst(st) {
+                    return XDP_PASS;
+                }
+                let port = be16(f, l3.l4 + 2).unwrap_or(0);
+                let p = probe(
+                    ProbeKind::Sctp,
+                    Some(port),
+                    cfg.port_weight(port, false, false),
+                    None,
+                    false,
+                    false,
+                );
+                self.record(&l3, &p, now, st, step)
+            }
+            other => {
+                if !evidence_dst(st) {
+                    return XDP_PASS;
+                }
+                let port = u16::from(other);
+                let p = probe(
+                    ProbeKind::Protocol,
+                    Some(port),
+                    cfg.port_weight(port, false, false),
+                    None,
+                    false,
+                    false,
+                );
+                self.record(&l3, &p, now, st, step)
+            }
         }
     }
 }

@@ -18,6 +18,9 @@
 //!   `nmap -T1` and `--scan-delay 5s` are still blocked within 10 probes;
 //! - a host sweep with three ports per address (`nmap -sn -PS22,80,443`) is
 //!   blocked within 12 probes, as a one-port sweep is;
+//! - nmap's SCTP (`-sY`, `-sZ`) and IP protocol (`-sO`) scans are blocked within
+//!   8 probes; ICMP timestamp and address-mask discovery (`-PP`, `-PM`) is
+//!   reported as `discovery` and not blocked;
 //! - nmap's fragment scans (`-f`, `--mtu 8`): blocked, reported as `fragment`, and
 //!   fewer than 12 frames of any kind reach the target's stack.
 
@@ -611,6 +614,99 @@ fn a_sweep_with_three_ports_per_address_is_blocked_within_twelve_probes() {
         eprintln!(
             "[{}] nmap -sn -PS22,80,443: blocked as sweep after {probes} probes, {seen} reached the stack; evidence {}",
             lab.tag, detected["evidence"]
+        );
+    }
+}
+
+#[test]
+fn sctp_protocol_scans_are_blocked_and_icmp_discovery_reported() {
+    let lab = Lab::new("scan-kinds-2");
+    let c = start(&lab);
+    let srcs: Vec<String> = lab
+        .add_v4(&lab.att, 70..=74)
+        .into_iter()
+        .map(|a| a.to_string())
+        .collect();
+    let target = lab.tgt.v4.to_string();
+    let iface = lab.att.iface.clone();
+    let scans: [(&[&str], &str); 3] = [
+        (&["-sY", "-p", "1-200"], "sctp"),
+        (&["-sZ", "-p", "1-200"], "sctp"),
+        (&["-sO"], "ip_protocol"),
+    ];
+    for ((args, kind), src) in scans.iter().zip(&srcs) {
+        let cap = lab.start_capture_where(
+            &lab.tgt.ns,
+            &lab.tgt.iface,
+            &format!("src host {src}"),
+            10_000,
+        );
+        let mut full = vec![
+            "-Pn",
+            "-n",
+            "-T4",
+            "--max-retries",
+            "0",
+            "-S",
+            src,
+            "-e",
+            &iface,
+        ];
+        full.extend_from_slice(args);
+        full.push(&target);
+        let scan = lab.spawn_nmap(&full);
+        let blocked = lab.wait_event_during(&c, &scan, EVENT_LIMIT, "scan blocked", |e| {
+            is_event(e, "blocked", src)
+        });
+        lab.finish(&scan);
+        let seen = frames_seen(&lab, &cap);
+        assert_eq!(
+            blocked["kind"], *kind,
+            "[{}] nmap {args:?}: {blocked}",
+            lab.tag
+        );
+        assert!(
+            seen <= 8,
+            "[{}] nmap {args:?}: {seen} probes reached the target",
+            lab.tag
+        );
+        eprintln!(
+            "[{}] nmap {args:?}: blocked as {kind}, {seen} probes reached",
+            lab.tag
+        );
+    }
+    for (flag, src) in ["-PP", "-PM"].iter().zip(&srcs[3..]) {
+        let out = lab.nmap(
+            &[
+                "-sn",
+                "-n",
+                flag,
+                "--disable-arp-ping",
+                "-S",
+                src,
+                "-e",
+                &iface,
+                &target,
+            ],
+            Duration::from_secs(30),
+        );
+        let ev = lab.wait_event(&c, EVENT_LIMIT, "discovery reported", |e| {
+            is_event(e, "scan_detected", src)
+        });
+        assert_eq!(
+            ev["kind"], "discovery",
+            "[{}] nmap {flag}: {ev}\n{out}",
+            lab.tag
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            c.listed(src).is_none(),
+            "[{}] nmap {flag}: the source was blocked",
+            lab.tag
+        );
+        eprintln!(
+            "[{}] nmap -sn {flag}: reported as discovery, not blocked",
+            lab.tag
         );
     }
 }

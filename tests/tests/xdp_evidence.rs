@@ -7,6 +7,8 @@
 //!   test's own network namespace, which the program's lookups see;
 //! - contacts with open ports never add up to a block;
 //! - tiny first fragments are scored, and a source's later fragments dropped;
+//! - SCTP INIT / COOKIE ECHO and IP protocol scans are scored and blocked; ICMP
+//!   timestamp and address-mask requests are reported as discovery, never blocked;
 //! - the port sketch is keyed: ports that share a bucket with the open ports
 //!   under the public hash no longer hide a scan.
 
@@ -373,4 +375,77 @@ fn a_keyed_port_sketch_leaves_no_ports_to_hide_behind() {
     for key in [0x6d2f_91a7u32, 0x0000_beef, 0xffff_0001] {
         assert!(scan(key), "key {key:#x}: the hidden ports were not counted");
     }
+}
+
+/// An IPv4 SCTP packet with one chunk of type `chunk` to `port`.
+fn sctp(src: &str, port: u16, chunk: u8) -> Vec<u8> {
+    let mut f = Pkt::new(src, HOST4, L4::Other(132)).payload(8).build();
+    f[14 + 20 + 2..14 + 20 + 4].copy_from_slice(&port.to_be_bytes());
+    f[14 + 20 + 12] = chunk;
+    f
+}
+
+fn icmp_type(src: &str, t: u8) -> Vec<u8> {
+    let mut f = Pkt::icmp_echo(src, HOST4).build();
+    f[14 + 20] = t;
+    f
+}
+
+#[test]
+fn sctp_and_ip_protocol_scans_are_blocked_and_icmp_discovery_reported() {
+    let mut h = guard();
+    let blocked_after = |h: &mut Harness, src: &str, frames: &[Vec<u8>]| {
+        frames
+            .iter()
+            .position(|f| h.run(f) == XDP_DROP)
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{src} never blocked"))
+    };
+    // nmap -sY (INIT) and -sZ (COOKIE ECHO) over closed SCTP ports.
+    let init: Vec<Vec<u8>> = (1..=50).map(|p| sctp("10.67.0.2", p, 1)).collect();
+    let cookie: Vec<Vec<u8>> = (1..=50).map(|p| sctp("10.67.0.3", p, 10)).collect();
+    // nmap -sO: one packet per IP protocol number.
+    let protos: Vec<Vec<u8>> = [2u8, 4, 41, 47, 50, 51, 89, 103, 112, 115, 136, 255]
+        .iter()
+        .map(|p| Pkt::new("10.67.0.4", HOST4, L4::Other(*p)).build())
+        .collect();
+    for (src, frames, kind) in [
+        ("10.67.0.2", &init, ProbeKind::Sctp),
+        ("10.67.0.3", &cookie, ProbeKind::Sctp),
+        ("10.67.0.4", &protos, ProbeKind::Protocol),
+    ] {
+        let n = blocked_after(&mut h, src, frames);
+        assert!(n <= 8, "{src}: blocked after {n} probes");
+        let ev = h.drain_events();
+        assert_eq!(ev.len(), 1, "{src}");
+        assert_eq!(ev[0].last_kind, kind as u8, "{src}");
+    }
+    // A tunnel peer (GRE and ESP all day) and an SCTP client of one port: never.
+    for _ in 0..500 {
+        for f in [
+            Pkt::new("10.67.0.5", HOST4, L4::Other(47)).build(),
+            Pkt::new("10.67.0.5", HOST4, L4::Other(50)).build(),
+            sctp("10.67.0.6", 3868, 1),
+        ] {
+            assert_eq!(h.run(&f), XDP_PASS);
+        }
+    }
+    assert!(h.drain_events().is_empty());
+    // nmap -PP and -PM: reported once as discovery, never blocked.
+    for t in [13u8, 17, 13, 17] {
+        assert_eq!(h.run(&icmp_type("10.67.0.7", t)), XDP_PASS);
+    }
+    let ev = h.drain_events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        ev[0].trigger,
+        scan_guard_common::state::Trigger::Discovery as u8
+    );
+    assert_eq!(ev[0].blocked, 0);
+    assert!(h.maps.block_for_host(&addr("10.67.0.7")).is_none());
+    // Echo replies and other ICMP types are not discovery.
+    for t in [0u8, 3, 11, 14, 18] {
+        assert_eq!(h.run(&icmp_type("10.67.0.8", t)), XDP_PASS);
+    }
+    assert!(h.maps.source(&addr("10.67.0.8")).is_none());
 }
