@@ -245,6 +245,16 @@ impl Default for Crowdsec {
     }
 }
 
+/// The kernel's part of the new-block budget: three quarters, so the controller
+/// keeps a quarter for retrying refused sources strongest first (`retry.rs`); at
+/// least one each when the cap allows two or more. 0 (no cap) stays 0.
+pub fn kernel_share(cap: u32) -> u32 {
+    match cap {
+        0 | 1 => cap,
+        c => (c - c / 4).min(c - 1),
+    }
+}
+
 impl Default for Detection {
     fn default() -> Self {
         let k = KernelConfig::DEFAULT;
@@ -452,7 +462,7 @@ impl Config {
             ephemeral_port_min: u32::from(ephemeral_port_min),
             policy,
             invalid_drop_mask: drop_mask,
-            max_auto_blocks_per_sec: b.max_new_blocks_per_sec,
+            max_auto_blocks_per_sec: kernel_share(b.max_new_blocks_per_sec),
             sketch_key,
             _pad: 0,
         }

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod neverblock;
 pub mod persist;
 pub mod privileges;
+pub mod retry;
 pub mod runner;
 
 /// The compiled XDP program, embedded at build time.

@@ -97,6 +97,8 @@ struct Controller {
     /// remembered TCP listeners.
     listening: Listening,
     memory: listeners::ListenerMemory,
+    /// Sources the rate cap refused, retried strongest first every tick.
+    retries: crate::retry::Retries,
     /// The host's own addresses as last written to `LOCAL_ADDRS`.
     local: Vec<Addr>,
     state_file: PathBuf,
@@ -291,6 +293,7 @@ fn start(
         sink,
         listening,
         memory,
+        retries: crate::retry::Retries::default(),
         local,
         state_file: opts.state_file.clone(),
         metrics,
@@ -520,17 +523,116 @@ impl Controller {
             return Ok(());
         }
         if let Some(s) = Suppression::from_u8(ev.suppressed) {
+            if s == Suppression::RateLimited {
+                self.retries.push(
+                    ev.src,
+                    crate::retry::Pending {
+                        rec: rec.clone(),
+                        kind: crate::kinds::code(&rec.kind),
+                        reason: reason.clone(),
+                        since_ns: clock::monotonic_ns(),
+                    },
+                );
+            }
             return self.emit(&rec.as_event("suppressed").with_reason(s.name()));
         }
         // Kernel auto-block is off (dry run, or blocking left to userspace).
-        let verdicts = self.enforcer.block_source(
-            &mut self.maps,
-            &ev.src,
-            crate::kinds::code(&rec.kind),
-            &reason,
-            &self.cfg,
-        )?;
-        self.emit_verdicts(&rec, verdicts, &reason)
+        self.block_or_queue(ev.src, &rec, crate::kinds::code(&rec.kind), &reason)
+    }
+
+    /// A userspace decision to block `src`. While refused sources wait for budget,
+    /// it joins them, so the next tick spends the budget on the strongest
+    /// evidence rather than on whichever detection came first.
+    fn block_or_queue(
+        &mut self,
+        src: Addr,
+        rec: &EventRecord,
+        kind: u8,
+        reason: &str,
+    ) -> Result<()> {
+        if !self.retries.is_empty() && !self.cfg.blocking.dry_run {
+            self.retries.push(
+                src,
+                crate::retry::Pending {
+                    rec: rec.clone(),
+                    kind,
+                    reason: reason.to_string(),
+                    since_ns: clock::monotonic_ns(),
+                },
+            );
+            return Ok(());
+        }
+        let verdicts = self
+            .enforcer
+            .block_source(&mut self.maps, &src, kind, reason, &self.cfg)?;
+        self.queue_if_rate_capped(&src, &verdicts, rec, kind, reason);
+        self.emit_verdicts(rec, verdicts, reason)
+    }
+
+    /// A block the rate cap refused waits for budget (see `retry.rs`).
+    fn queue_if_rate_capped(
+        &mut self,
+        src: &Addr,
+        verdicts: &[Verdict],
+        rec: &EventRecord,
+        kind: u8,
+        reason: &str,
+    ) {
+        if verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Suppressed { why } if *why == "block_rate_cap"))
+        {
+            self.retries.push(
+                *src,
+                crate::retry::Pending {
+                    rec: rec.clone(),
+                    kind,
+                    reason: reason.to_string(),
+                    since_ns: clock::monotonic_ns(),
+                },
+            );
+        }
+    }
+
+    /// Retries refused blocks while the budget lasts, strongest evidence first:
+    /// the source's probes in its current kernel window, a connect() SYN (a
+    /// completed handshake) counting eight.
+    /// Returns true when it blocked anything.
+    fn retry_refused(&mut self) -> Result<bool> {
+        if self.retries.is_empty() {
+            return Ok(false);
+        }
+        let mut blocked = false;
+        let maps = &self.maps;
+        let order = self.retries.by_strength(clock::monotonic_ns(), |a| {
+            maps.source(a).map_or(0, |s| {
+                u64::from(s.total_probes()) + 8 * u64::from(s.os_syns)
+            })
+        });
+        for src in order {
+            let Some(p) = self.retries.get(&src).cloned() else {
+                continue;
+            };
+            let reason = format!("{}; retried after the block rate cap", p.reason);
+            let verdicts =
+                self.enforcer
+                    .block_source(&mut self.maps, &src, p.kind, &reason, &self.cfg)?;
+            if verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::Suppressed { why } if *why == "block_rate_cap"))
+            {
+                // The budget of this second is spent: the rest waits for the next.
+                break;
+            }
+            self.retries.remove(&src);
+            blocked |= verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::Blocked { .. }));
+            let mut rec = p.rec;
+            rec.ts = clock::rfc3339(std::time::SystemTime::now());
+            self.emit_verdicts(&rec, verdicts, &reason)?;
+        }
+        Ok(blocked)
     }
 
     fn on_contact(&mut self, c: &Contact) -> Result<()> {
@@ -557,14 +659,7 @@ impl Controller {
             finding.failures,
             finding.successes
         );
-        let verdicts = self.enforcer.block_source(
-            &mut self.maps,
-            &finding.src,
-            finding.kind_byte,
-            &reason,
-            &self.cfg,
-        )?;
-        self.emit_verdicts(&rec, verdicts, &reason)
+        self.block_or_queue(finding.src, &rec, finding.kind_byte, &reason)
     }
 
     fn emit_verdicts(
@@ -662,7 +757,7 @@ impl Controller {
         self.follow_interface();
         let full = self.full_pass_due || self.ticks.is_multiple_of(FULL_PASS_TICKS);
         self.update_metrics();
-        let changed = self.sync_blocks(full)?;
+        let changed = self.sync_blocks(full)? | self.retry_refused()?;
         let mut remembered_changed = false;
         match Listening::read() {
             Ok(now) => {

@@ -18,6 +18,10 @@
 //!   with blocking left to the controller (`kernel_auto_block = false`); the rest is
 //!   reported `suppressed` (`block_rate_cap`, `blocklist_cap`/`blocklist_full`), and
 //!   the legitimate client keeps being served throughout.
+//! - A flood of spoofed crossings that spends the new-block budget every second
+//!   does not starve a real scanner: refused, it is retried from the quarter of
+//!   the budget the kernel leaves to the controller, strongest evidence first, and
+//!   blocked while the flood goes on.
 
 use std::{
     net::IpAddr,
@@ -290,4 +294,69 @@ fn spoofed_scan_from_many_sources_respects_the_caps_with_kernel_auto_block() {
 #[test]
 fn spoofed_scan_from_many_sources_respects_the_caps_in_the_controller() {
     caps_hold("spoof-caps-ctl", false);
+}
+
+#[test]
+fn a_real_scan_is_blocked_through_a_flood_of_spoofed_crossings() {
+    let lab = lab("spoof-starve");
+    let tag = lab.tag.clone();
+    let range = SpoofRange::MID;
+    range.install(&lab);
+    // Four new blocks a second: three for the kernel, one kept for retries.
+    let cfg = lab.write_file(
+        "config",
+        "toml",
+        "[blocking]\nmax_new_blocks_per_sec = 4\nmax_blocks = 10000\n",
+    );
+    let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
+    let mut inj = Injector::new(&lab.att, &lab.tgt);
+    let dst = IpAddr::V4(lab.tgt.v4);
+    let att = lab.att.v4.to_string();
+    // 40 crossings a second, each from a spoofed address, for 12 s; the real scan
+    // starts one second in.
+    let mut scan = None;
+    let mut blocked_at = None;
+    let t0 = Instant::now();
+    for wave in 0..48u32 {
+        for i in 0..10 {
+            inj.syn_scan(range.addr(wave * 10 + i), dst, &SCAN_PORTS);
+        }
+        if wave == 4 {
+            let mut args = scan_guard_tests::lab::quick_scan_args("-sS", "30s");
+            let target = lab.tgt.v4.to_string();
+            args.push(&target);
+            scan = Some((lab.spawn_nmap(&args), Instant::now()));
+        }
+        if blocked_at.is_none() && c.events().iter().any(|e| is_event(e, "blocked", &att)) {
+            blocked_at = Some(t0.elapsed());
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+    let flood_s = t0.elapsed().as_secs_f64();
+    let (scan, started) = scan.expect("scan started");
+    lab.finish(&scan);
+    let events = c.events();
+    let suppressed_first = events.iter().any(|e| is_event(e, "suppressed", &att));
+    let blocked: Vec<&Value> = events
+        .iter()
+        .filter(|e| is_event(e, "blocked", &att))
+        .collect();
+    let spoofed_blocks = events
+        .iter()
+        .filter(|e| event_name(e) == "blocked" && e["src"] != att.as_str())
+        .count();
+    let summary = format!(
+        "flood {flood_s:.1} s, attacker blocked at {blocked_at:?} (scan started {:.1} s in), suppressed first: {suppressed_first}, spoofed sources blocked: {spoofed_blocks}; attacker events: {blocked:?}",
+        started.duration_since(t0).as_secs_f64()
+    );
+    eprintln!("[{tag}] {summary}");
+    assert!(
+        blocked_at.is_some(),
+        "[{tag}] the real scanner was never blocked during the flood: {summary}\n{}",
+        dump(&c)
+    );
+    assert!(
+        spoofed_blocks > 0,
+        "[{tag}] the flood did not spend the budget: {summary}"
+    );
 }
