@@ -55,7 +55,13 @@ pub struct KernelConfig {
     pub max_auto_blocks_per_sec: u32,
     /// Key of the port sketch's hash (random per controller start).
     pub sketch_key: u32,
-    pub _pad: u32,
+    /// IPv4 sources are scored (and auto-blocked) per prefix of this length
+    /// (32: per address), unless the prefix holds an address that must be judged
+    /// alone (`NO_AGGREGATE`).
+    pub v4_source_prefix: u8,
+    /// The same for IPv6 (64: one customer's or one host's usual allocation).
+    pub v6_source_prefix: u8,
+    pub _pad: [u8; 2],
 }
 
 impl KernelConfig {
@@ -73,7 +79,11 @@ impl KernelConfig {
         invalid_drop_mask: (1 << INVALID_CLASSES) - 1,
         max_auto_blocks_per_sec: 100,
         sketch_key: 0,
-        _pad: 0,
+        // The program's own default is per address; the controller's is per /64
+        // for IPv6 (`detection.ipv6_source_prefix`).
+        v4_source_prefix: 32,
+        v6_source_prefix: 128,
+        _pad: [0; 2],
     };
 
     #[inline(always)]
@@ -94,6 +104,16 @@ impl KernelConfig {
     #[inline(always)]
     pub const fn local_only(&self) -> bool {
         self.policy & POLICY_LOCAL_ONLY != 0
+    }
+
+    /// The prefix (in the 128-bit form) that `src`'s evidence is kept under.
+    #[inline(always)]
+    pub fn source_prefix(&self, src: &crate::addr::Addr) -> u32 {
+        if crate::addr::is_v4(src) {
+            crate::addr::V4_MAPPED_PREFIX_BITS + (self.v4_source_prefix as u32).min(32)
+        } else {
+            (self.v6_source_prefix as u32).min(128)
+        }
     }
 
     #[inline(always)]

@@ -34,7 +34,10 @@ pub struct ScanEvent {
     pub os_syns: u16,
     /// Why the kernel did not block although auto-block is on (`Suppression`), or 0.
     pub suppressed: u8,
-    pub _pad: [u8; 3],
+    /// Prefix length (128-bit form) of `src`: the source is scored and blocked
+    /// as this prefix (128: one address).
+    pub src_prefix: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Why a crossing did not lead to a kernel block.
@@ -87,13 +90,23 @@ pub struct Contact {
     pub listening: u8,
     /// 1 for a SYN with an OS stack's option set (a connect() scan).
     pub os_stack: u8,
-    pub _pad: [u8; 3],
+    /// Prefix length (128-bit form) of `src`: evidence is kept per prefix.
+    pub src_prefix: u8,
+    pub _pad: [u8; 2],
 }
 
 pub const CONTACT_SIZE: usize = core::mem::size_of::<Contact>();
 const _: () = assert!(CONTACT_SIZE == 48);
 
 impl Contact {
+    /// The prefix `src` stands for (128 for one address).
+    pub fn src_prefix_len(&self) -> u32 {
+        match self.src_prefix {
+            0 => 128,
+            p => u32::from(p),
+        }
+    }
+
     /// Parses a ring-buffer record; `None` when it is too short.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < CONTACT_SIZE {
@@ -136,7 +149,8 @@ impl ScanEvent {
             last_kind,
             os_syns: state.os_syns,
             suppressed,
-            _pad: [0; 3],
+            src_prefix: 128,
+            _pad: [0; 2],
         }
     }
 
@@ -157,6 +171,7 @@ impl ScanEvent {
         last_kind: u8,
         blocked: bool,
         suppressed: u8,
+        src_prefix: u8,
     ) {
         // SAFETY: caller guarantees dst is writable; raw field pointers avoid
         // creating references to uninitialised memory.
@@ -179,7 +194,17 @@ impl ScanEvent {
             (&raw mut (*dst).last_kind).write(last_kind);
             (&raw mut (*dst).os_syns).write(state.os_syns);
             (&raw mut (*dst).suppressed).write(suppressed);
-            (&raw mut (*dst)._pad).write([0; 3]);
+            (&raw mut (*dst).src_prefix).write(src_prefix);
+            (&raw mut (*dst)._pad).write([0; 2]);
+        }
+    }
+
+    /// The prefix `src` stands for (128 for one address; records without the
+    /// field read as 128).
+    pub fn src_prefix_len(&self) -> u32 {
+        match self.src_prefix {
+            0 => 128,
+            p => u32::from(p),
         }
     }
 

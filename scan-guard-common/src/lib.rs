@@ -30,10 +30,13 @@ pub mod map_names {
     pub const CONTACTS: &str = "CONTACTS";
     /// The host's own unicast addresses (evidence is only traffic to these).
     pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// Source prefixes scored per address, not as a whole (they hold the host's
+    /// own, protected or allowlisted addresses).
+    pub const NO_AGGREGATE: &str = "NO_AGGREGATE";
     /// Userspace-only: the controller's desired blocks with reasons and expiry.
     pub const BLOCK_META: &str = "BLOCK_META";
     /// Every map, in the order the controller pins them.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -47,6 +50,7 @@ pub mod map_names {
         CONTACTS,
         BLOCK_META,
         LOCAL_ADDRS,
+        NO_AGGREGATE,
     ];
 }
 
@@ -67,6 +71,8 @@ pub mod limits {
     pub const CONTACT_RING_BYTES: u32 = 256 * 1024;
     /// Never-block prefixes.
     pub const MAX_PROTECTED: u32 = 1_024;
+    /// Source prefixes scored per address (`NO_AGGREGATE`).
+    pub const MAX_NO_AGGREGATE: u32 = 4_096;
     /// Addresses of the host's own (all interfaces, both families).
     pub const MAX_LOCAL_ADDRS: u32 = 4_096;
     /// IPv6 extension headers walked before giving up (fail open).

@@ -59,6 +59,11 @@ pub static CONTACTS: RingBuf = RingBuf::with_byte_size(limits::CONTACT_RING_BYTE
 #[map]
 pub static LOCAL_ADDRS: HashMap<Addr, u8> = HashMap::with_max_entries(limits::MAX_LOCAL_ADDRS, 0);
 
+/// Source prefixes scored per address rather than as a whole: those that hold
+/// the host's own, protected or allowlisted addresses (the controller keeps it).
+#[map]
+pub static NO_AGGREGATE: HashMap<Addr, u8> = HashMap::with_max_entries(limits::MAX_NO_AGGREGATE, 0);
+
 /// Userspace-only (the program never touches it): the controller's block records,
 /// pinned with the rest so control commands can share them.
 #[map]

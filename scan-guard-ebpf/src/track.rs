@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use scan_guard_common::{
-    addr::Addr,
+    addr::{Addr, mask},
     config::KernelConfig,
     event::{Contact, ScanEvent, Suppression},
     state::{BlockEntry, BlockOrigin, Probe, SourceState, Trigger},
@@ -19,9 +19,26 @@ use scan_guard_common::{
 
 use crate::{
     bump,
-    maps::{BLOCKLIST, CONTACTS, EVENTS, PROTECTED, RATE, SCRATCH, SOURCES},
+    maps::{BLOCKLIST, CONTACTS, EVENTS, NO_AGGREGATE, PROTECTED, RATE, SCRATCH, SOURCES},
     parse::L3,
 };
+
+/// The key `src`'s evidence is kept under, and its prefix length (128-bit form):
+/// the configured source prefix (a /64 for IPv6 by default), or the address
+/// itself when the prefix holds addresses that must be judged alone.
+#[inline(always)]
+fn source_key(src: &Addr, cfg: &KernelConfig) -> (Addr, u32) {
+    let plen = cfg.source_prefix(src);
+    if plen >= 128 {
+        return (*src, 128);
+    }
+    let masked = mask(src, plen);
+    // SAFETY: presence test only.
+    if unsafe { NO_AGGREGATE.get(&masked) }.is_some() {
+        return (*src, 128);
+    }
+    (masked, plen)
+}
 
 /// Flag or-ed into a verdict when this very packet made the kernel block its
 /// source (the caller logs it; logging here would overflow the verifier's stack
@@ -35,7 +52,8 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     bump(stats, Stat::Probes as usize);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let state = match SOURCES.get_ptr_mut(&l3.src) {
+    let (key, plen) = source_key(&l3.src, cfg);
+    let state = match SOURCES.get_ptr_mut(&key) {
         Some(s) => s,
         None => {
             let Some(fresh) = SCRATCH.get_ptr_mut(0) else {
@@ -46,10 +64,10 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
                 fresh.write(SourceState::new(now));
                 &*fresh
             };
-            if SOURCES.insert(&l3.src, fresh, BPF_NOEXIST as u64).is_ok() {
+            if SOURCES.insert(&key, fresh, BPF_NOEXIST as u64).is_ok() {
                 bump(stats, Stat::NewSources as usize);
             }
-            match SOURCES.get_ptr_mut(&l3.src) {
+            match SOURCES.get_ptr_mut(&key) {
                 Some(s) => s,
                 None => {
                     bump(stats, Stat::TrackFailed as usize);
@@ -63,14 +81,14 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     let state = unsafe { &mut *state };
     let outcome = state.record(now, probe, cfg);
     if outcome.new_port {
-        contact(l3, probe, now, stats);
+        contact(l3, &key, plen, probe, now, stats);
     }
     let Some(trigger) = outcome.trigger else {
         return XDP_PASS;
     };
     // Host discovery is reported, never blocked on its own.
     let (blocked, suppressed) = if cfg.auto_block() && trigger != Trigger::Discovery {
-        auto_block(&l3.src, now, probe.kind, cfg, stats)
+        auto_block(&l3.src, &key, plen, now, probe.kind, cfg, stats)
     } else {
         (false, 0)
     };
@@ -81,13 +99,14 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
                 ScanEvent::write_from_state(
                     slot.as_mut_ptr(),
                     now,
-                    &l3.src,
+                    &key,
                     &l3.dst,
                     state,
                     trigger,
                     probe.kind,
                     blocked,
                     suppressed,
+                    plen as u8,
                 );
             }
             slot.submit(0);
@@ -107,8 +126,9 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
 /// later fragments are dropped too (they would only fill the reassembly queue).
 #[inline(always)]
 pub fn first_fragment_dropped(src: &Addr, cfg: &KernelConfig) -> bool {
+    let (key, _) = source_key(src, cfg);
     // SAFETY: read-only look at a map value valid for this run.
-    let Some(state) = (unsafe { SOURCES.get(src) }) else {
+    let Some(state) = (unsafe { SOURCES.get(&key) }) else {
         return false;
     };
     if state.tiny_frags == 0 {
@@ -121,7 +141,7 @@ pub fn first_fragment_dropped(src: &Addr, cfg: &KernelConfig) -> bool {
 
 /// One first-contact record for the slow-scan detector (lost ones are counted).
 #[inline(always)]
-fn contact(l3: &L3, probe: &Probe, now: u64, stats: &mut StatBlock) {
+fn contact(l3: &L3, key: &Addr, plen: u32, probe: &Probe, now: u64, stats: &mut StatBlock) {
     let Some(port) = probe.port else { return };
     match CONTACTS.reserve::<Contact>(0) {
         Some(mut slot) => {
@@ -132,13 +152,14 @@ fn contact(l3: &L3, probe: &Probe, now: u64, stats: &mut StatBlock) {
             // field pointers never reference uninitialised memory.
             unsafe {
                 (&raw mut (*c).ts_ns).write(now);
-                (&raw mut (*c).src).write(l3.src);
+                (&raw mut (*c).src).write(*key);
                 (&raw mut (*c).dst).write(l3.dst);
                 (&raw mut (*c).port).write(port);
                 (&raw mut (*c).kind).write(probe.kind);
                 (&raw mut (*c).listening).write(probe.listening as u8);
                 (&raw mut (*c).os_stack).write(probe.os_stack as u8);
-                (&raw mut (*c)._pad).write([0; 3]);
+                (&raw mut (*c).src_prefix).write(plen as u8);
+                (&raw mut (*c)._pad).write([0; 2]);
             }
             slot.submit(0);
             bump(stats, Stat::Contacts as usize);
@@ -170,11 +191,15 @@ fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
     true
 }
 
-/// Blocks `src` in the kernel unless it is protected or a cap says no. Returns
-/// (blocked, `Suppression` code or 0).
+/// Blocks `key`/`plen` (the source's scoring prefix) in the kernel unless the
+/// packet's own source `src` is protected or a cap says no. Prefixes that hold a
+/// protected address are never scored as a whole (`NO_AGGREGATE`), so a block of
+/// one never covers a protected address. Returns (blocked, `Suppression` or 0).
 #[inline(always)]
 fn auto_block(
     src: &Addr,
+    key: &Addr,
+    plen: u32,
     now: u64,
     kind: u8,
     cfg: &KernelConfig,
@@ -196,12 +221,12 @@ fn auto_block(
         },
         created_ns: now,
         hits: 0,
-        prefix_len: 128,
+        prefix_len: plen,
         origin: BlockOrigin::Kernel as u8,
         kind,
         _pad: [0; 2],
     };
-    if BLOCKLIST.insert(Key::new(128, *src), &entry, 0).is_ok() {
+    if BLOCKLIST.insert(Key::new(plen, *key), &entry, 0).is_ok() {
         bump(stats, Stat::AutoBlocks as usize);
         (true, 0)
     } else {

@@ -91,6 +91,11 @@ pub struct Detection {
     /// How long a TCP port that stopped listening still counts as listening (a
     /// service restart, a reboot: the state file carries it across).
     pub listener_memory: Dur,
+    /// IPv6 sources are scored, and blocked by the kernel, per prefix of this
+    /// length: rotating through the addresses of one /64 is one source.
+    pub ipv6_source_prefix: u8,
+    /// The same for IPv4 (32: per address; 24 would make a /24 one source).
+    pub ipv4_source_prefix: u8,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -270,6 +275,8 @@ impl Default for Detection {
             distributed_window: Dur(Duration::from_secs(60)),
             score_forwarded: false,
             listener_memory: Dur(Duration::from_secs(3600)),
+            ipv6_source_prefix: 64,
+            ipv4_source_prefix: 32,
         }
     }
 }
@@ -368,6 +375,16 @@ impl Config {
                 "detection.score_threshold and detection.sweep_threshold are both 0: nothing would ever be detected".into(),
             ));
         }
+        if !(32..=128).contains(&d.ipv6_source_prefix) {
+            return Err(Invalid(
+                "detection.ipv6_source_prefix must be between 32 and 128".into(),
+            ));
+        }
+        if !(8..=32).contains(&d.ipv4_source_prefix) {
+            return Err(Invalid(
+                "detection.ipv4_source_prefix must be between 8 and 32".into(),
+            ));
+        }
         let s = &self.slow_scan;
         let p = |v: f64| v > 0.0 && v < 1.0;
         if !p(s.benign_success) || !p(s.scanner_success) || s.scanner_success >= s.benign_success {
@@ -464,7 +481,9 @@ impl Config {
             invalid_drop_mask: drop_mask,
             max_auto_blocks_per_sec: kernel_share(b.max_new_blocks_per_sec),
             sketch_key,
-            _pad: 0,
+            v4_source_prefix: d.ipv4_source_prefix,
+            v6_source_prefix: d.ipv6_source_prefix,
+            _pad: [0; 2],
         }
     }
 

@@ -51,6 +51,8 @@ pub fn classify_event(ev: &ScanEvent) -> &'static str {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowScanFinding {
     pub src: Addr,
+    /// Prefix length of `src` (128: one address; a /64 for IPv6 by default).
+    pub src_prefix: u32,
     pub kind: &'static str,
     pub kind_byte: u8,
     pub likelihood_ratio: f64,
@@ -172,6 +174,7 @@ impl Trw {
         let kind = classify(&w.kinds, None, w.os_syns);
         Some(SlowScanFinding {
             src: c.src,
+            src_prefix: c.src_prefix_len(),
             kind,
             kind_byte: crate::kinds::code(kind),
             likelihood_ratio: w.log_ratio.exp(),
@@ -283,7 +286,8 @@ mod tests {
             kind: ProbeKind::Syn as u8,
             listening: listening as u8,
             os_stack: 0,
-            _pad: [0; 3],
+            src_prefix: 128,
+            _pad: [0; 2],
         }
     }
 

@@ -144,12 +144,24 @@ impl Enforcer {
         }
     }
 
+    pub fn never_block(&self) -> &[Cidr] {
+        &self.never_block
+    }
+
     pub fn set_never_block(&mut self, set: Vec<Cidr>) {
         self.never_block = set;
     }
 
     pub fn is_protected(&self, addr: &Addr) -> bool {
         self.never_block.iter().any(|c| c.contains(addr))
+    }
+
+    /// True when blocking `src` would cut off a never-block address: it lies in a
+    /// protected prefix, or (a source prefix) holds a protected one.
+    fn protects(&self, src: &Cidr) -> bool {
+        self.never_block.iter().any(|c| {
+            c.contains(&src.addr) || (c.prefix_len >= src.prefix_len && src.contains(&c.addr))
+        })
     }
 
     /// The offence number a new block of `addr` would be (1-based), counting only
@@ -203,12 +215,13 @@ impl Enforcer {
     pub fn adopt_kernel_block(
         &mut self,
         maps: &mut KernelMaps,
-        src: &Addr,
+        src: &Cidr,
         kind: u8,
         reason: &str,
         cfg: &Config,
     ) -> Result<Option<(MetaKey, BlockMeta)>> {
-        let c = Cidr::from_key(*src, 128);
+        let c = *src;
+        let src = &c.addr;
         let key = key_of(&c);
         if maps.meta.get(&key, 0).is_ok() {
             return Ok(None);
@@ -221,16 +234,16 @@ impl Enforcer {
             Some(cfg.ttl_for_offence(n)),
             n,
         );
-        // The kernel's own /128 entry carries the hits so far. A lookup, not a walk
-        // of the blocklist (a bpf() call per entry: 0.28 s at 100k blocks).
-        // Origin-kernel entries are always /128, so a covering prefix of another
-        // origin is never taken for it.
+        // The kernel's own entry carries the hits so far. A lookup, not a walk of
+        // the blocklist (a bpf() call per entry: 0.28 s at 100k blocks). Only an
+        // origin-kernel entry of exactly this prefix is taken, never a covering
+        // prefix of another origin.
         let hits = maps
             .block_for_host(&c.addr)
-            .filter(|e| e.origin == BlockOrigin::Kernel as u8)
+            .filter(|e| e.origin == BlockOrigin::Kernel as u8 && e.prefix_len == c.prefix_len)
             .map_or(0, |e| e.hits);
         maps.put_meta(&key, &meta)?;
-        maps.insert_block(&c.addr, 128, &entry_for(&c, &meta, hits))?;
+        maps.insert_block(&c.addr, c.prefix_len, &entry_for(&c, &meta, hits))?;
         self.note_offence(src, n);
         self.known.insert(key, meta);
         Ok(Some((key, meta)))
@@ -241,15 +254,16 @@ impl Enforcer {
     pub fn block_source(
         &mut self,
         maps: &mut KernelMaps,
-        src: &Addr,
+        src: &Cidr,
         kind: u8,
         reason: &str,
         cfg: &Config,
     ) -> Result<Vec<Verdict>> {
-        if self.is_protected(src) {
+        if self.protects(src) {
             return Ok(vec![Verdict::Suppressed { why: "never_block" }]);
         }
-        let c = Cidr::from_key(*src, 128);
+        let c = *src;
+        let src = &c.addr;
         if maps.meta.get(&key_of(&c), 0).is_ok() {
             return Ok(vec![Verdict::AlreadyBlocked]);
         }
@@ -400,12 +414,9 @@ impl Enforcer {
             if self.known.contains_key(&k) {
                 continue;
             }
-            if e.origin == BlockOrigin::Kernel as u8
-                && k.prefix_len == 128
-                && !e.is_expired(clock::monotonic_ns())
-            {
+            if e.origin == BlockOrigin::Kernel as u8 && !e.is_expired(clock::monotonic_ns()) {
                 if let Some((k, m)) =
-                    self.adopt_kernel_block(maps, &k.addr, e.kind, "kernel threshold", cfg)?
+                    self.adopt_kernel_block(maps, &cidr_of(&k), e.kind, "kernel threshold", cfg)?
                 {
                     changes.push(Change::Adopted(k, m));
                 }

@@ -128,7 +128,7 @@ impl EventRecord {
         });
         let mut rec = Self::base(
             "scan_detected",
-            addr_text(&ev.src),
+            crate::cidr::Cidr::from_key(ev.src, ev.src_prefix_len()).to_string(),
             detector::classify_event(ev),
             "kernel",
             evidence,
@@ -154,7 +154,7 @@ impl EventRecord {
         });
         let mut rec = Self::base(
             "scan_detected",
-            addr_text(&f.src),
+            crate::cidr::Cidr::from_key(f.src, f.src_prefix).to_string(),
             f.kind,
             "detector",
             evidence,

@@ -31,6 +31,8 @@ pub struct KernelMaps {
     pub rate: Array<MapData, [u64; 2]>,
     /// The host's own unicast addresses (only traffic to them is evidence).
     pub local: HashMap<MapData, Addr, u8>,
+    /// Source prefixes scored per address (they hold addresses judged alone).
+    pub no_aggregate: HashMap<MapData, Addr, u8>,
 }
 
 /// True when a map error means "no such key" (aya reports a delete of a missing
@@ -41,6 +43,24 @@ pub fn is_not_found(e: &aya::maps::MapError) -> bool {
         aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
         _ => false,
     }
+}
+
+/// Makes the hash-set map `map` hold exactly `set`: new keys first, then the ones
+/// that went away, so a key kept across the change never lapses.
+fn replace_set(map: &mut HashMap<MapData, Addr, u8>, set: &[Addr], name: &str) -> Result<()> {
+    let old: Vec<Addr> = map.keys().filter_map(|k| k.ok()).collect();
+    for a in set {
+        map.insert(a, 1, 0)
+            .with_context(|| format!("writing {name}"))?;
+    }
+    for a in old.iter().filter(|a| !set.contains(a)) {
+        match map.remove(a) {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("removing from {name}")),
+        }
+    }
+    Ok(())
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -70,6 +90,7 @@ impl KernelMaps {
             meta: field!(map_names::BLOCK_META),
             rate: field!(map_names::RATE),
             local: field!(map_names::LOCAL_ADDRS),
+            no_aggregate: field!(map_names::NO_AGGREGATE),
         })
     }
 
@@ -94,18 +115,13 @@ impl KernelMaps {
     /// Replaces the set of the host's own addresses: new ones first, then the
     /// ones that went away, so an address kept across the change never lapses.
     pub fn write_local(&mut self, set: &[Addr]) -> Result<()> {
-        let old: Vec<Addr> = self.local.keys().filter_map(|k| k.ok()).collect();
-        for a in set {
-            self.local.insert(a, 1, 0).context("writing LOCAL_ADDRS")?;
-        }
-        for a in old.iter().filter(|a| !set.contains(a)) {
-            match self.local.remove(a) {
-                Ok(()) => {}
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(e).context("removing from LOCAL_ADDRS"),
-            }
-        }
-        Ok(())
+        replace_set(&mut self.local, set, map_names::LOCAL_ADDRS)
+    }
+
+    /// Replaces the source prefixes scored per address (same order as
+    /// `write_local`).
+    pub fn write_no_aggregate(&mut self, set: &[Addr]) -> Result<()> {
+        replace_set(&mut self.no_aggregate, set, map_names::NO_AGGREGATE)
     }
 
     /// Replaces the never-block set.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use scan_guard_common::addr::Addr;
 
-use crate::events::EventRecord;
+use crate::{cidr::Cidr, events::EventRecord};
 
 /// Most sources waiting at once; beyond it the oldest is dropped.
 const MAX_PENDING: usize = 10_000;
@@ -21,6 +21,8 @@ const KEEP_NS: u64 = 10 * 60 * 1_000_000_000;
 /// One refused block, as it would have been made.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// The source as it is scored: one address, or a prefix.
+    pub src: Cidr,
     pub rec: EventRecord,
     pub kind: u8,
     pub reason: String,
@@ -95,6 +97,7 @@ mod tests {
         let ev =
             ScanEvent::from_state(0, &a, &a, &SourceState::new(0), Trigger::Score, 0, false, 2);
         Pending {
+            src: Cidr::from_key(a, 128),
             rec: EventRecord::from_kernel(&ev, &KernelConfig::default()),
             kind: 0,
             reason: String::new(),

@@ -363,7 +363,34 @@ fn apply_lists(
             Err(e) => tracing::warn!("state file: skipping allow entry: {e}"),
         }
     }
-    Ok(())
+    write_no_aggregate(maps, cfg, enforcer, &own_addresses())
+}
+
+/// Source prefixes that hold an address judged alone (never-block, allowlisted,
+/// the host's own) are scored per address: a /64 block must never cover the
+/// gateway, and the host's own LAN is many hosts, not one source.
+fn write_no_aggregate(
+    maps: &mut KernelMaps,
+    cfg: &Config,
+    enforcer: &Enforcer,
+    local: &[Addr],
+) -> Result<()> {
+    let k = cfg.kernel_config(0, 0);
+    let alone = enforcer
+        .never_block()
+        .iter()
+        .copied()
+        .chain(maps.allows().into_iter().map(|(a, l)| Cidr::from_key(a, l)))
+        .chain(local.iter().map(|a| Cidr::from_key(*a, 128)));
+    let mut set: Vec<Addr> = alone
+        .filter_map(|c| {
+            let plen = k.source_prefix(&c.addr);
+            (c.prefix_len > plen).then(|| scan_guard_common::addr::mask(&c.addr, plen))
+        })
+        .collect();
+    set.sort_unstable();
+    set.dedup();
+    maps.write_no_aggregate(&set)
 }
 
 struct Signals {
@@ -506,7 +533,7 @@ impl Controller {
         if ev.blocked != 0 {
             if let Some((_, meta)) = self.enforcer.adopt_kernel_block(
                 &mut self.maps,
-                &ev.src,
+                &Cidr::from_key(ev.src, ev.src_prefix_len()),
                 crate::kinds::code(&rec.kind),
                 &reason,
                 &self.cfg,
@@ -527,6 +554,7 @@ impl Controller {
                 self.retries.push(
                     ev.src,
                     crate::retry::Pending {
+                        src: Cidr::from_key(ev.src, ev.src_prefix_len()),
                         rec: rec.clone(),
                         kind: crate::kinds::code(&rec.kind),
                         reason: reason.clone(),
@@ -537,7 +565,8 @@ impl Controller {
             return self.emit(&rec.as_event("suppressed").with_reason(s.name()));
         }
         // Kernel auto-block is off (dry run, or blocking left to userspace).
-        self.block_or_queue(ev.src, &rec, crate::kinds::code(&rec.kind), &reason)
+        let src = Cidr::from_key(ev.src, ev.src_prefix_len());
+        self.block_or_queue(src, &rec, crate::kinds::code(&rec.kind), &reason)
     }
 
     /// A userspace decision to block `src`. While refused sources wait for budget,
@@ -545,15 +574,16 @@ impl Controller {
     /// evidence rather than on whichever detection came first.
     fn block_or_queue(
         &mut self,
-        src: Addr,
+        src: Cidr,
         rec: &EventRecord,
         kind: u8,
         reason: &str,
     ) -> Result<()> {
         if !self.retries.is_empty() && !self.cfg.blocking.dry_run {
             self.retries.push(
-                src,
+                src.addr,
                 crate::retry::Pending {
+                    src,
                     rec: rec.clone(),
                     kind,
                     reason: reason.to_string(),
@@ -565,14 +595,14 @@ impl Controller {
         let verdicts = self
             .enforcer
             .block_source(&mut self.maps, &src, kind, reason, &self.cfg)?;
-        self.queue_if_rate_capped(&src, &verdicts, rec, kind, reason);
+        self.queue_if_rate_capped(src, &verdicts, rec, kind, reason);
         self.emit_verdicts(rec, verdicts, reason)
     }
 
     /// A block the rate cap refused waits for budget (see `retry.rs`).
     fn queue_if_rate_capped(
         &mut self,
-        src: &Addr,
+        src: Cidr,
         verdicts: &[Verdict],
         rec: &EventRecord,
         kind: u8,
@@ -583,8 +613,9 @@ impl Controller {
             .any(|v| matches!(v, Verdict::Suppressed { why } if *why == "block_rate_cap"))
         {
             self.retries.push(
-                *src,
+                src.addr,
                 crate::retry::Pending {
+                    src,
                     rec: rec.clone(),
                     kind,
                     reason: reason.to_string(),
@@ -616,7 +647,7 @@ impl Controller {
             let reason = format!("{}; retried after the block rate cap", p.reason);
             let verdicts =
                 self.enforcer
-                    .block_source(&mut self.maps, &src, p.kind, &reason, &self.cfg)?;
+                    .block_source(&mut self.maps, &p.src, p.kind, &reason, &self.cfg)?;
             if verdicts
                 .iter()
                 .any(|v| matches!(v, Verdict::Suppressed { why } if *why == "block_rate_cap"))
@@ -637,7 +668,7 @@ impl Controller {
 
     fn on_contact(&mut self, c: &Contact) -> Result<()> {
         // Contacts still in flight from a source blocked meanwhile add nothing.
-        let host = Cidr::from_key(c.src, 128);
+        let host = Cidr::from_key(c.src, c.src_prefix_len());
         if self
             .maps
             .meta
@@ -659,7 +690,8 @@ impl Controller {
             finding.failures,
             finding.successes
         );
-        self.block_or_queue(finding.src, &rec, finding.kind_byte, &reason)
+        let src = Cidr::from_key(finding.src, finding.src_prefix);
+        self.block_or_queue(src, &rec, finding.kind_byte, &reason)
     }
 
     fn emit_verdicts(
@@ -775,7 +807,10 @@ impl Controller {
         }
         let local = own_addresses();
         if local != self.local {
-            match self.maps.write_local(&local) {
+            let written = self.maps.write_local(&local).and_then(|()| {
+                write_no_aggregate(&mut self.maps, &self.cfg, &self.enforcer, &local)
+            });
+            match written {
                 Ok(()) => self.local = local,
                 Err(e) => tracing::warn!("updating the host's addresses: {e:#}"),
             }

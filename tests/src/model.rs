@@ -50,6 +50,8 @@ pub struct Model {
     pub udp_listening: Vec<u16>,
     /// The host's own addresses (evidence only to these under `POLICY_LOCAL_ONLY`).
     pub local: HashSet<Addr>,
+    /// Source prefixes scored per address (`NO_AGGREGATE`).
+    pub no_aggregate: HashSet<Addr>,
     pub sources: HashMap<Addr, SourceState>,
     /// Cache of the distinct blocklist prefix lengths, longest first.
     lens: (usize, Vec<u32>),
@@ -223,6 +225,20 @@ impl Model {
         }
     }
 
+    /// The key a source's evidence is kept under, and its prefix length.
+    pub fn source_key(&self, src: &Addr) -> (Addr, u32) {
+        let plen = self.cfg.source_prefix(src);
+        if plen >= 128 {
+            return (*src, 128);
+        }
+        let masked = mask(src, plen);
+        if self.no_aggregate.contains(&masked) {
+            (*src, 128)
+        } else {
+            (masked, plen)
+        }
+    }
+
     fn record(
         &mut self,
         l3: &L3,
@@ -232,12 +248,13 @@ impl Model {
         step: &mut Step,
     ) -> u32 {
         st[Stat::Probes as usize] += 1;
-        if let std::collections::hash_map::Entry::Vacant(v) = self.sources.entry(l3.src) {
+        let (key, plen) = self.source_key(&l3.src);
+        if let std::collections::hash_map::Entry::Vacant(v) = self.sources.entry(key) {
             v.insert(SourceState::new(now));
             st[Stat::NewSources as usize] += 1;
         }
         let cfg = self.cfg;
-        let Some(state) = self.sources.get_mut(&l3.src) else {
+        let Some(state) = self.sources.get_mut(&key) else {
             return XDP_PASS;
         };
         let out = state.record(now, probe, &cfg);
@@ -261,17 +278,17 @@ impl Model {
                 },
                 created_ns: now,
                 hits: 0,
-                prefix_len: 128,
+                prefix_len: plen,
                 origin: BlockOrigin::Kernel as u8,
                 kind: probe.kind,
                 _pad: [0; 2],
             };
-            self.blocks.insert((l3.src, 128), entry);
+            self.blocks.insert((key, plen), entry);
             st[Stat::AutoBlocks as usize] += 1;
             (true, 0)
         };
         st[Stat::Events as usize] += 1;
-        step.event = Some((l3.src, blocked, suppressed));
+        step.event = Some((key, blocked, suppressed));
         if blocked {
             st[Stat::DroppedBlocked as usize] += 1;
             XDP_DROP
@@ -320,7 +337,8 @@ impl Model {
         }
         let cfg = self.cfg;
         if l3.later_fragment {
-            let dropped_first = self.sources.get(&l3.src).is_some_and(|s| {
+            let (key, _) = self.source_key(&l3.src);
+            let dropped_first = self.sources.get(&key).is_some_and(|s| {
                 s.tiny_frags != 0 && now.saturating_sub(s.window_start_ns) < cfg.window_ns
             });
             if dropped_first {

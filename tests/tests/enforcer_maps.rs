@@ -14,6 +14,11 @@ use scan_guard::{
 use scan_guard_common::{config::KernelConfig, state::BlockOrigin};
 use scan_guard_tests::harness::{Harness, addr};
 
+/// One address as a source to block.
+fn host(s: &str) -> Cidr {
+    Cidr::from_key(addr(s), 128)
+}
+
 fn cidr(s: &str) -> Cidr {
     s.parse().expect("prefix")
 }
@@ -35,7 +40,7 @@ fn repeat_offenders_get_longer_blocks() {
     let mut h = Harness::new(KernelConfig::default());
     let cfg = Config::default();
     let mut e = Enforcer::new(vec![]);
-    let src = addr("10.60.0.9");
+    let src = host("10.60.0.9");
     let mut ttls = Vec::new();
     for round in 0..3 {
         let v = e
@@ -78,12 +83,12 @@ fn never_block_dry_run_and_caps() {
     let mut cfg = Config::default();
     let mut e = Enforcer::new(vec![cidr("10.61.0.0/24")]);
     let v = e
-        .block_source(&mut h.maps, &addr("10.61.0.7"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.61.0.7"), 0, "t", &cfg)
         .expect("block");
     assert_eq!(v, vec![Verdict::Suppressed { why: "never_block" }]);
     cfg.blocking.dry_run = true;
     let v = e
-        .block_source(&mut h.maps, &addr("10.62.0.7"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.62.0.7"), 0, "t", &cfg)
         .expect("block");
     assert!(matches!(v[..], [Verdict::WouldBlock { .. }]), "{v:?}");
     assert!(blocks(&h).is_empty(), "nothing blocked so far");
@@ -95,7 +100,7 @@ fn never_block_dry_run_and_caps() {
     let mut capped = 0;
     for i in 1..=10u8 {
         match &e
-            .block_source(&mut h.maps, &addr(&format!("10.63.0.{i}")), 0, "t", &cfg)
+            .block_source(&mut h.maps, &host(&format!("10.63.0.{i}")), 0, "t", &cfg)
             .expect("block")[..]
         {
             [Verdict::Blocked { .. }] => blocked += 1,
@@ -113,11 +118,11 @@ fn never_block_dry_run_and_caps() {
     cfg.blocking.max_new_blocks_per_sec = 0;
     cfg.blocking.max_blocks = 4;
     let first = e
-        .block_source(&mut h.maps, &addr("10.64.0.1"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.64.0.1"), 0, "t", &cfg)
         .expect("block");
     assert!(matches!(first[..], [Verdict::Blocked { .. }]));
     let second = e
-        .block_source(&mut h.maps, &addr("10.64.0.2"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.64.0.2"), 0, "t", &cfg)
         .expect("block");
     assert_eq!(
         second,
@@ -136,7 +141,7 @@ fn enough_blocked_addresses_block_their_prefix() {
     let mut e = Enforcer::new(vec![]);
     for i in 1..=3u8 {
         let v = e
-            .block_source(&mut h.maps, &addr(&format!("10.65.1.{i}")), 0, "t", &cfg)
+            .block_source(&mut h.maps, &host(&format!("10.65.1.{i}")), 0, "t", &cfg)
             .expect("block");
         if i < 3 {
             assert_eq!(v.len(), 1);
@@ -150,7 +155,7 @@ fn enough_blocked_addresses_block_their_prefix() {
     for i in 1..=2u16 {
         e.block_source(
             &mut h.maps,
-            &addr(&format!("2001:db8:65::{i}")),
+            &host(&format!("2001:db8:65::{i}")),
             0,
             "t",
             &cfg,
@@ -158,7 +163,7 @@ fn enough_blocked_addresses_block_their_prefix() {
         .expect("block");
     }
     let v = e
-        .block_source(&mut h.maps, &addr("2001:db8:65::3"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("2001:db8:65::3"), 0, "t", &cfg)
         .expect("block");
     assert!(
         matches!(&v[..], [_, Verdict::Blocked { prefix, .. }] if prefix.to_string() == "2001:db8:65::/64"),
@@ -186,7 +191,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         .put_meta(&key_of(&cidr("10.66.0.1")), &old)
         .expect("meta");
     // A block someone removed from the kernel behind our back (drift).
-    e.block_source(&mut h.maps, &addr("10.66.0.2"), 0, "t", &cfg)
+    e.block_source(&mut h.maps, &host("10.66.0.2"), 0, "t", &cfg)
         .expect("block");
     h.maps
         .remove_block(&addr("10.66.0.2"), 128)
@@ -267,13 +272,13 @@ fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
             .find(|(x, l, _)| *x == c.addr && *l == 128)
             .map(|(_, _, e)| e.hits)
     };
-    e.adopt_kernel_block(&mut h.maps, &addr("10.68.0.1"), 0, "k", &cfg)
+    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.1"), 0, "k", &cfg)
         .expect("adopt")
         .expect("adopted");
     assert_eq!(hits_of(&h, "10.68.0.1"), Some(5), "the kernel entry's hits");
     // No /128 of its own (gone before the event was handled): the /24's 40 hits
     // must not be taken for it.
-    e.adopt_kernel_block(&mut h.maps, &addr("10.68.0.2"), 0, "k", &cfg)
+    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.2"), 0, "k", &cfg)
         .expect("adopt")
         .expect("adopted");
     assert_eq!(
@@ -298,7 +303,7 @@ fn between_full_passes_expiries_run_from_memory() {
     h.maps
         .put_meta(&key_of(&cidr("10.67.0.1")), &short)
         .expect("meta");
-    e.block_source(&mut h.maps, &addr("10.67.0.2"), 0, "t", &cfg)
+    e.block_source(&mut h.maps, &host("10.67.0.2"), 0, "t", &cfg)
         .expect("block");
     let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
     assert!(

@@ -21,6 +21,10 @@
 //! - nmap's SCTP (`-sY`, `-sZ`) and IP protocol (`-sO`) scans are blocked within
 //!   8 probes; ICMP timestamp and address-mask discovery (`-PP`, `-PM`) is
 //!   reported as `discovery` and not blocked;
+//! - address rotation: one SYN each from 300 addresses of one IPv6 /64 is one
+//!   source (the /64 is blocked by the kernel, and an address of it that never
+//!   scanned is cut off), while the lab's own /64, which holds the target, stays
+//!   scored per address;
 //! - nmap's fragment scans (`-f`, `--mtu 8`): blocked, reported as `fragment`, and
 //!   fewer than 12 frames of any kind reach the target's stack.
 
@@ -709,4 +713,91 @@ fn sctp_protocol_scans_are_blocked_and_icmp_discovery_reported() {
             lab.tag
         );
     }
+}
+
+#[test]
+fn rotating_through_one_ipv6_64_is_one_source() {
+    let lab = Lab::with_client_and_http_server("rotate-64", 8080);
+    let c = start(&lab);
+    let tgt6 = lab.tgt.v6.to_string();
+    // Replies to the rotating /64 go back through the attacker's link.
+    lab.exec_ok(
+        &lab.tgt.ns,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:66::/64",
+            "via",
+            "fd00:200::1",
+        ],
+    );
+    let mut inj = Injector::new(&lab.att, &lab.tgt);
+    for i in 1..=300u16 {
+        let src = format!("fd00:66::{i:x}");
+        inj.tcp(src.parse().expect("v6"), lab.tgt.v6.into(), 1000 + i, 0x02);
+    }
+    let blocked = lab.wait_event(&c, EVENT_LIMIT, "the /64 blocked", |e| {
+        is_event(e, "blocked", "fd00:66::/64")
+    });
+    // The kernel's threshold or the slow-scan test, whichever fired first.
+    assert!(
+        blocked["origin"] == "kernel" || blocked["origin"] == "detector",
+        "[{}] {blocked}",
+        lab.tag
+    );
+    assert!(
+        c.listed("fd00:66::/64").is_some(),
+        "[{}] list: {:?}",
+        lab.tag,
+        c.list()
+    );
+    // An address of that /64 that never scanned is cut off too ...
+    lab.exec_ok(
+        &lab.att.ns,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "fd00:66::abc/64",
+            "dev",
+            &lab.att.iface,
+            "nodad",
+        ],
+    );
+    let url = format!("http://[{tgt6}]:8080/");
+    let out = lab.exec_in_for(
+        &lab.att.ns,
+        Duration::from_secs(8),
+        &[
+            "curl",
+            "-sS",
+            "-g",
+            "--interface",
+            "fd00:66::abc",
+            "--connect-timeout",
+            "2",
+            "-o",
+            "/dev/null",
+            &url,
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "[{}] fd00:66::abc still served",
+        lab.tag
+    );
+    // ... while the client in the lab's own /64 (with the target) is still served.
+    if let Err(e) = lab.http_get(&lab.client().ns, IpAddr::V6(lab.tgt.v6), 8080) {
+        panic!(
+            "[{}] the client of the target's own /64 is cut off: {e}",
+            lab.tag
+        );
+    }
+    eprintln!(
+        "[{}] 300 rotating addresses: {} blocked by the kernel as one source",
+        lab.tag, blocked["src"]
+    );
 }

@@ -159,6 +159,13 @@ fn setup(cfg: KernelConfig) -> (Harness, Model) {
         .collect();
     h.maps.write_local(&local).expect("write local addresses");
     m.local = local.into_iter().collect();
+    // Sources are scored per /64 in one configuration: one of the pool's four
+    // IPv6 /64s holds an address judged alone and stays per address.
+    let alone = vec![mask(&addr("2001:db8:77:3::"), 64)];
+    h.maps
+        .write_no_aggregate(&alone)
+        .expect("write no-aggregate");
+    m.no_aggregate = alone.into_iter().collect();
     h.allow("192.0.2.0", 24);
     m.allow.push((mask(&addr("192.0.2.0"), 120), 120));
     h.protect("198.51.100.0", 24);
@@ -315,6 +322,17 @@ fn kernel_matches_model_scoring_only_the_hosts_own_addresses() {
         n,
         seed(0x10ca_1d57),
     );
+}
+
+#[test]
+fn kernel_matches_model_scoring_ipv6_per_64_and_ipv4_per_24() {
+    let n = frames() / 8;
+    let cfg = KernelConfig {
+        v6_source_prefix: 64,
+        v4_source_prefix: 24,
+        ..fuzz_cfg(POLICY_AUTO_BLOCK | POLICY_LOCAL_ONLY, 0x3f)
+    };
+    run_differential(cfg, n, seed(0x64_2464));
 }
 
 #[test]

@@ -449,3 +449,20 @@ fn sctp_and_ip_protocol_scans_are_blocked_and_icmp_discovery_reported() {
     }
     assert!(h.maps.source(&addr("10.67.0.8")).is_none());
 }
+
+#[test]
+fn every_map_of_the_program_is_pinned_by_name() {
+    // A map missing from `map_names::ALL` would not be pinned, and control
+    // commands (which open every map by its pin) would fail against a running
+    // instance.
+    let ebpf = scan_guard::loader::load_with(None, None).expect("load");
+    let mut in_object: Vec<&str> = ebpf
+        .maps()
+        .map(|(name, _)| name)
+        .filter(|n| !n.starts_with('.') && !n.starts_with("AYA_"))
+        .collect();
+    in_object.sort_unstable();
+    let mut all = scan_guard_common::map_names::ALL.to_vec();
+    all.sort_unstable();
+    assert_eq!(in_object, all);
+}

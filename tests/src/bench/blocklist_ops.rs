@@ -130,7 +130,13 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
             .expect("kernel entry");
         let t = Instant::now();
         let adopted = enforcer
-            .adopt_kernel_block(&mut maps, &kernel_src, KIND_NONE, "bench", &cfg)
+            .adopt_kernel_block(
+                &mut maps,
+                &scan_guard::cidr::Cidr::from_key(kernel_src, 128),
+                KIND_NONE,
+                "bench",
+                &cfg,
+            )
             .expect("adopt");
         let adopt = t.elapsed().as_secs_f64();
         assert!(adopted.is_some(), "the kernel block was not adopted");
