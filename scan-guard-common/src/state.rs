@@ -76,16 +76,6 @@ pub struct Probe {
     pub os_stack: bool,
 }
 
-impl Probe {
-    /// A valid connection attempt to a listening port: what every client does.
-    /// A source with no state yet gets none for it (admission before state); its
-    /// first piece of evidence allocates the state, and later contacts count.
-    #[inline(always)]
-    pub fn admits_without_state(&self) -> bool {
-        self.kind == ProbeKind::Syn as u8 && self.listening && self.weight == 0
-    }
-}
-
 /// What one probe did to its source's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Outcome {

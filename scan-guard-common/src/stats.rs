@@ -46,13 +46,9 @@ pub enum Stat {
     SocketExplained,
     /// Later fragments from a source whose tiny first fragment was dropped.
     DroppedFragment,
-    /// Connection attempts to a listening port from sources with no state: passed
-    /// without allocating any (a random-source SYN flood to a service costs no
-    /// per-source memory).
-    AdmittedStateless,
 }
 
-pub const STAT_COUNT: usize = Stat::AdmittedStateless as usize + 1;
+pub const STAT_COUNT: usize = Stat::DroppedFragment as usize + 1;
 
 /// The per-CPU counter block.
 pub type StatBlock = [u64; STAT_COUNT];
@@ -70,7 +66,7 @@ impl Stat {
 }
 
 /// Named counters (apart from the per-class ones), in index order, for userspace.
-pub const NAMED: [(Stat, &str); 24] = [
+pub const NAMED: [(Stat, &str); 23] = [
     (Stat::Packets, "packets"),
     (Stat::Passed, "passed"),
     (Stat::DroppedBlocked, "dropped_blocked"),
@@ -94,7 +90,6 @@ pub const NAMED: [(Stat, &str); 24] = [
     (Stat::NotLocal, "not_local"),
     (Stat::SocketExplained, "socket_explained"),
     (Stat::DroppedFragment, "dropped_fragment"),
-    (Stat::AdmittedStateless, "admitted_stateless"),
 ];
 
 #[cfg(test)]

@@ -55,10 +55,6 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     let (key, plen) = source_key(&l3.src, cfg);
     let state = match SOURCES.get_ptr_mut(&key) {
         Some(s) => s,
-        None if probe.admits_without_state() => {
-            bump(stats, Stat::AdmittedStateless as usize);
-            return XDP_PASS;
-        }
         None => {
             let Some(fresh) = SCRATCH.get_ptr_mut(0) else {
                 return XDP_PASS;

@@ -249,10 +249,6 @@ impl Model {
     ) -> u32 {
         st[Stat::Probes as usize] += 1;
         let (key, plen) = self.source_key(&l3.src);
-        if !self.sources.contains_key(&key) && probe.admits_without_state() {
-            st[Stat::AdmittedStateless as usize] += 1;
-            return XDP_PASS;
-        }
         if let std::collections::hash_map::Entry::Vacant(v) = self.sources.entry(key) {
             v.insert(SourceState::new(now));
             st[Stat::NewSources as usize] += 1;
