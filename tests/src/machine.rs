@@ -271,12 +271,15 @@ impl<'a> Machine<'a> {
     fn wait_booted(&self) {
         // `is-system-running --wait` blocks until start-up is over; "degraded" (a
         // unit failed) is reported, not accepted.
-        // Until systemd has set up its private bus, systemctl cannot ask it.
+        // Until systemd has set up its private bus, systemctl cannot ask it; in the
+        // first moments after its exec, before it has created /run/systemd/system,
+        // systemctl even reports "offline" at once (seen in CI): both mean "ask again".
         let deadline = Instant::now() + BOOT_LIMIT;
         let out = loop {
             let out = self.sh_for(BOOT_LIMIT, "systemctl is-system-running --wait");
             let no_bus = String::from_utf8_lossy(&out.stderr).contains("Failed to connect to bus");
-            if !no_bus || Instant::now() >= deadline {
+            let too_early = String::from_utf8_lossy(&out.stdout).trim() == "offline";
+            if !(no_bus || too_early) || Instant::now() >= deadline {
                 break out;
             }
             thread::sleep(Duration::from_millis(100));
