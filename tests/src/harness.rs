@@ -24,6 +24,9 @@ pub struct Harness {
     pub maps: KernelMaps,
     pub events: RingBuf<MapData>,
     pub contacts: RingBuf<MapData>,
+    /// The calling thread's own network namespace while the harness lives (see
+    /// [`SocketIsolation`]); dropped last.
+    _isolation: SocketIsolation,
 }
 
 /// The shared 16-byte form of an address given as text.
@@ -44,7 +47,7 @@ impl Harness {
     /// `max_blocks` entries when given, as `scan-guard run` sizes them from
     /// `blocking.max_blocks`; the program's default size otherwise.
     pub fn with_blocklist_size(cfg: KernelConfig, max_blocks: Option<u32>) -> Self {
-        isolate_sockets();
+        let isolation = SocketIsolation::enter();
         let mut ebpf = loader::load_with(None, max_blocks)
             .unwrap_or_else(|e| panic!("loading the XDP program: {e:#}"));
         let mut maps = KernelMaps::take(&mut ebpf).expect("typed maps");
@@ -58,6 +61,7 @@ impl Harness {
             maps,
             events,
             contacts,
+            _isolation: isolation,
         }
     }
 
@@ -166,16 +170,39 @@ impl Harness {
     }
 }
 
-/// Moves the calling thread into a network namespace of its own. The program's
-/// socket lookups see the namespace of the thread that runs BPF_PROG_TEST_RUN, so
-/// without this the host's own sockets (an sshd on port 22, a resolver) would
-/// change verdicts; with it, a test opens exactly the sockets it means to.
-/// Idempotent per thread in effect: a second call only swaps one empty namespace
-/// for another.
-pub fn isolate_sockets() {
-    // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        panic!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+/// The calling thread in a network namespace of its own, for as long as the value
+/// lives; dropping it returns the thread to the namespace it was in. The
+/// program's socket lookups see the namespace of the thread that runs
+/// BPF_PROG_TEST_RUN, so without this the host's own sockets (an sshd on port
+/// 22, a resolver) would change verdicts; with it, a test opens exactly the
+/// sockets it means to, and code that runs on the thread afterwards (a lab that
+/// creates veth pairs, the benchmarks) is back where it started.
+pub struct SocketIsolation {
+    previous: std::fs::File,
+}
+
+impl SocketIsolation {
+    pub fn enter() -> Self {
+        let previous = std::fs::File::open("/proc/thread-self/ns/net")
+            .unwrap_or_else(|e| panic!("opening this thread's network namespace: {e}"));
+        // SAFETY: unshare(2) with CLONE_NEWNET affects only the calling thread.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        }
+        Self { previous }
+    }
+}
+
+impl Drop for SocketIsolation {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a valid namespace descriptor; affects the calling thread only.
+        if unsafe { libc::setns(self.previous.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            eprintln!(
+                "returning to the thread's network namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
