@@ -18,8 +18,10 @@ pub const fn port_bucket(port: u16, key: u32) -> u32 {
     ((port as u32) ^ key).wrapping_mul(0x9E37_79B1) >> 24
 }
 
+/// Hash of an address (16-byte form); [`addr_bucket_of`] and [`pair_bucket_of`]
+/// derive both sketches' buckets from one.
 #[inline(always)]
-fn addr_hash(addr: &[u8; 16]) -> u32 {
+pub fn addr_hash(addr: &[u8; 16]) -> u32 {
     let mut h: u32 = 0;
     let mut i = 0;
     while i < 16 {
@@ -33,14 +35,26 @@ fn addr_hash(addr: &[u8; 16]) -> u32 {
 /// Bucket of an address (16-byte form).
 #[inline(always)]
 pub fn addr_bucket(addr: &[u8; 16]) -> u32 {
-    addr_hash(addr) >> 26
+    addr_bucket_of(addr_hash(addr))
+}
+
+/// Bucket of an address from its [`addr_hash`].
+#[inline(always)]
+pub const fn addr_bucket_of(hash: u32) -> u32 {
+    hash >> 26
 }
 
 /// Bucket of a (destination address, port) pair, in a 64-bucket sketch like the
 /// address sketch's.
 #[inline(always)]
 pub fn pair_bucket(addr: &[u8; 16], port: u16) -> u32 {
-    (addr_hash(addr) ^ (port as u32).wrapping_mul(0x85EB_CA6B)).wrapping_mul(0x9E37_79B1) >> 26
+    pair_bucket_of(addr_hash(addr), port)
+}
+
+/// Bucket of a pair from the address's [`addr_hash`].
+#[inline(always)]
+pub const fn pair_bucket_of(hash: u32, port: u16) -> u32 {
+    (hash ^ (port as u32).wrapping_mul(0x85EB_CA6B)).wrapping_mul(0x9E37_79B1) >> 26
 }
 
 /// Sets bucket `b` in a port sketch; returns true when it was clear.

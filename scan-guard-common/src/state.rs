@@ -6,7 +6,8 @@ use crate::{
     config::KernelConfig,
     flags::{PROBE_KINDS, ProbeKind},
     sketch::{
-        PORT_SKETCH_WORDS, addr_bucket, pair_bucket, port_bucket, set_addr_bit, set_port_bit,
+        PORT_SKETCH_WORDS, addr_bucket_of, addr_hash, pair_bucket_of, port_bucket, set_addr_bit,
+        set_port_bit,
     },
 };
 
@@ -214,11 +215,13 @@ impl SourceState {
                 }
             }
         }
-        if set_addr_bit(&mut self.addr_sketch, addr_bucket(&probe.dst)) {
+        // One hash of the destination serves both address sketches.
+        let dst_hash = addr_hash(&probe.dst);
+        if set_addr_bit(&mut self.addr_sketch, addr_bucket_of(dst_hash)) {
             self.distinct_addrs = self.distinct_addrs.saturating_add(1);
         }
         if let (Some(port), true) = (probe.port, probe.weight > 0) {
-            if set_addr_bit(&mut self.pair_sketch, pair_bucket(&probe.dst, port)) {
+            if set_addr_bit(&mut self.pair_sketch, pair_bucket_of(dst_hash, port)) {
                 self.distinct_pairs = self.distinct_pairs.saturating_add(1);
             }
         }
