@@ -279,16 +279,28 @@ fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
     if sockets::udp(ctx, l3, sport, port) {
         return Ok(explained(stats));
     }
+    Ok(closed_port(l3, ProbeKind::Udp, port, cfg, stats))
+}
+
+/// Records a probe of `kind` to a `port` (or protocol number) with no listener.
+#[inline(always)]
+fn closed_port(
+    l3: &L3,
+    kind: ProbeKind,
+    port: u16,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+) -> u32 {
     let probe = probe(
         l3,
-        ProbeKind::Udp,
+        kind,
         port,
         cfg.port_weight(port, false, false),
         None,
         false,
         false,
     );
-    Ok(track::record(l3, &probe, cfg, stats))
+    track::record(l3, &probe, cfg, stats)
 }
 
 #[inline(always)]
@@ -334,17 +346,13 @@ fn sctp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) ->
     if (chunk != SCTP_INIT && chunk != SCTP_COOKIE_ECHO) || !evidence_dst(l3, cfg, stats) {
         return Ok(XDP_PASS);
     }
-    let port = parse::be16(h, 2);
-    let probe = probe(
+    Ok(closed_port(
         l3,
         ProbeKind::Sctp,
-        port,
-        cfg.port_weight(port, false, false),
-        None,
-        false,
-        false,
-    );
-    Ok(track::record(l3, &probe, cfg, stats))
+        parse::be16(h, 2),
+        cfg,
+        stats,
+    ))
 }
 
 /// An IP protocol the program does not parse (nmap -sO walks them all): each
@@ -355,17 +363,7 @@ fn other_protocol(l3: &L3, proto: u8, cfg: &KernelConfig, stats: &mut StatBlock)
     if !evidence_dst(l3, cfg, stats) {
         return XDP_PASS;
     }
-    let port = u16::from(proto);
-    let probe = probe(
-        l3,
-        ProbeKind::Protocol,
-        port,
-        cfg.port_weight(port, false, false),
-        None,
-        false,
-        false,
-    );
-    track::record(l3, &probe, cfg, stats)
+    closed_port(l3, ProbeKind::Protocol, u16::from(proto), cfg, stats)
 }
 
 #[inline(always)]

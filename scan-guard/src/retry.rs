@@ -29,6 +29,26 @@ pub struct Pending {
     pub since_ns: u64,
 }
 
+impl Pending {
+    /// A block refused now.
+    pub fn new(src: Cidr, rec: &EventRecord, kind: u8, reason: &str) -> Self {
+        Self {
+            src,
+            rec: rec.clone(),
+            kind,
+            reason: reason.to_string(),
+            since_ns: crate::clock::monotonic_ns(),
+        }
+    }
+}
+
+/// True when the enforcer refused a block for the rate cap.
+pub fn rate_capped(verdicts: &[crate::enforcer::Verdict]) -> bool {
+    verdicts.iter().any(
+        |v| matches!(v, crate::enforcer::Verdict::Suppressed { why } if *why == "block_rate_cap"),
+    )
+}
+
 #[derive(Debug, Default)]
 pub struct Retries {
     pending: HashMap<Addr, Pending>,
@@ -43,8 +63,9 @@ impl Retries {
         self.pending.is_empty()
     }
 
-    /// Queues `src` (a source already waiting keeps its first record).
-    pub fn push(&mut self, src: Addr, p: Pending) {
+    /// Queues a refused block (a source already waiting keeps its first record).
+    pub fn push(&mut self, p: Pending) {
+        let src = p.src.addr;
         if !self.pending.contains_key(&src) && self.pending.len() >= MAX_PENDING {
             if let Some(oldest) = self
                 .pending
@@ -92,8 +113,7 @@ mod tests {
 
     use super::*;
 
-    fn pending(since_ns: u64) -> Pending {
-        let a = from_v4([1, 0, 0, 1]);
+    fn pending(a: Addr, since_ns: u64) -> Pending {
         let ev =
             ScanEvent::from_state(0, &a, &a, &SourceState::new(0), Trigger::Score, 0, false, 2);
         Pending {
@@ -113,9 +133,9 @@ mod tests {
             from_v4([1, 0, 0, 2]),
             from_v4([1, 0, 0, 3]),
         );
-        r.push(a, pending(10));
-        r.push(b, pending(5));
-        r.push(c, pending(0));
+        r.push(pending(a, 10));
+        r.push(pending(b, 5));
+        r.push(pending(c, 0));
         let strength = |x: &Addr| if *x == c { 300 } else { 7 };
         assert_eq!(r.by_strength(100, strength), vec![c, b, a]);
         assert_eq!(r.by_strength(KEEP_NS + 6, strength), vec![a]);
@@ -125,7 +145,7 @@ mod tests {
     fn bounded() {
         let mut r = Retries::default();
         for i in 0..(MAX_PENDING as u32 + 50) {
-            r.push(from_v4(i.to_be_bytes()), pending(u64::from(i)));
+            r.push(pending(from_v4(i.to_be_bytes()), u64::from(i)));
         }
         assert_eq!(r.len(), MAX_PENDING);
         assert!(

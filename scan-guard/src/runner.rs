@@ -35,6 +35,7 @@ use crate::{
     loader::{self, AttachMode},
     metrics::Metrics,
     neverblock, persist,
+    retry::{self, Pending},
 };
 
 /// How often blocks are reconciled, listeners re-read and state saved.
@@ -98,7 +99,7 @@ struct Controller {
     listening: Listening,
     memory: listeners::ListenerMemory,
     /// Sources the rate cap refused, retried strongest first every tick.
-    retries: crate::retry::Retries,
+    retries: retry::Retries,
     /// The host's own addresses as last written to `LOCAL_ADDRS`.
     local: Vec<Addr>,
     state_file: PathBuf,
@@ -293,7 +294,7 @@ fn start(
         sink,
         listening,
         memory,
-        retries: crate::retry::Retries::default(),
+        retries: retry::Retries::default(),
         local,
         state_file: opts.state_file.clone(),
         metrics,
@@ -551,16 +552,12 @@ impl Controller {
         }
         if let Some(s) = Suppression::from_u8(ev.suppressed) {
             if s == Suppression::RateLimited {
-                self.retries.push(
-                    ev.src,
-                    crate::retry::Pending {
-                        src: Cidr::from_key(ev.src, ev.src_prefix_len()),
-                        rec: rec.clone(),
-                        kind: crate::kinds::code(&rec.kind),
-                        reason: reason.clone(),
-                        since_ns: clock::monotonic_ns(),
-                    },
-                );
+                self.retries.push(Pending::new(
+                    Cidr::from_key(ev.src, ev.src_prefix_len()),
+                    &rec,
+                    crate::kinds::code(&rec.kind),
+                    &reason,
+                ));
             }
             return self.emit(&rec.as_event("suppressed").with_reason(s.name()));
         }
@@ -580,49 +577,17 @@ impl Controller {
         reason: &str,
     ) -> Result<()> {
         if !self.retries.is_empty() && !self.cfg.blocking.dry_run {
-            self.retries.push(
-                src.addr,
-                crate::retry::Pending {
-                    src,
-                    rec: rec.clone(),
-                    kind,
-                    reason: reason.to_string(),
-                    since_ns: clock::monotonic_ns(),
-                },
-            );
+            self.retries.push(Pending::new(src, rec, kind, reason));
             return Ok(());
         }
         let verdicts = self
             .enforcer
             .block_source(&mut self.maps, &src, kind, reason, &self.cfg)?;
-        self.queue_if_rate_capped(src, &verdicts, rec, kind, reason);
-        self.emit_verdicts(rec, verdicts, reason)
-    }
-
-    /// A block the rate cap refused waits for budget (see `retry.rs`).
-    fn queue_if_rate_capped(
-        &mut self,
-        src: Cidr,
-        verdicts: &[Verdict],
-        rec: &EventRecord,
-        kind: u8,
-        reason: &str,
-    ) {
-        if verdicts
-            .iter()
-            .any(|v| matches!(v, Verdict::Suppressed { why } if *why == "block_rate_cap"))
-        {
-            self.retries.push(
-                src.addr,
-                crate::retry::Pending {
-                    src,
-                    rec: rec.clone(),
-                    kind,
-                    reason: reason.to_string(),
-                    since_ns: clock::monotonic_ns(),
-                },
-            );
+        // A block the rate cap refused waits for budget (see `retry.rs`).
+        if retry::rate_capped(&verdicts) {
+            self.retries.push(Pending::new(src, rec, kind, reason));
         }
+        self.emit_verdicts(rec, verdicts, reason)
     }
 
     /// Retries refused blocks while the budget lasts, strongest evidence first:
@@ -648,10 +613,7 @@ impl Controller {
             let verdicts =
                 self.enforcer
                     .block_source(&mut self.maps, &p.src, p.kind, &reason, &self.cfg)?;
-            if verdicts
-                .iter()
-                .any(|v| matches!(v, Verdict::Suppressed { why } if *why == "block_rate_cap"))
-            {
+            if retry::rate_capped(&verdicts) {
                 // The budget of this second is spent: the rest waits for the next.
                 break;
             }
