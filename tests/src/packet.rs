@@ -15,6 +15,18 @@ pub const EXT_ROUTING: u8 = 43;
 pub const EXT_FRAGMENT: u8 = 44;
 pub const EXT_DEST_OPTS: u8 = 60;
 
+/// Seven extension headers: one more than the program walks
+/// (`limits::MAX_IPV6_EXT_HEADERS`), so its parse fails after the addresses.
+pub const UNWALKABLE_IPV6_CHAIN: [u8; 7] = [
+    EXT_HOP_BY_HOP,
+    EXT_DEST_OPTS,
+    EXT_DEST_OPTS,
+    EXT_DEST_OPTS,
+    EXT_DEST_OPTS,
+    EXT_DEST_OPTS,
+    EXT_DEST_OPTS,
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
     Tcp {

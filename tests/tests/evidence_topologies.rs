@@ -39,7 +39,7 @@ use scan_guard_tests::{
     hardening::Injector,
     is_root,
     lab::{Controller, ControllerOptions, Lab, LabOptions, XdpMode, is_event, read_lossy},
-    packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, Pkt},
+    packet::{Pkt, UNWALKABLE_IPV6_CHAIN},
     scenario::pcap,
 };
 use serde_json::Value;
@@ -382,16 +382,7 @@ fn a_blocked_source_never_passes_with_an_unwalkable_ipv6_chain() {
         &format!("ip6 src {blocked} or ip6 src {other}"),
         10_000,
     );
-    // Seven extension headers: one more than the program walks.
-    let chain = [
-        EXT_HOP_BY_HOP,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-    ];
+    let chain = UNWALKABLE_IPV6_CHAIN;
     let mut inj = Injector::new(&lab.att, &lab.tgt);
     for port in 1..=50u16 {
         inj.send(

@@ -22,7 +22,7 @@ use scan_guard_common::{
 };
 use scan_guard_tests::{
     harness::{Harness, XDP_DROP, XDP_PASS, addr},
-    packet::{EXT_DEST_OPTS, EXT_HOP_BY_HOP, Frag, L4, Pkt},
+    packet::{EXT_HOP_BY_HOP, Frag, L4, Pkt, UNWALKABLE_IPV6_CHAIN},
 };
 
 const HOST4: &str = "10.60.0.1";
@@ -47,16 +47,7 @@ fn a_blocked_source_is_dropped_whatever_follows_its_address() {
     let mut h = guard();
     h.block("2001:db8:66::6", 128, 0);
     h.block("10.66.0.6", 32, 0);
-    // Seven extension headers: one more than the walk allows.
-    let chain = [
-        EXT_HOP_BY_HOP,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-        EXT_DEST_OPTS,
-    ];
+    let chain = UNWALKABLE_IPV6_CHAIN;
     let long = |src| Pkt::tcp(src, HOST6, 22, SYN).ipv6_ext(&chain).build();
     assert_eq!(
         h.run(&long("2001:db8:66::6")),
