@@ -152,10 +152,6 @@ impl Enforcer {
         self.never_block = set;
     }
 
-    pub fn is_protected(&self, addr: &Addr) -> bool {
-        self.never_block.iter().any(|c| c.contains(addr))
-    }
-
     /// True when blocking `src` would cut off a never-block address: it lies in a
     /// protected prefix, or (a source prefix) holds a protected one.
     fn protects(&self, src: &Cidr) -> bool {

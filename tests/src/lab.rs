@@ -400,6 +400,28 @@ pub struct LabOptions {
 /// (mostly closed), given up after `host_timeout`; the target goes after them.
 /// Quick timing, bounded retries and timeouts: most probes are dropped once the
 /// kernel blocks.
+/// nmap arguments for a quick TCP SYN host sweep probing `ports` (e.g. "80" or
+/// "22,80,443"). Never -Pn with -sn (nmap would send nothing), and no ARP
+/// discovery (the lab's hosts would answer it instead).
+pub fn quick_sweep_args(ports: &str) -> Vec<String> {
+    [
+        "-sn",
+        "-n",
+        &format!("-PS{ports}"),
+        "--disable-arp-ping",
+        "-T4",
+        "--max-retries",
+        "1",
+        "--max-rtt-timeout",
+        "200ms",
+        "--host-timeout",
+        "20s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 pub fn quick_scan_args<'a>(scan: &'a str, host_timeout: &'a str) -> Vec<&'a str> {
     vec![
         scan,

@@ -599,21 +599,10 @@ fn a_sweep_with_three_ports_per_address_is_blocked_within_twelve_probes() {
             10_000,
         );
         let range = format!("{}-{}", addrs[0], addrs[addrs.len() - 1].octets()[3]);
-        // Never -Pn with -sn (nmap would send nothing); no ARP discovery either.
-        let scan = lab.spawn_nmap(&[
-            "-sn",
-            "-n",
-            "-PS22,80,443",
-            "--disable-arp-ping",
-            "-T4",
-            "--max-retries",
-            "1",
-            "--max-rtt-timeout",
-            "200ms",
-            "--host-timeout",
-            "20s",
-            &range,
-        ]);
+        let mut args = scan_guard_tests::lab::quick_sweep_args("22,80,443");
+        args.push(range);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let scan = lab.spawn_nmap(&args);
         let blocked = lab.wait_event_during(&c, &scan, EVENT_LIMIT, "sweep blocked", |e| {
             is_event(e, "blocked", &att)
         });
