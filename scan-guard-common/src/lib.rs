@@ -11,6 +11,7 @@ pub mod event;
 pub mod flags;
 pub mod meta;
 pub mod ports;
+pub mod rate;
 pub mod sketch;
 pub mod state;
 pub mod stats;

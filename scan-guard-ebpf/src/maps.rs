@@ -11,6 +11,7 @@ use scan_guard_common::{
     limits,
     meta::{BlockMeta, MetaKey},
     ports::LISTENING_WORDS,
+    rate::RateRing,
     state::{BlockEntry, SourceState},
     stats::StatBlock,
 };
@@ -46,9 +47,10 @@ pub static SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static PROTECTED: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(limits::MAX_PROTECTED, 0);
 
-/// Kernel auto-block rate state: [second started at (ns), blocks in that second].
+/// Start times of the latest blocks: the new-block budget the kernel and the
+/// controller share.
 #[map]
-pub static RATE: Array<[u64; 2]> = Array::with_max_entries(1, 0);
+pub static RATE: Array<RateRing> = Array::with_max_entries(1, 0);
 
 /// First contacts for the userspace slow-scan detector.
 #[map]

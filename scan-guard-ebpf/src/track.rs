@@ -168,7 +168,8 @@ fn contact(l3: &L3, key: &Addr, plen: u32, probe: &Probe, now: u64, stats: &mut 
     }
 }
 
-/// True while the kernel may still block a new source this second.
+/// True while the kernel may still block a new source: its share of the shared
+/// per-second budget (`RateRing`) is not spent within the last second.
 #[inline(always)]
 fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
     if cfg.max_auto_blocks_per_sec == 0 {
@@ -179,16 +180,7 @@ fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
     };
     // SAFETY: map value pointer valid for this run; a race between CPUs can only
     // let a block or two more through in one second.
-    let rate = unsafe { &mut *rate };
-    if now.saturating_sub(rate[0]) >= 1_000_000_000 {
-        rate[0] = now;
-        rate[1] = 0;
-    }
-    if rate[1] >= u64::from(cfg.max_auto_blocks_per_sec) {
-        return false;
-    }
-    rate[1] += 1;
-    true
+    unsafe { (*rate).take(now, cfg.max_auto_blocks_per_sec) }
 }
 
 /// Blocks `key`/`plen` (the source's scoring prefix) in the kernel unless the

@@ -407,6 +407,12 @@ impl Config {
         if b.max_blocks == 0 {
             return Err(Invalid("blocking.max_blocks must be at least 1".into()));
         }
+        if b.max_new_blocks_per_sec as usize > scan_guard_common::rate::RATE_SLOTS {
+            return Err(Invalid(format!(
+                "blocking.max_new_blocks_per_sec must be at most {} (0 = no cap)",
+                scan_guard_common::rate::RATE_SLOTS
+            )));
+        }
         crate::crowdsec::validate(&self.crowdsec).map_err(Invalid)?;
         let places = &self.output.events.0;
         if places.is_empty() || places.iter().any(|p| p.trim().is_empty()) {
@@ -558,6 +564,11 @@ mod tests {
             Config::parse("[blocking]\nallow = [\"10.0.0.1/8\"]\n")
                 .unwrap_err()
                 .contains("did you mean 10.0.0.0/8")
+        );
+        assert!(
+            Config::parse("[blocking]\nmax_new_blocks_per_sec = 5000\n")
+                .unwrap_err()
+                .contains("at most 1024")
         );
         assert!(
             Config::parse("[blocking]\nttl = []\n")

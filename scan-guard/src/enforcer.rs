@@ -12,6 +12,7 @@ use anyhow::Result;
 use scan_guard_common::{
     addr::Addr,
     meta::{BlockMeta, MetaKey, REASON_LEN},
+    rate::RateRing,
     state::{BlockEntry, BlockOrigin},
 };
 
@@ -185,24 +186,19 @@ impl Enforcer {
     }
 
     /// One budget of new blocks per second, shared with the kernel's auto-blocks:
-    /// both draw from the pinned `RATE` window (same coarse monotonic clock), so a
+    /// both take from the pinned `RateRing` (same coarse monotonic clock), so a
     /// spoofed flood cannot get the cap twice.
     fn rate_ok(&mut self, maps: &mut KernelMaps, cfg: &Config) -> bool {
-        let cap = u64::from(cfg.blocking.max_new_blocks_per_sec);
+        let cap = cfg.blocking.max_new_blocks_per_sec;
         if cap == 0 {
             return true;
         }
-        let now = clock::monotonic_ns();
-        let mut w = maps.rate.get(&0, 0).unwrap_or([0, 0]);
-        if now.saturating_sub(w[0]) >= 1_000_000_000 {
-            w = [now, 0];
-        }
-        if w[1] >= cap {
+        let mut ring = maps.rate.get(&0, 0).unwrap_or(RateRing::EMPTY);
+        if !ring.take(clock::monotonic_ns(), cap) {
             return false;
         }
-        w[1] += 1;
         // A lost race with the kernel lets at most one extra block through.
-        let _ = maps.rate.set(0, w, 0);
+        let _ = maps.rate.set(0, ring, 0);
         true
     }
 

@@ -13,6 +13,7 @@ use scan_guard_common::{
     config::{KernelConfig, POLICY_ALLOWLIST},
     map_names,
     meta::{BlockMeta, MetaKey},
+    rate::RateRing,
     state::{BlockEntry, SourceState},
     stats::{STAT_COUNT, StatBlock},
 };
@@ -26,9 +27,9 @@ pub struct KernelMaps {
     pub protected: LpmTrie<MapData, Addr, u8>,
     pub listening: Array<MapData, u64>,
     pub meta: HashMap<MapData, MetaKey, BlockMeta>,
-    /// [second started at (ns), new blocks in it]: the block-rate budget the kernel
-    /// and the controller share.
-    pub rate: Array<MapData, [u64; 2]>,
+    /// Start times of the latest blocks: the block-rate budget the kernel and
+    /// the controller share.
+    pub rate: Array<MapData, RateRing>,
     /// The host's own unicast addresses (only traffic to them is evidence).
     pub local: HashMap<MapData, Addr, u8>,
     /// Source prefixes scored per address (they hold addresses judged alone).
