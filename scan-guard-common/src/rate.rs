@@ -1,0 +1,90 @@
+//! The one budget of new blocks per second that the kernel and the controller
+//! share. A ring of the start times of the last `RATE_SLOTS` blocks: a new block
+//! is allowed when fewer than `cap` blocks started in the second before it, so
+//! no window of one second, wherever it falls, holds more than `cap` (a fixed
+//! per-second counter lets twice the cap through across a second's edge).
+
+/// Slots of the ring: the largest `blocking.max_new_blocks_per_sec` there is.
+pub const RATE_SLOTS: usize = 1024;
+const MASK: u64 = RATE_SLOTS as u64 - 1;
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// Start times (coarse monotonic ns) of the most recent blocks; block number `i`
+/// sits in slot `i % RATE_SLOTS`, `next` is the number the next block gets.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RateRing {
+    pub next: u64,
+    pub started_ns: [u64; RATE_SLOTS],
+}
+
+impl RateRing {
+    pub const EMPTY: Self = Self {
+        next: 0,
+        started_ns: [0; RATE_SLOTS],
+    };
+
+    /// Takes one block from the budget at `now` if fewer than `cap` blocks
+    /// started within the last second (`cap` 0: no cap; caps above the ring's
+    /// size count as its size). Two CPUs racing can let one extra through.
+    #[inline(always)]
+    pub fn take(&mut self, now: u64, cap: u32) -> bool {
+        if cap != 0 {
+            let cap = (cap as u64).min(RATE_SLOTS as u64);
+            if self.next >= cap {
+                let oldest = self.started_ns[((self.next - cap) & MASK) as usize];
+                if now.saturating_sub(oldest) < SECOND_NS {
+                    return false;
+                }
+            }
+        }
+        self.started_ns[(self.next & MASK) as usize] = now;
+        self.next = self.next.wrapping_add(1);
+        true
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RateRing {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn no_second_holds_more_than_the_cap_across_a_window_edge() {
+        let mut r = RateRing::EMPTY;
+        // Four at t=0 (the kernel's share), then a burst just before 1 s.
+        let t0 = 5_000 * MS;
+        for _ in 0..4 {
+            assert!(r.take(t0, 4));
+        }
+        assert!(!r.take(t0 + 10 * MS, 4), "the kernel's share is spent");
+        assert!(r.take(t0 + 992 * MS, 5), "the fifth of the full cap");
+        assert!(!r.take(t0 + 996 * MS, 5), "a fixed window would reset here");
+        assert!(r.take(t0 + 1000 * MS, 5), "the first block is a second old");
+    }
+
+    #[test]
+    fn a_cap_of_zero_never_refuses_and_a_steady_rate_at_the_cap_passes() {
+        let mut r = RateRing::EMPTY;
+        for i in 0..5_000u64 {
+            assert!(r.take(i, 0));
+        }
+        let mut r = RateRing::EMPTY;
+        for i in 0..3_000u64 {
+            assert!(r.take(i * 10 * MS, 100), "block {i}");
+        }
+    }
+
+    #[test]
+    fn caps_above_the_ring_size_count_as_its_size() {
+        let mut r = RateRing::EMPTY;
+        let taken = (0..5_000)
+            .filter(|_| r.take(7 * SECOND_NS, u32::MAX))
+            .count();
+        assert_eq!(taken, RATE_SLOTS);
+    }
+}
