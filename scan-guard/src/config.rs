@@ -91,6 +91,9 @@ pub struct Detection {
     /// How long a TCP port that stopped listening still counts as listening (a
     /// service restart, a reboot: the state file carries it across).
     pub listener_memory: Dur,
+    /// How often the NAT rules are read for published ports (DNAT, REDIRECT);
+    /// 0s: never (those ports then count as closed).
+    pub nat_refresh: Dur,
     /// IPv6 sources are scored, and blocked by the kernel, per prefix of this
     /// length: rotating through the addresses of one /64 is one source.
     pub ipv6_source_prefix: u8,
@@ -275,6 +278,7 @@ impl Default for Detection {
             distributed_window: Dur(Duration::from_secs(60)),
             score_forwarded: false,
             listener_memory: Dur(Duration::from_secs(3600)),
+            nat_refresh: Dur(Duration::from_secs(2)),
             ipv6_source_prefix: 64,
             ipv4_source_prefix: 32,
         }

@@ -19,9 +19,11 @@ pub mod kinds;
 pub mod listeners;
 pub mod loader;
 pub mod metrics;
+pub mod nat_watch;
 pub mod neverblock;
 pub mod persist;
 pub mod privileges;
+pub mod published;
 pub mod retry;
 pub mod runner;
 

@@ -46,6 +46,13 @@ impl Listening {
         Ok(out)
     }
 
+    /// Adds the ports the host's NAT rules publish (they have no socket here).
+    pub fn with_published(mut self, p: &crate::published::Published) -> Self {
+        self.tcp.extend(&p.tcp);
+        self.udp.extend(&p.udp);
+        self
+    }
+
     /// The `LISTENING` map contents.
     pub fn bitmap(&self) -> Vec<u64> {
         let mut words = vec![0u64; LISTENING_WORDS as usize];

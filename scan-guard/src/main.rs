@@ -107,6 +107,13 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Internal: the NAT-rule watcher `run` starts (keeps only CAP_NET_ADMIN,
+    /// prints the NAT-published ports as JSON lines when they change).
+    #[command(name = "nat-watch", hide = true)]
+    NatWatch {
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u64,
+    },
     /// Print the man page (roff) for scan-guard or one of its commands.
     Manpage {
         /// A command name (run, status, block, ...) for its own page.
@@ -241,6 +248,9 @@ fn resolve_pin_dir(p: &PinDir) -> Result<PathBuf> {
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::NatWatch { interval_ms } => {
+            scan_guard::nat_watch::run_child(Duration::from_millis(interval_ms.max(100)))
+        }
         Command::Status(q) => control::status(&resolve_pin_dir(&q.pin)?, q.json),
         Command::Stats(q) => control::stats(&resolve_pin_dir(&q.pin)?, q.json),
         Command::List(q) => control::list(&resolve_pin_dir(&q.pin)?, q.json),

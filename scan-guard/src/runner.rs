@@ -100,11 +100,18 @@ struct Controller {
     memory: listeners::ListenerMemory,
     /// Sources the rate cap refused, retried strongest first every tick.
     retries: retry::Retries,
+    /// The NAT-rule watcher (`detection.nat_refresh`), when it runs.
+    nat: Option<crate::nat_watch::Watcher>,
     /// The host's own addresses as last written to `LOCAL_ADDRS`.
     local: Vec<Addr>,
     state_file: PathBuf,
     /// CrowdSec Local API tasks (bouncer and agent), when `[crowdsec]` asks.
     crowdsec: crate::crowdsec::Link,
+}
+
+/// The NAT-published ports as the watcher last read them (none without one).
+fn published_now(nat: Option<&crate::nat_watch::Watcher>) -> crate::published::Published {
+    nat.map(|w| w.ports.borrow().clone()).unwrap_or_default()
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -128,8 +135,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let crowdsec = crate::crowdsec::Link::start(&opts.config.crowdsec)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
+    // Started while we still hold CAP_NET_ADMIN (listing the nat table needs it).
+    let nat = match opts.config.detection.nat_refresh.0 {
+        d if d.is_zero() => None,
+        d => match crate::nat_watch::Watcher::start(d, Duration::from_secs(3)).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("NAT-published ports will not be read: {e:#}");
+                None
+            }
+        },
+    };
 
-    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh, metrics) {
+    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh, metrics, nat) {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -218,6 +236,7 @@ fn start(
     sink: EventOutputs,
     fresh: bool,
     metrics: Arc<Metrics>,
+    nat: Option<crate::nat_watch::Watcher>,
 ) -> Result<Started> {
     let cfg = opts.config.clone();
     let max_blocks = fresh.then_some(cfg.blocking.max_blocks);
@@ -242,7 +261,9 @@ fn start(
     );
     let current = Listening::read()?;
     memory.observe(&current, now_s, keep_s);
-    let listening = memory.effective(&current);
+    let listening = memory
+        .effective(&current)
+        .with_published(&published_now(nat.as_ref()));
     maps.write_listening(&listening.bitmap())?;
 
     let mut enforcer = Enforcer::new(Vec::new());
@@ -295,6 +316,7 @@ fn start(
         listening,
         memory,
         retries: retry::Retries::default(),
+        nat,
         local,
         state_file: opts.state_file.clone(),
         metrics,
@@ -757,7 +779,10 @@ impl Controller {
             Ok(now) => {
                 let keep_s = self.cfg.detection.listener_memory.0.as_secs();
                 remembered_changed = self.memory.observe(&now, clock::unix_now(), keep_s);
-                let effective = self.memory.effective(&now);
+                let effective = self
+                    .memory
+                    .effective(&now)
+                    .with_published(&published_now(self.nat.as_ref()));
                 if effective != self.listening {
                     match self.maps.write_listening(&effective.bitmap()) {
                         Ok(()) => self.listening = effective,

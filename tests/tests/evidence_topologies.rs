@@ -820,3 +820,181 @@ fn rotating_through_one_ipv6_64_is_one_source() {
         lab.tag, blocked["src"]
     );
 }
+
+/// One GET from `src` (an address of the attacker's namespace) to `ip:port`.
+fn get_from(lab: &Lab, src: &str, ip: &str, port: u16) -> Result<(), String> {
+    let url = format!("http://{ip}:{port}/");
+    let out = lab.exec_in_for(
+        &lab.att.ns,
+        Duration::from_secs(8),
+        &[
+            "curl",
+            "-sS",
+            "--interface",
+            src,
+            "--connect-timeout",
+            "2",
+            "--max-time",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ],
+    );
+    let code = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && code.trim() == "200" {
+        Ok(())
+    } else {
+        Err(format!(
+            "GET {url} from {src}: {}",
+            scan_guard_tests::lab::describe(&out)
+        ))
+    }
+}
+
+/// Ports published through NAT in the target: a REDIRECT of 8440-8449 to its own
+/// port 443, an iptables multiport DNAT of 9080-9084 and 9090 and a native nft
+/// DNAT of 7000-7003 to a web server in a namespace behind it. Six clients use
+/// all 20 published ports, three rounds each; none is reported or blocked, with
+/// stealth on (a SYN to a port with no listener is dropped) and off.
+fn nat_published_ports(stealth: bool) {
+    let mut lab = Lab::new(if stealth { "fp-nat-stealth" } else { "fp-nat" });
+    let far = lab.add_far_host_behind_target();
+    lab.start_nginx(&[443]);
+    let www = lab.file("far-www", "d");
+    std::fs::create_dir_all(&www).expect("far www");
+    std::fs::write(www.join("index.html"), "far\n").expect("far index");
+    let _far_http = lab.spawn_in(
+        &far.ns,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+            "--directory",
+            www.to_str().expect("utf-8 path"),
+        ],
+        &lab.file("far-http", "log"),
+    );
+    lab.wait_listening(&far.ns, 80, Duration::from_secs(10));
+    let far_http = format!("{}:80", far.v4);
+    for rule in [
+        vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "--dport",
+            "8440:8449",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "443",
+        ],
+        vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            "9080:9084,9090",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &far_http,
+        ],
+        vec!["nft", "add", "table", "ip", "sgpub"],
+        vec![
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "sgpub",
+            "pre",
+            "{ type nat hook prerouting priority -90; }",
+        ],
+        vec![
+            "nft",
+            "add",
+            "rule",
+            "ip",
+            "sgpub",
+            "pre",
+            "tcp",
+            "dport",
+            "7000-7003",
+            "dnat",
+            "to",
+            &far_http,
+        ],
+    ] {
+        lab.exec_ok(&lab.tgt.ns, &rule);
+    }
+    let cfg = lab.write_file(
+        "config",
+        "toml",
+        &format!("[blocking]\nstealth = {stealth}\n"),
+    );
+    let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
+    let log = lab.wait_log(&c, "NAT-published ports", Duration::from_secs(10));
+    assert!(log.contains("9090"), "[{}] {log}", lab.tag);
+    let clients: Vec<String> = lab
+        .add_v4(&lab.att, 150..=155)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let ports: Vec<u16> = (8440..=8449)
+        .chain((9080..=9084).chain([9090]))
+        .chain(7000..=7003)
+        .collect();
+    let tgt = lab.tgt.v4.to_string();
+    let mut served = 0u64;
+    for round in 0..3 {
+        for src in &clients {
+            for &p in &ports {
+                if let Err(e) = get_from(&lab, src, &tgt, p) {
+                    panic!(
+                        "[{}] round {round}: {e}\n--- controller log ---\n{}",
+                        lab.tag,
+                        read_lossy(&c.log)
+                    );
+                }
+                served += 1;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for src in &clients {
+        assert_never_suspected(&lab, &c, src, "client of NAT-published ports");
+    }
+    record_false_positive(
+        if stealth {
+            "nat-published-stealth"
+        } else {
+            "nat-published"
+        },
+        "six clients of 20 NAT-published ports (REDIRECT, iptables and nft DNAT)",
+        served,
+    );
+    assert_scan_still_caught(&lab, &c, &lab.att.v4.to_string(), &tgt);
+}
+
+#[test]
+fn clients_of_nat_published_ports_are_never_blocked() {
+    nat_published_ports(false);
+}
+
+#[test]
+fn clients_of_nat_published_ports_pass_stealth_mode() {
+    nat_published_ports(true);
+}

@@ -138,6 +138,29 @@ fn controller_runs_without_capabilities_with_root_only_pins_and_no_sockets() {
         "[{tag}] capabilities of the running controller (pid {pid}): {caps:?}"
     );
     assert!(caps.no_new_privs, "[{tag}] NoNewPrivs not set: {caps:?}");
+    // Its one child, the NAT-rule watcher, keeps CAP_NET_ADMIN and CAP_NET_RAW
+    // only (bounding set too) and dies with it.
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let kids: Vec<u32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(
+        kids.len(),
+        1,
+        "[{tag}] children of the controller: {kids:?}"
+    );
+    // CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13.
+    let net = (1u64 << 12) | (1u64 << 13);
+    let w = proc_caps(kids[0]);
+    assert_eq!(
+        (w.eff, w.prm, w.bnd, w.amb),
+        (net, net, net, 0),
+        "[{tag}] capabilities of the NAT-rule watcher (pid {}): {w:?}",
+        kids[0]
+    );
+    assert!(w.no_new_privs, "[{tag}] watcher without NoNewPrivs: {w:?}");
 
     // Pins: directory 0700, every object 0600, all root's; every map and the link.
     let (dmode, downer) = mode_owner(&c.pin_dir);
@@ -217,6 +240,11 @@ fn controller_runs_without_capabilities_with_root_only_pins_and_no_sockets() {
         .unwrap_or(0);
     lab.assert_running(&c, "at the end");
     assert!(lab.stop_controller(&c).success(), "[{tag}] controller exit");
+    wait_until(
+        Duration::from_secs(5),
+        "the NAT-rule watcher's exit",
+        || !std::path::Path::new(&format!("/proc/{}", kids[0])).exists(),
+    );
     eprintln!(
         "[{tag}] caps {caps:?}; {} pins 0600 in a 0700 dir; {socket_fds} socket fds, none listening; passed in {:.1} s",
         names.len(),

@@ -25,6 +25,15 @@ pub const LAB_PACKAGES: &[Package] = &[
         name: "vsftpd",
         program: "vsftpd",
     },
+    // NAT rules that publish ports (read by the controller's NAT-rule watcher).
+    Package {
+        name: "iptables",
+        program: "iptables-save",
+    },
+    Package {
+        name: "nftables",
+        program: "nft",
+    },
     Package {
         name: "nmap",
         program: "nmap",
