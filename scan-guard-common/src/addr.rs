@@ -22,18 +22,37 @@ pub fn is_v4(addr: &Addr) -> bool {
     addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff
 }
 
-/// Clears every bit after `prefix_len` (in the 128-bit form).
+/// Clears every bit after `prefix_len` (in the 128-bit form): two 64-bit ANDs
+/// on a copy, no per-byte loop for the verifier to walk and no 16 live bytes
+/// to spill onto the kernel's small stack.
+#[inline(always)]
 pub fn mask(addr: &Addr, prefix_len: u32) -> Addr {
+    let mut words = [0u64; 2];
     let mut out = [0u8; 16];
-    let mut bits = prefix_len.min(128);
-    let mut i = 0;
-    while i < 16 && bits > 0 {
-        let take = bits.min(8);
-        out[i] = addr[i] & (0xffu8 << (8 - take));
-        bits -= take;
-        i += 1;
+    // SAFETY: 16 bytes each way between distinct locals and `addr`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(addr.as_ptr(), words.as_mut_ptr().cast::<u8>(), 16);
+    }
+    let p = if prefix_len > 128 { 128 } else { prefix_len };
+    words[0] &= top_bits(p).to_be();
+    words[1] &= top_bits(p.saturating_sub(64)).to_be();
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::copy_nonoverlapping(words.as_ptr().cast::<u8>(), out.as_mut_ptr(), 16);
     }
     out
+}
+
+/// A word with its top `bits` (0..=64) set.
+#[inline(always)]
+pub const fn top_bits(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else if bits == 0 {
+        0
+    } else {
+        u64::MAX << (64 - bits)
+    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,12 @@ pub struct KernelConfig {
     pub v4_source_prefix: u8,
     /// The same for IPv6 (64: one customer's or one host's usual allocation).
     pub v6_source_prefix: u8,
-    pub _pad: [u8; 2],
+    /// Length of the IPv4 prefix the controller blocks once enough of its
+    /// addresses are (`blocking.aggregate_ipv4_prefix`, /24): blocks of this
+    /// length are hashed too, whoever made them. 32: none.
+    pub v4_aggregate_prefix: u8,
+    /// The same for IPv6 (128: none).
+    pub v6_aggregate_prefix: u8,
 }
 
 impl KernelConfig {
@@ -83,7 +88,8 @@ impl KernelConfig {
         // for IPv6 (`detection.ipv6_source_prefix`).
         v4_source_prefix: 32,
         v6_source_prefix: 128,
-        _pad: [0; 2],
+        v4_aggregate_prefix: 32,
+        v6_aggregate_prefix: 128,
     };
 
     #[inline(always)]
@@ -109,10 +115,26 @@ impl KernelConfig {
     /// The prefix (in the 128-bit form) that `src`'s evidence is kept under.
     #[inline(always)]
     pub fn source_prefix(&self, src: &crate::addr::Addr) -> u32 {
-        if crate::addr::is_v4(src) {
+        self.source_prefix_of(crate::addr::is_v4(src))
+    }
+
+    /// `source_prefix` for an IPv4 (mapped) or an IPv6 address.
+    #[inline(always)]
+    pub fn source_prefix_of(&self, v4: bool) -> u32 {
+        if v4 {
             crate::addr::V4_MAPPED_PREFIX_BITS + (self.v4_source_prefix as u32).min(32)
         } else {
             (self.v6_source_prefix as u32).min(128)
+        }
+    }
+
+    /// The aggregate prefix length (128-bit form) of an IPv4 or IPv6 address.
+    #[inline(always)]
+    pub fn aggregate_prefix_of(&self, v4: bool) -> u32 {
+        if v4 {
+            crate::addr::V4_MAPPED_PREFIX_BITS + (self.v4_aggregate_prefix as u32).min(32)
+        } else {
+            (self.v6_aggregate_prefix as u32).min(128)
         }
     }
 

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod blocklist;
 pub mod config;
 pub mod event;
 pub mod flags;
@@ -21,7 +22,16 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const STATS: &str = "STATS";
     pub const SOURCES: &str = "SOURCES";
+    /// Prefix blocks other than host and source-prefix blocks (LPM trie).
     pub const BLOCKLIST: &str = "BLOCKLIST";
+    /// IPv4 host and source-prefix blocks (hash map, `blocklist::v4_key`).
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    /// IPv6 host and source-prefix blocks (hash map, `blocklist::BlockKey`).
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    /// Which /16s a block the controller wrote covers (`blocklist::covered_slots`).
+    pub const BLOCK_PRESENCE: &str = "BLOCK_PRESENCE";
+    /// Which /16s hold a kernel auto-block.
+    pub const KERNEL_PRESENCE: &str = "KERNEL_PRESENCE";
     pub const ALLOWLIST: &str = "ALLOWLIST";
     pub const LISTENING: &str = "LISTENING";
     pub const EVENTS: &str = "EVENTS";
@@ -37,7 +47,7 @@ pub mod map_names {
     /// Userspace-only: the controller's desired blocks with reasons and expiry.
     pub const BLOCK_META: &str = "BLOCK_META";
     /// Every map, in the order the controller pins them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 18] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -52,6 +62,10 @@ pub mod map_names {
         BLOCK_META,
         LOCAL_ADDRS,
         NO_AGGREGATE,
+        BLOCK_V4,
+        BLOCK_V6,
+        BLOCK_PRESENCE,
+        KERNEL_PRESENCE,
     ];
 }
 

@@ -1,9 +1,15 @@
 //! Allowlist, blocklist (with expiry enforced here, so blocks lapse even with no
 //! controller running) and the listening-port bitmap.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, maps::lpm_trie::Key};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
+    maps::{Array, lpm_trie::Key},
+};
 use scan_guard_common::{
     addr::Addr,
+    addr::is_v4,
+    blocklist::{BlockKey, V6_SLOT_BASE, presence_slot, v4_key, v4_word},
+    config::KernelConfig,
     ports,
     state::BlockEntry,
     stats::{Stat, StatBlock},
@@ -11,7 +17,10 @@ use scan_guard_common::{
 
 use crate::{
     bump,
-    maps::{ALLOWLIST, BLOCKLIST, LISTENING, LOCAL_ADDRS},
+    maps::{
+        ALLOWLIST, BLOCK_PRESENCE, BLOCK_V4, BLOCK_V6, BLOCKLIST, KERNEL_PRESENCE, LISTENING,
+        LOCAL_ADDRS,
+    },
 };
 
 #[inline(always)]
@@ -29,12 +38,115 @@ fn hit(entry: &BlockEntry) {
     unsafe { hits.write_volatile(hits.read_volatile().wrapping_add(1)) };
 }
 
-/// True when an unexpired entry covers `src`. An expired longest match is removed
-/// and the lookup repeated once, so a broader block underneath still applies.
+/// What one hash-map entry says: `Some(true)` blocked, `None` no entry or an
+/// expired one (removed here).
+macro_rules! hashed_verdict {
+    ($map:expr, $key:expr, $stats:expr) => {{
+        // SAFETY: the value is read and its hit counter bumped while the program runs.
+        match unsafe { $map.get($key) } {
+            None => None,
+            Some(entry) => {
+                // SAFETY: helper without preconditions.
+                if entry.expires_ns != 0 && entry.is_expired(unsafe { bpf_ktime_get_coarse_ns() }) {
+                    let _ = $map.remove($key);
+                    bump($stats, Stat::BlocksExpired as usize);
+                    None
+                } else {
+                    hit(entry);
+                    Some(true)
+                }
+            }
+        }
+    }};
+}
+
+/// True when bit `slot` of a presence bitmap is set.
 #[inline(always)]
-pub fn is_blocked(src: &Addr, stats: &mut StatBlock) -> bool {
-    let key = Key::new(128, *src);
-    let Some(entry) = BLOCKLIST.get(&key) else {
+fn marked(map: &Array<u64>, slot: u32) -> bool {
+    match map.get(slot >> 6) {
+        Some(word) => *word & (1u64 << (slot & 63)) != 0,
+        None => false,
+    }
+}
+
+/// Marks `src`'s /16 in the kernel's presence bitmap after an auto-block. An
+/// atomic OR: two CPUs marking the same word must not lose a bit (a lost bit
+/// would let a blocked source pass); Rust has no atomic RMW for this target.
+#[inline(always)]
+pub fn mark_kernel_presence(src: &Addr) {
+    let slot = presence_slot(src);
+    if let Some(word) = KERNEL_PRESENCE.get_ptr_mut(slot >> 6) {
+        let bit: u64 = 1u64 << (slot & 63);
+        // SAFETY: `word` points at an 8-byte aligned u64 inside a map value
+        // that stays valid for this run; the instruction is BPF_ATOMIC | BPF_OR.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({w} + 0) |= {b}", w = in(reg) word, b = in(reg) bit);
+        }
+    }
+}
+
+/// True when an unexpired entry covers `src`. Only for sources whose /16 holds
+/// a block (the presence bitmaps: the controller's for everything it wrote,
+/// the kernel's for its auto-blocks) are the maps asked at all: its own host
+/// entry and its source prefix's entry (one hash lookup each), then, where the
+/// controller marked the /16, its aggregate prefix (hash) and the LPM trie.
+/// An expired entry is removed and the next place is still asked, so a
+/// broader block underneath still applies.
+// A subprogram of its own: the verifier then meets one return value, not every
+// state of the lookups, at each packet path that follows.
+#[inline(never)]
+pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
+    let v4 = is_v4(src);
+    let slot = if v4 {
+        ((src[12] as u32) << 8) | src[13] as u32
+    } else {
+        V6_SLOT_BASE + (((src[0] as u32) << 8) | src[1] as u32)
+    };
+    let by_controller = marked(&BLOCK_PRESENCE, slot);
+    if !by_controller && !marked(&KERNEL_PRESENCE, slot) {
+        return false;
+    }
+    let plen = cfg.source_prefix_of(v4);
+    let agg = cfg.aggregate_prefix_of(v4);
+    if v4 {
+        let word = v4_word(src);
+        if hashed_verdict!(BLOCK_V4, &v4_key(word, 128), stats).is_some() {
+            return true;
+        }
+        if plen < 128 && hashed_verdict!(BLOCK_V4, &v4_key(word, plen), stats).is_some() {
+            return true;
+        }
+    } else {
+        // The address goes into two words once; keeping its 16 bytes live
+        // across the helper calls overflowed the stack this call chain may use.
+        let host = BlockKey::new(src, 128);
+        if hashed_verdict!(BLOCK_V6, &host, stats).is_some() {
+            return true;
+        }
+        if plen < 128 {
+            let mut key = host;
+            key.narrow(plen);
+            if hashed_verdict!(BLOCK_V6, &key, stats).is_some() {
+                return true;
+            }
+        }
+    }
+    // Aggregates and trie prefixes are only ever written by the controller.
+    if !by_controller {
+        return false;
+    }
+    if agg < 128 && agg != plen {
+        let found = if v4 {
+            hashed_verdict!(BLOCK_V4, &v4_key(v4_word(src), agg), stats)
+        } else {
+            hashed_verdict!(BLOCK_V6, &BlockKey::new(src, agg), stats)
+        };
+        if found.is_some() {
+            return true;
+        }
+    }
+    let mut lpm_key = Key::new(128, *src);
+    let Some(entry) = BLOCKLIST.get(&lpm_key) else {
         return false;
     };
     if entry.expires_ns == 0 {
@@ -48,9 +160,11 @@ pub fn is_blocked(src: &Addr, stats: &mut StatBlock) -> bool {
         return true;
     }
     // The LPM delete matches on the prefix length; bits past it are ignored.
-    let _ = BLOCKLIST.remove(Key::new(entry.prefix_len, *src));
+    lpm_key.prefix_len = entry.prefix_len;
+    let _ = BLOCKLIST.remove(&lpm_key);
     bump(stats, Stat::BlocksExpired as usize);
-    match BLOCKLIST.get(&key) {
+    lpm_key.prefix_len = 128;
+    match BLOCKLIST.get(&lpm_key) {
         Some(e) if !e.is_expired(now) => {
             hit(e);
             true

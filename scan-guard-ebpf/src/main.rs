@@ -3,6 +3,8 @@
 //! Policy lives in userspace; this program only applies the config it is given.
 #![no_std]
 #![no_main]
+// One atomic OR (lists::mark_kernel_presence): inline BPF assembly.
+#![feature(asm_experimental_arch)]
 
 mod lists;
 mod maps;
@@ -83,7 +85,7 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         bump(stats, Stat::Allowlisted as usize);
         return XDP_PASS;
     }
-    if lists::is_blocked(&l3.src, stats) {
+    if lists::is_blocked(&l3.src, cfg, stats) {
         bump(stats, Stat::DroppedBlocked as usize);
         return XDP_DROP;
     }

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use scan_guard_common::{
     addr::Addr,
+    blocklist::{BlockKey, PRESENCE_WORDS},
     config::KernelConfig,
     limits,
     meta::{BlockMeta, MetaKey},
@@ -28,6 +29,25 @@ pub static SOURCES: LruHashMap<Addr, SourceState> =
 
 #[map]
 pub static BLOCKLIST: LpmTrie<Addr, BlockEntry> = LpmTrie::with_max_entries(limits::MAX_BLOCKS, 0);
+
+/// IPv4 host and source-prefix blocks (`blocklist::is_hashed`): checked first.
+#[map]
+pub static BLOCK_V4: HashMap<u64, BlockEntry> = HashMap::with_max_entries(limits::MAX_BLOCKS, 0);
+
+/// IPv6 host and source-prefix blocks.
+#[map]
+pub static BLOCK_V6: HashMap<BlockKey, BlockEntry> =
+    HashMap::with_max_entries(limits::MAX_BLOCKS, 0);
+
+/// Per /16 (`blocklist::presence_slot`): a block the controller wrote may
+/// cover it. Only the controller writes it.
+#[map]
+pub static BLOCK_PRESENCE: Array<u64> = Array::with_max_entries(PRESENCE_WORDS, 0);
+
+/// Per /16: the kernel auto-blocked a source there. Only the kernel writes it
+/// (atomic OR), the controller clears it only with fresh maps.
+#[map]
+pub static KERNEL_PRESENCE: Array<u64> = Array::with_max_entries(PRESENCE_WORDS, 0);
 
 #[map]
 pub static ALLOWLIST: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(limits::MAX_ALLOWS, 0);

@@ -10,7 +10,8 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use scan_guard_common::{
-    addr::{Addr, mask},
+    addr::{Addr, is_v4, mask},
+    blocklist::{BlockKey, v4_key, v4_word},
     config::KernelConfig,
     event::{Contact, ScanEvent, Suppression},
     state::{BlockEntry, BlockOrigin, Probe, SourceState, Trigger},
@@ -19,7 +20,7 @@ use scan_guard_common::{
 
 use crate::{
     bump,
-    maps::{BLOCKLIST, CONTACTS, EVENTS, NO_AGGREGATE, PROTECTED, RATE, SCRATCH, SOURCES},
+    maps::{BLOCK_V4, BLOCK_V6, CONTACTS, EVENTS, NO_AGGREGATE, PROTECTED, RATE, SCRATCH, SOURCES},
     parse::L3,
 };
 
@@ -218,7 +219,17 @@ fn auto_block(
         kind,
         _pad: [0; 2],
     };
-    if BLOCKLIST.insert(Key::new(plen, *key), &entry, 0).is_ok() {
+    // The source's own prefix (or host): always a hash-map block.
+    // `key` is already masked to `plen`.
+    let inserted = if is_v4(key) {
+        BLOCK_V4.insert(&v4_key(v4_word(key), plen), &entry, 0)
+    } else {
+        let mut hkey = BlockKey::new(key, 128);
+        hkey.prefix_len = plen;
+        BLOCK_V6.insert(&hkey, &entry, 0)
+    };
+    if inserted.is_ok() {
+        crate::lists::mark_kernel_presence(key);
         bump(stats, Stat::AutoBlocks as usize);
         (true, 0)
     } else {

@@ -384,9 +384,9 @@ impl Config {
                 "detection.ipv6_source_prefix must be between 32 and 128".into(),
             ));
         }
-        if !(8..=32).contains(&d.ipv4_source_prefix) {
+        if !(16..=32).contains(&d.ipv4_source_prefix) {
             return Err(Invalid(
-                "detection.ipv4_source_prefix must be between 8 and 32".into(),
+                "detection.ipv4_source_prefix must be between 16 and 32".into(),
             ));
         }
         let s = &self.slow_scan;
@@ -493,7 +493,11 @@ impl Config {
             sketch_key,
             v4_source_prefix: d.ipv4_source_prefix,
             v6_source_prefix: d.ipv6_source_prefix,
-            _pad: [0; 2],
+            // Blocks of the aggregate length are hashed whether or not
+            // aggregation is on: /24s are also what manual and CrowdSec range
+            // blocks mostly are.
+            v4_aggregate_prefix: b.aggregate_ipv4_prefix.min(32) as u8,
+            v6_aggregate_prefix: b.aggregate_ipv6_prefix.min(128) as u8,
         }
     }
 

@@ -10,6 +10,10 @@ use aya::{
 };
 use scan_guard_common::{
     addr::Addr,
+    addr::is_v4,
+    blocklist::{
+        BlockKey, PRESENCE_WORDS, covered_slots, hash_key, is_hashed, v4_block_of, v4_key_of,
+    },
     config::{KernelConfig, POLICY_ALLOWLIST},
     map_names,
     meta::{BlockMeta, MetaKey},
@@ -22,7 +26,15 @@ pub struct KernelMaps {
     pub config: Array<MapData, KernelConfig>,
     pub stats: PerCpuArray<MapData, StatBlock>,
     pub sources: HashMap<MapData, Addr, SourceState>,
+    /// Prefix blocks other than host and source-prefix ones.
     pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
+    /// IPv4 host and source-prefix blocks (`blocklist::is_hashed`).
+    pub block_v4: HashMap<MapData, u64, BlockEntry>,
+    /// IPv6 host and source-prefix blocks.
+    pub block_v6: HashMap<MapData, BlockKey, BlockEntry>,
+    /// Which /16s the blocks the controller wrote cover (the kernel asks no
+    /// map for a source elsewhere, unless it auto-blocked there itself).
+    pub presence: Array<MapData, u64>,
     pub allowlist: LpmTrie<MapData, Addr, u8>,
     pub protected: LpmTrie<MapData, Addr, u8>,
     pub listening: Array<MapData, u64>,
@@ -34,6 +46,8 @@ pub struct KernelMaps {
     pub local: HashMap<MapData, Addr, u8>,
     /// Source prefixes scored per address (they hold addresses judged alone).
     pub no_aggregate: HashMap<MapData, Addr, u8>,
+    /// The config as last read or written: it says which blocks are hashed.
+    kcfg: KernelConfig,
 }
 
 /// True when a map error means "no such key" (aya reports a delete of a missing
@@ -80,11 +94,19 @@ impl KernelMaps {
                 typed(m, n)?
             }};
         }
+        let config: Array<MapData, KernelConfig> = field!(map_names::CONFIG);
+        // A fresh CONFIG holds zeros until the controller writes it; what is
+        // hashed then follows the first write.
+        let kcfg = config.get(&0, 0).unwrap_or(KernelConfig::DEFAULT);
         Ok(Self {
-            config: field!(map_names::CONFIG),
+            kcfg,
+            config,
             stats: field!(map_names::STATS),
             sources: field!(map_names::SOURCES),
             blocklist: field!(map_names::BLOCKLIST),
+            block_v4: field!(map_names::BLOCK_V4),
+            block_v6: field!(map_names::BLOCK_V6),
+            presence: field!(map_names::BLOCK_PRESENCE),
             allowlist: field!(map_names::ALLOWLIST),
             protected: field!(map_names::PROTECTED),
             listening: field!(map_names::LISTENING),
@@ -179,7 +201,21 @@ impl KernelMaps {
         } else {
             cfg.policy &= !POLICY_ALLOWLIST;
         }
-        self.config.set(0, cfg, 0).context("writing CONFIG")
+        let before = self.kcfg;
+        self.config.set(0, cfg, 0).context("writing CONFIG")?;
+        self.kcfg = cfg;
+        let lengths = |c: &KernelConfig| {
+            (
+                c.v4_source_prefix,
+                c.v6_source_prefix,
+                c.v4_aggregate_prefix,
+                c.v6_aggregate_prefix,
+            )
+        };
+        if lengths(&before) != lengths(&cfg) {
+            self.rehome_blocks()?;
+        }
+        Ok(())
     }
 
     pub fn read_config(&self) -> Result<KernelConfig> {
@@ -214,34 +250,185 @@ impl KernelMaps {
         self.sources.keys().filter(|k| k.is_ok()).count()
     }
 
+    /// Writes a block where the kernel looks for it: the hash map for a host or
+    /// a source prefix, else the LPM trie (and its /16s into the presence bits).
     pub fn insert_block(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
+        // Presence first: the kernel must never meet a block it would skip.
+        self.mark_presence(addr, prefix_len)?;
+        if is_hashed(&self.kcfg, addr, prefix_len) {
+            return self.insert_hashed(addr, prefix_len, entry);
+        }
         self.blocklist
             .insert(&Key::new(prefix_len, *addr), entry, 0)
             .context("inserting into BLOCKLIST")
     }
 
-    pub fn remove_block(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
-        match self.blocklist.remove(&Key::new(prefix_len, *addr)) {
-            Ok(()) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(e).context("removing from BLOCKLIST"),
+    fn insert_hashed(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
+        if is_v4(addr) {
+            self.block_v4
+                .insert(v4_key_of(addr, prefix_len), entry, 0)
+                .context("inserting into BLOCK_V4")
+        } else {
+            self.block_v6
+                .insert(hash_key(addr, prefix_len), entry, 0)
+                .context("inserting into BLOCK_V6")
         }
     }
 
-    /// The blocklist entry that decides for host `addr`: one lookup, the longest
-    /// matching prefix (its own /128 entry when it has one, else a covering prefix).
+    fn remove_hashed(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
+        let (result, name) = if is_v4(addr) {
+            (
+                self.block_v4.remove(&v4_key_of(addr, prefix_len)),
+                "BLOCK_V4",
+            )
+        } else {
+            (
+                self.block_v6.remove(&hash_key(addr, prefix_len)),
+                "BLOCK_V6",
+            )
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing from {name}")),
+        }
+    }
+
+    fn get_hashed(&self, addr: &Addr, prefix_len: u32) -> Option<BlockEntry> {
+        if is_v4(addr) {
+            self.block_v4.get(&v4_key_of(addr, prefix_len), 0).ok()
+        } else {
+            self.block_v6.get(&hash_key(addr, prefix_len), 0).ok()
+        }
+    }
+
+    pub fn remove_block(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
+        let removed = if is_hashed(&self.kcfg, addr, prefix_len) {
+            self.remove_hashed(addr, prefix_len)?
+        } else {
+            match self.blocklist.remove(&Key::new(prefix_len, *addr)) {
+                Ok(()) => true,
+                Err(e) if is_not_found(&e) => false,
+                Err(e) => return Err(e).context("removing from BLOCKLIST"),
+            }
+        };
+        // A host's bit may stay until the next full pass (`sync_presence`):
+        // a stale bit costs a lookup, never a verdict. A trie prefix may cover
+        // many /16s, so those are recomputed now.
+        if removed && !is_hashed(&self.kcfg, addr, prefix_len) {
+            self.sync_presence()?;
+        }
+        Ok(removed)
+    }
+
+    /// The blocklist entry that decides for host `addr`, asked in the kernel's
+    /// order: its own entry, its source prefix's, then the longest matching
+    /// prefix in the trie.
     pub fn block_for_host(&self, addr: &Addr) -> Option<BlockEntry> {
-        self.blocklist.get(&Key::new(128, *addr), 0).ok()
+        let plen = self.kcfg.source_prefix(addr);
+        self.get_hashed(addr, 128)
+            .or_else(|| (plen < 128).then(|| self.get_hashed(addr, plen)).flatten())
+            .or_else(|| self.blocklist.get(&Key::new(128, *addr), 0).ok())
     }
 
     /// Every blocklist entry as (address, prefix length, entry).
     pub fn blocks(&self) -> Result<Vec<(Addr, u32, BlockEntry)>> {
         let mut out = Vec::new();
+        for item in self.block_v4.iter() {
+            let (key, entry) = item.context("iterating BLOCK_V4")?;
+            let (addr, plen) = v4_block_of(key);
+            out.push((addr, plen, entry));
+        }
+        for item in self.block_v6.iter() {
+            let (key, entry) = item.context("iterating BLOCK_V6")?;
+            out.push((key.addr(), key.prefix_len, entry));
+        }
         for item in self.blocklist.iter() {
             let (key, entry) = item.context("iterating BLOCKLIST")?;
             out.push((key.data(), key.prefix_len(), entry));
         }
         Ok(out)
+    }
+
+    /// Sets the presence bits of a prefix's /16s (words already set are left).
+    /// Only the words the prefix covers are read and, where a bit is new,
+    /// written. Two processes (the controller and a control command) writing
+    /// one word at once could lose a bit: the command's SIGUSR2 makes the
+    /// controller recompute every bit on its next tick.
+    fn mark_presence(&mut self, addr: &Addr, prefix_len: u32) -> Result<()> {
+        for (lo, hi) in covered_slots(addr, prefix_len).into_iter().flatten() {
+            for w in (lo >> 6)..=(hi >> 6) {
+                let old = self.presence.get(&w, 0).context("reading BLOCK_PRESENCE")?;
+                let first = (w << 6).max(lo) - (w << 6);
+                let last = ((w << 6) + 63).min(hi) - (w << 6);
+                let bits = if last - first == 63 {
+                    u64::MAX
+                } else {
+                    ((1u64 << (last - first + 1)) - 1) << first
+                };
+                if old | bits != old {
+                    self.presence
+                        .set(w, old | bits, 0)
+                        .context("writing BLOCK_PRESENCE")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the controller's presence bits from every block (after a
+    /// trie prefix went away, and on each full pass).
+    pub fn sync_presence(&mut self) -> Result<()> {
+        let before = self.read_presence()?;
+        let mut words = vec![0u64; PRESENCE_WORDS as usize];
+        for (addr, plen, _) in self.blocks()? {
+            set_covered(&mut words, &addr, plen);
+        }
+        self.write_presence(&before, &words)
+    }
+
+    fn read_presence(&self) -> Result<Vec<u64>> {
+        (0..PRESENCE_WORDS)
+            .map(|i| self.presence.get(&i, 0).context("reading BLOCK_PRESENCE"))
+            .collect()
+    }
+
+    fn write_presence(&mut self, before: &[u64], words: &[u64]) -> Result<()> {
+        for (i, (old, new)) in before.iter().zip(words).enumerate() {
+            if old != new {
+                self.presence
+                    .set(i as u32, new, 0)
+                    .context("writing BLOCK_PRESENCE")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every block to the map the current prefix lengths assign it and
+    /// recomputes the presence bits (after a source or aggregate prefix length
+    /// changed).
+    fn rehome_blocks(&mut self) -> Result<()> {
+        let mut moves = Vec::new();
+        for (addr, plen, entry) in self.blocks()? {
+            let in_hash = self.get_hashed(&addr, plen).is_some();
+            if in_hash != is_hashed(&self.kcfg, &addr, plen) {
+                moves.push((addr, plen, entry, in_hash));
+            }
+        }
+        for (addr, plen, mut entry, was_hashed) in moves {
+            // The kernel needs the entry's own prefix length to delete it.
+            entry.prefix_len = plen;
+            if was_hashed {
+                self.blocklist
+                    .insert(&Key::new(plen, addr), entry, 0)
+                    .context("inserting into BLOCKLIST")?;
+                self.remove_hashed(&addr, plen)?;
+            } else {
+                self.insert_hashed(&addr, plen, &entry)?;
+                let _ = self.blocklist.remove(&Key::new(plen, addr));
+            }
+        }
+        self.sync_presence()
     }
 
     pub fn insert_allow(&mut self, addr: &Addr, prefix_len: u32) -> Result<()> {
@@ -270,5 +457,16 @@ impl KernelMaps {
 
     pub fn source(&self, addr: &Addr) -> Option<SourceState> {
         self.sources.get(addr, 0).ok()
+    }
+}
+
+/// Sets the bits of every /16 slot the prefix covers.
+fn set_covered(words: &mut [u64], addr: &Addr, prefix_len: u32) {
+    for (lo, hi) in covered_slots(addr, prefix_len).into_iter().flatten() {
+        for slot in lo..=hi {
+            if let Some(w) = words.get_mut((slot >> 6) as usize) {
+                *w |= 1u64 << (slot & 63);
+            }
+        }
     }
 }

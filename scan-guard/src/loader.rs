@@ -44,6 +44,8 @@ pub fn load_with(pin_dir: Option<&Path>, max_blocks: Option<u32>) -> Result<Ebpf
     let mut loader = EbpfLoader::new();
     if let Some(n) = max_blocks {
         loader.map_max_entries(map_names::BLOCKLIST, n);
+        loader.map_max_entries(map_names::BLOCK_V4, n);
+        loader.map_max_entries(map_names::BLOCK_V6, n);
         loader.map_max_entries(map_names::BLOCK_META, n);
     }
     let paths: Vec<(&str, PathBuf)> = match pin_dir {

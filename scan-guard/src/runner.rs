@@ -818,7 +818,12 @@ impl Controller {
     fn sync_blocks(&mut self, full: bool) -> Result<bool> {
         let changes = if full {
             self.full_pass_due = false;
-            self.enforcer.reconcile(&mut self.maps, &self.cfg)?
+            let changes = self.enforcer.reconcile(&mut self.maps, &self.cfg)?;
+            // Bits of blocks that expired or were lifted since go now.
+            if let Err(e) = self.maps.sync_presence() {
+                tracing::warn!("recomputing the blocklist presence bits: {e:#}");
+            }
+            changes
         } else {
             self.enforcer.expire_due(&mut self.maps)?
         };

@@ -222,8 +222,16 @@ impl BlockInstance {
             panic!("loading scan-guard with {entries} blocklist entries: {e:#}")
         });
         let mut maps = KernelMaps::take(&mut ebpf).expect("typed maps");
-        maps.write_config(&KernelConfig::default())
-            .expect("write config");
+        // The blocklist laid out as the controller lays it out: its aggregate
+        // prefix lengths (the fillers' /24s) are hashed, the /16 target and
+        // other lengths go to the trie.
+        let product = scan_guard::config::Config::default().kernel_config(32_768, 0);
+        maps.write_config(&KernelConfig {
+            v4_aggregate_prefix: product.v4_aggregate_prefix,
+            v6_aggregate_prefix: product.v6_aggregate_prefix,
+            ..KernelConfig::default()
+        })
+        .expect("write config");
         let listening = scan_guard::listeners::Listening {
             tcp: [80u16, 443].into_iter().collect(),
             udp: [53u16].into_iter().collect(),
@@ -239,20 +247,37 @@ impl BlockInstance {
             &block_entry(key_len),
         )
         .expect("insert the target block");
-        for (a, p) in filler_v4(entries as usize - 1, seed) {
+        // A neighbour of the established-flow client (10.50.0.3): its /16 is
+        // marked, so that row pays the lookups a client near blocked sources pays
+        // (the fillers stay outside 10/8).
+        let mut fillers = entries as usize - 1;
+        if fillers > 0 {
+            let l = 128;
+            maps.insert_block(&from_v4(ESTABLISHED_NEIGHBOUR), l, &block_entry(l))
+                .expect("inserting the neighbour block");
+            fillers -= 1;
+        }
+        for (a, p) in filler_v4(fillers, seed) {
             let l = p + 96;
             maps.insert_block(&mask(&from_v4(a), l), l, &block_entry(l))
                 .unwrap_or_else(|e| panic!("inserting filler block: {e:#}"));
         }
         let insert_secs = started.elapsed().as_secs_f64();
+        // Every part of the blocklist: both hash maps and the LPM trie.
         let blocklist_bytes = {
             use aya::maps::IterableMap as _;
-            maps.blocklist.map().info().ok().and_then(|info| {
-                crate::bench::sys::maps_of_pid(std::process::id())
-                    .into_iter()
-                    .find(|m| m.map_id == info.id())
-                    .map(|m| m.memlock)
-            })
+            let ids = [
+                maps.blocklist.map().info().ok().map(|i| i.id()),
+                maps.block_v4.map().info().ok().map(|i| i.id()),
+                maps.block_v6.map().info().ok().map(|i| i.id()),
+            ];
+            let mine = crate::bench::sys::maps_of_pid(std::process::id());
+            let found: Vec<u64> = mine
+                .iter()
+                .filter(|m| ids.contains(&Some(m.map_id)))
+                .map(|m| m.memlock)
+                .collect();
+            (found.len() == 3).then(|| found.iter().sum())
         };
         Self {
             ebpf,
@@ -368,6 +393,8 @@ pub fn main_paths() -> Vec<(&'static str, Vec<u8>)> {
 pub const BLOCKED_EXACT: ([u8; 4], u32) = ([10, 60, 0, 9], 32);
 pub const BLOCKED_PREFIX: ([u8; 4], u32) = ([10, 61, 0, 0], 16);
 pub const BLOCKED_EXACT_SRC: &str = "10.60.0.9";
+/// A blocked host in the /16 of the established-flow client (`10.50.0.3`).
+pub const ESTABLISHED_NEIGHBOUR: [u8; 4] = [10, 50, 0, 250];
 pub const BLOCKED_PREFIX_SRC: &str = "10.61.3.4";
 
 /// A SYN from `src` to the benchmark's protected address.

@@ -5,7 +5,7 @@ use scan_guard::clock::monotonic_ns;
 use scan_guard_common::{
     addr::mask,
     config::KernelConfig,
-    flags::{FIN, PSH, SYN, URG},
+    flags::{ACK, FIN, PSH, SYN, URG},
     stats::Stat,
 };
 use scan_guard_tests::{
@@ -147,4 +147,74 @@ fn expired_exact_entry_does_not_hide_a_live_prefix() {
     );
     assert_eq!(hits(&h, "10.30.0.0", 24), Some(1));
     assert_eq!(hits(&h, "10.30.0.7", 32), None);
+}
+
+/// Where each block lives follows the prefix lengths in force: hosts, source
+/// prefixes (/64) and aggregates (/24) in the hash maps, other prefixes in the
+/// trie, each found only through its /16's presence bit. A changed source
+/// prefix moves the blocks it concerns, and lifting a trie prefix clears its
+/// bits without hiding any other block.
+#[test]
+fn every_kind_of_block_is_enforced_wherever_it_lives() {
+    let cfg = KernelConfig {
+        v6_source_prefix: 64,
+        v4_aggregate_prefix: 24,
+        v6_aggregate_prefix: 48,
+        ..KernelConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    let blocks: [(&str, u32, &str, &str); 6] = [
+        ("203.0.113.9", 32, "203.0.113.9", "203.0.113.10"),
+        ("198.51.100.0", 24, "198.51.100.200", "198.51.101.1"),
+        ("10.32.0.0", 12, "10.40.1.1", "10.48.0.1"),
+        ("2001:db8:1:2::", 64, "2001:db8:1:2::99", "2001:db8:1:3::1"),
+        ("2001:db8:7::", 48, "2001:db8:7:ffff::1", "2001:db8:8::1"),
+        ("2001:db8:9:1::5", 128, "2001:db8:9:1::5", "2001:db8:9:1::6"),
+    ];
+    for (net, len, _, _) in blocks {
+        h.block(net, len, 0);
+    }
+    let verdicts = |h: &mut Harness| -> Vec<String> {
+        let mut wrong = Vec::new();
+        for (net, len, inside, outside) in blocks {
+            for (src, want) in [(inside, XDP_DROP), (outside, XDP_PASS)] {
+                let dst = if src.contains(':') {
+                    "2001:db8::1"
+                } else {
+                    "192.0.2.1"
+                };
+                let got = h.run(&Pkt::tcp(src, dst, 443, ACK).build());
+                if got != want {
+                    wrong.push(format!("{src} (block {net}/{len}): {got}, want {want}"));
+                }
+            }
+        }
+        wrong
+    };
+    assert_eq!(verdicts(&mut h), Vec::<String>::new(), "as written");
+    // IPv6 sources scored per /56 from now on: the /64 block leaves the hash map
+    // for the trie, and is still enforced.
+    h.maps
+        .write_config(&KernelConfig {
+            v6_source_prefix: 56,
+            ..cfg
+        })
+        .expect("write config");
+    assert_eq!(verdicts(&mut h), Vec::<String>::new(), "after the move");
+    // Lifting the /12 leaves every other block in force and frees its sources.
+    assert!(
+        h.maps
+            .remove_block(&mask(&addr("10.32.0.0"), 108), 108)
+            .expect("remove")
+    );
+    assert_eq!(
+        h.run(&Pkt::tcp("10.40.1.1", "192.0.2.1", 443, ACK).build()),
+        XDP_PASS
+    );
+    let rest: Vec<String> = verdicts(&mut h)
+        .into_iter()
+        .filter(|w| !w.starts_with("10.40.1.1"))
+        .collect();
+    assert_eq!(rest, Vec::<String>::new(), "after lifting the /12");
+    assert_eq!(h.maps.blocks().expect("blocks").len(), 5);
 }

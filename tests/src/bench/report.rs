@@ -493,8 +493,8 @@ pub fn highlights(r: &Results) -> Vec<String> {
             .collect();
         if !drops.is_empty() {
             h.push(format!(
-                "A blocked source's packet is dropped in {} blocklist entries (LPM trie lookup \
-                 grows with the list); xdp-filter's hash lookup: {}",
+                "A blocked source's packet is dropped in {} blocklist entries (hash lookup keyed \
+                 by the address); xdp-filter's hash lookup: {}",
                 drops.join(", "),
                 pp.rows
                     .iter()
@@ -697,7 +697,12 @@ pub fn markdown(r: &Results, md_path: &Path, charts_dir: &Path) -> String {
              Debian's xdp-tools filter with a comparable source-address rule. Blocklist entries \
              expire (as the controller writes them); each blocked row has its own program \
              instance whose blocklist holds exactly that many entries (95% random IPv4 hosts, \
-             5% /24 prefixes, plus the matching entry).\n",
+             5% /24 prefixes, plus the matching entry), laid out as the controller lays it \
+             out: hosts and /24s (its aggregate length) in the per-family hash maps, the \
+             blocked_prefix row's /16 in the LPM trie; the kernel asks these maps only for a \
+             source whose /16 holds a block (presence bits). With 2 entries and more, one \
+             of them is a host in the established-flow client's /16, so that row pays the \
+             lookups a client near blocked sources pays.\n",
             pp.repeat, pp.rounds
         );
         s.push_str(&img("per-packet.png"));
