@@ -95,6 +95,11 @@ struct Walk {
 pub struct Trw {
     cfg: SlowScan,
     walks: HashMap<Addr, Walk>,
+    /// Sources in the order they were last known to be used: (source, its
+    /// `last_ns` when queued). Touching a walk does not move it; eviction pops
+    /// the front and re-queues it if it was used since, so evicting the least
+    /// recently used walk costs O(1) amortised, not a scan of every walk.
+    order: VecDeque<(Addr, u64)>,
 }
 
 impl Trw {
@@ -102,6 +107,7 @@ impl Trw {
         Self {
             cfg,
             walks: HashMap::new(),
+            order: VecDeque::new(),
         }
     }
 
@@ -123,8 +129,11 @@ impl Trw {
         if !self.cfg.enabled {
             return None;
         }
-        if self.walks.len() >= self.cfg.max_sources && !self.walks.contains_key(&c.src) {
-            self.evict_oldest();
+        if !self.walks.contains_key(&c.src) {
+            if self.walks.len() >= self.cfg.max_sources {
+                self.evict_oldest();
+            }
+            self.order.push_back((c.src, c.ts_ns));
         }
         let w = self.walks.entry(c.src).or_insert_with(|| Walk {
             log_ratio: 0.0,
@@ -189,6 +198,7 @@ impl Trw {
         let keep = self.cfg.memory.0.as_nanos() as u64;
         self.walks
             .retain(|_, w| now_ns.saturating_sub(w.last_ns) <= keep);
+        self.compact_order();
     }
 
     /// Forgets a source (after it was blocked, its history has served).
@@ -197,13 +207,29 @@ impl Trw {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(oldest) = self
-            .walks
-            .iter()
-            .min_by_key(|(_, w)| w.last_ns)
-            .map(|(a, _)| *a)
-        {
-            self.walks.remove(&oldest);
+        // Each queued source is re-queued at most once per call (with its
+        // current `last_ns`, which then matches), so this ends.
+        let mut budget = 2 * self.order.len() + 1;
+        while let Some((src, queued_ns)) = self.order.pop_front() {
+            budget = budget.saturating_sub(1);
+            match self.walks.get(&src) {
+                // Forgotten or expired meanwhile: a stale entry.
+                None => {}
+                Some(w) if w.last_ns <= queued_ns || budget == 0 => {
+                    self.walks.remove(&src);
+                    return;
+                }
+                Some(w) => self.order.push_back((src, w.last_ns)),
+            }
+        }
+    }
+
+    /// Drops queue entries of walks that are gone, once they outnumber the
+    /// walks (expiry and `forget` leave them behind).
+    fn compact_order(&mut self) {
+        if self.order.len() > 2 * self.walks.len() + 1024 {
+            let walks = &self.walks;
+            self.order.retain(|(src, _)| walks.contains_key(src));
         }
     }
 }
@@ -421,6 +447,40 @@ mod tests {
         assert!(t.sources() <= 10);
         t.expire(u64::MAX);
         assert_eq!(t.sources(), 0);
+    }
+
+    #[test]
+    fn the_least_recently_used_walk_is_evicted_and_the_queue_stays_bounded() {
+        let mut t = Trw::new(SlowScan {
+            max_sources: 3,
+            ..SlowScan::default()
+        });
+        let at = |src: u8, port: u16, ts: u64| Contact {
+            ts_ns: ts,
+            ..contact(src, port, false)
+        };
+        t.observe(&at(1, 1, 10));
+        t.observe(&at(2, 1, 20));
+        t.observe(&at(3, 1, 30));
+        // Source 1 is the oldest walk but used again: source 2 goes instead.
+        t.observe(&at(1, 2, 40));
+        t.observe(&at(4, 1, 50));
+        assert_eq!(t.sources(), 3);
+        assert!(t.walks.contains_key(&from_v4([10, 0, 0, 1])));
+        assert!(!t.walks.contains_key(&from_v4([10, 0, 0, 2])));
+        // A flood of new sources at the bound stays bounded, the queue included.
+        let mut t = Trw::new(SlowScan {
+            max_sources: 50_000,
+            ..SlowScan::default()
+        });
+        for i in 0..200_000u32 {
+            let mut c = contact(0, 1, false);
+            c.src = from_v4(i.to_be_bytes());
+            c.ts_ns = u64::from(i);
+            t.observe(&c);
+        }
+        assert_eq!(t.sources(), 50_000);
+        assert!(t.order.len() <= 2 * 50_000 + 1024);
     }
 
     #[test]

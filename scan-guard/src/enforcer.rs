@@ -185,6 +185,11 @@ impl Enforcer {
         );
     }
 
+    /// True when a block with this key is on record (made or adopted here).
+    pub fn is_recorded(&self, key: &MetaKey) -> bool {
+        self.known.contains_key(key)
+    }
+
     /// One budget of new blocks per second, shared with the kernel's auto-blocks:
     /// both take from the pinned `RateRing` (same coarse monotonic clock), so a
     /// spoofed flood cannot get the cap twice.

@@ -38,6 +38,21 @@ use crate::{
     retry::{self, Pending},
 };
 
+/// How often the first-contact ring is drained without a wakeup (the kernel
+/// submits its records without one, and wakes us only for a full batch).
+const CONTACT_DRAIN: Duration = Duration::from_millis(100);
+
+/// Every first-contact record waiting in the ring.
+fn drain_contacts(ring: &mut RingBuf<MapData>) -> Vec<Contact> {
+    let mut batch = Vec::new();
+    while let Some(item) = ring.next() {
+        if let Some(c) = Contact::from_bytes(&item) {
+            batch.push(c);
+        }
+    }
+    batch
+}
+
 /// How often blocks are reconciled, listeners re-read and state saved.
 const TICK: Duration = Duration::from_secs(1);
 /// Ticks between full passes over the blocklist maps (see `sync_blocks`).
@@ -452,6 +467,7 @@ async fn event_loop(
         usr2: mut sigusr2,
     } = signals;
     let mut tick = tokio::time::interval(TICK);
+    let mut contact_drain = tokio::time::interval(CONTACT_DRAIN);
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -470,14 +486,15 @@ async fn event_loop(
             }
             guard = contacts.readable_mut() => {
                 let mut guard = guard.context("waiting for first contacts")?;
-                let mut batch = Vec::new();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    if let Some(c) = Contact::from_bytes(&item) {
-                        batch.push(c);
-                    }
-                }
+                let batch = drain_contacts(guard.get_inner_mut());
                 guard.clear_ready();
                 for c in batch {
+                    ctl.on_contact(&c)?;
+                }
+            }
+            // The kernel wakes us for first contacts only once a batch waits.
+            _ = contact_drain.tick() => {
+                for c in drain_contacts(contacts.get_mut()) {
                     ctl.on_contact(&c)?;
                 }
             }
@@ -653,12 +670,8 @@ impl Controller {
     fn on_contact(&mut self, c: &Contact) -> Result<()> {
         // Contacts still in flight from a source blocked meanwhile add nothing.
         let host = Cidr::from_key(c.src, c.src_prefix_len());
-        if self
-            .maps
-            .meta
-            .get(&crate::enforcer::key_of(&host), 0)
-            .is_ok()
-        {
+        // The enforcer's own records, not a bpf() call per contact.
+        if self.enforcer.is_recorded(&crate::enforcer::key_of(&host)) {
             self.trw.forget(&c.src);
             return Ok(());
         }
