@@ -326,9 +326,13 @@ pub fn run(sizes: &Sizes) -> Flood {
             })
         });
         if let Err(e) = probe {
+            // The cause (errno) matters: an old kernel says EINVAL, a host that
+            // refuses live frames to this process says EPERM.
+            let cause =
+                std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
             notes.push(format!(
-                "skipped: BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES failed ({e}); it \
-                 needs Linux 5.18 or newer"
+                "skipped: BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES failed ({e}{cause}); \
+                 live frames need Linux 5.18 or newer and a host that allows them"
             ));
             return Flood {
                 notes,

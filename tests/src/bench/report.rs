@@ -518,10 +518,21 @@ pub fn highlights(r: &Results) -> Vec<String> {
             .iter()
             .map(|x| format!("{} {:.2}", x.name, x.mpps))
             .collect();
-        h.push(format!(
-            "Flood drop rate on one CPU, Mpps: {}",
-            list.join("; ")
-        ));
+        if list.is_empty() {
+            h.push(format!(
+                "Flood drop rate: not measured in this run ({})",
+                if fl.notes.is_empty() {
+                    "no flood row".to_string()
+                } else {
+                    fl.notes.join("; ")
+                }
+            ));
+        } else {
+            h.push(format!(
+                "Flood drop rate on one CPU, Mpps: {}",
+                list.join("; ")
+            ));
+        }
     }
     if let Some(t) = &r.throughput {
         let list: Vec<String> = t
