@@ -44,6 +44,12 @@ pub fn open(pin_dir: &Path) -> Result<KernelMaps> {
             pin_dir.display()
         )));
     }
+    if let Some(why) = crate::loader::pins_of_other_layout(pin_dir) {
+        return Err(usage(format!(
+            "the instance at {} was made by a scan-guard with another map layout ({why}): restart it with this version (`scan-guard run` recreates its maps and restores its blocks)",
+            pin_dir.display()
+        )));
+    }
     KernelMaps::open_pinned(pin_dir)
 }
 

@@ -150,6 +150,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let crowdsec = crate::crowdsec::Link::start(&opts.config.crowdsec)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
+    // Pins left by a scan-guard with another map layout cannot be reused: their
+    // maps go (the program attached through the link keeps enforcing with them
+    // until the new one replaces it atomically), new ones are made, and the
+    // blocks come back from the state file.
+    if let Some(why) = loader::pins_of_other_layout(&opts.pin_dir) {
+        tracing::warn!(
+            pins = %opts.pin_dir.display(),
+            "the pinned maps are from a scan-guard with another map layout ({why}): recreating them; blocks are restored from the state file"
+        );
+        loader::remove_map_pins(&opts.pin_dir)?;
+    }
+    let fresh_maps = !opts.pin_dir.join(map_names::CONFIG).exists();
     // Started while we still hold CAP_NET_ADMIN (listing the nat table needs it).
     let nat = match opts.config.detection.nat_refresh.0 {
         d if d.is_zero() => None,
@@ -162,7 +174,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         },
     };
 
-    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh, metrics, nat) {
+    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh_maps, metrics, nat)
+    {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -249,12 +262,12 @@ type Started = (Controller, Ring, Ring, Option<KernelLog>, &'static str);
 fn start(
     opts: &RunOptions,
     sink: EventOutputs,
-    fresh: bool,
+    fresh_maps: bool,
     metrics: Arc<Metrics>,
     nat: Option<crate::nat_watch::Watcher>,
 ) -> Result<Started> {
     let cfg = opts.config.clone();
-    let max_blocks = fresh.then_some(cfg.blocking.max_blocks);
+    let max_blocks = fresh_maps.then_some(cfg.blocking.max_blocks);
     let mut ebpf = loader::load_with(Some(&opts.pin_dir), max_blocks)?;
     let mut maps = KernelMaps::take(&mut ebpf)?;
     let ephemeral = listeners::ephemeral_port_min()?;

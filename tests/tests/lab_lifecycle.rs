@@ -625,3 +625,72 @@ fn never_block_source_is_reported_as_suppressed_and_never_blocked() {
     eprintln!("[{tag}] {} suppressed events", supp.len());
     lab.report_passed(t0);
 }
+
+/// Pins made by a scan-guard with another map layout (here: those of the
+/// previous version, which had no per-family block maps nor presence bitmaps)
+/// are not reused: the restart recreates the maps, swaps the program in the
+/// pinned link (one program on the interface throughout), restores every block
+/// from the state file, and control commands work again; a control command
+/// meeting such pins says what to do instead of failing on a missing map.
+#[test]
+fn pins_of_another_layout_are_recreated_and_blocks_restored() {
+    let (lab, c) = scene("layout-other", |_| ControllerOptions::new(XdpMode::Native));
+    let tag = lab.tag.clone();
+    let att = att(&lab);
+    let att_ns = lab.att.ns.clone();
+    let cli_ns = lab.client().ns.clone();
+    let scan = lab.fast_syn_scan();
+    blocked_by(&lab, &c, &scan);
+    c.cli_ok(&["block", "10.200.1.99", "--ttl", "10m", "--reason", "m1"]);
+    lab.wait_event(&c, EVENT_LIMIT, "manual blocked", |e| {
+        is_event(e, "blocked", "10.200.1.99")
+    });
+    let before = block_rows(&c);
+    assert_eq!(before.len(), 2, "[{tag}] {before:?}");
+    assert!(before.iter().any(|r| r.0 == att), "[{tag}] {before:?}");
+    assert!(!lab.kill_controller(&c).success(), "[{tag}] SIGKILL");
+
+    use scan_guard_common::map_names;
+    for name in [
+        map_names::BLOCK_V4,
+        map_names::BLOCK_V6,
+        map_names::BLOCK_PRESENCE,
+        map_names::KERNEL_PRESENCE,
+    ] {
+        std::fs::remove_file(c.pin_dir.join(name)).expect("unpinning a map");
+    }
+    let refused = c.cli(&["list"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "[{tag}] list on pins of another layout: {}",
+        scan_guard_tests::lab::describe(&refused)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("another map layout"),
+        "[{tag}] {}",
+        scan_guard_tests::lab::describe(&refused)
+    );
+
+    let c2 = lab.start_controller_with(&c.opts);
+    let log2 = read_lossy(&c2.log);
+    assert!(
+        log2.contains("another map layout"),
+        "[{tag}] no word of the recreated maps:\n{log2}"
+    );
+    let after = block_rows(&c2);
+    assert_eq!(after, before, "[{tag}] blocks after the restart\n{log2}");
+    assert_eq!(
+        lab.xdp_prog_ids(&lab.tgt).len(),
+        1,
+        "[{tag}] {}",
+        lab.link_show(&lab.tgt)
+    );
+    cut_off(&lab, &c2, &att_ns, "the blocked attacker after the restart");
+    served(&lab, &c2, &cli_ns, "the client after the restart");
+    c2.cli_ok(&["block", "10.200.1.98", "--ttl", "5m"]);
+    lab.wait_event(&c2, EVENT_LIMIT, "blocked after the restart", |e| {
+        is_event(e, "blocked", "10.200.1.98")
+    });
+    lab.stop_controller_ok(&c2);
+}
