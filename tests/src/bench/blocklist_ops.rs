@@ -74,7 +74,7 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
             "scan-guard: KernelMaps::insert_block",
             t.elapsed().as_secs_f64(),
             n,
-            "BLOCKLIST (LPM trie) only, one bpf() call per block",
+            "kernel entries only: the IPv4 hash map (one bpf() call per block) and the presence word of its /16 (read, written when the bit is new)",
         ));
     }
 

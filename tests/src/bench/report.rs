@@ -923,9 +923,10 @@ pub fn markdown(r: &Results, md_path: &Path, charts_dir: &Path) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "BLOCK_META and SOURCES are preallocated; BLOCKLIST, ALLOWLIST and PROTECTED are \
-             LPM tries whose memory grows with their entries (part 1 has a 1M-entry \
-             blocklist's size), and the ring buffers are fixed.\n"
+            "BLOCK_META, SOURCES and the block hash maps (BLOCK_V4, BLOCK_V6) are \
+             preallocated to their capacity; BLOCKLIST, ALLOWLIST and PROTECTED are LPM tries \
+             whose memory grows with their entries (part 1 has a 1M-entry blocklist's size), \
+             and the ring buffers and presence bitmaps are fixed.\n"
         );
         let others: Vec<String> = sc
             .stats_delta
