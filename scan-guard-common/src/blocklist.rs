@@ -55,26 +55,6 @@ impl BlockKey {
         self.words[1] &= top_bits(p.saturating_sub(64)).to_be();
     }
 
-    /// True when the key holds an IPv4-mapped address (`::ffff:a.b.c.d`).
-    #[inline(always)]
-    pub fn is_v4(&self) -> bool {
-        let mapped = u64::from_ne_bytes([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
-        let high = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
-        self.words[0] == 0 && self.words[1] & high == mapped
-    }
-
-    /// `presence_slot` of the key's address, from its words.
-    #[inline(always)]
-    pub fn presence_slot(&self) -> u32 {
-        if self.is_v4() {
-            let b = self.words[1].to_ne_bytes();
-            ((b[4] as u32) << 8) | b[5] as u32
-        } else {
-            let b = self.words[0].to_ne_bytes();
-            V6_BASE + (((b[0] as u32) << 8) | b[1] as u32)
-        }
-    }
-
     /// The (masked) address.
     pub fn addr(&self) -> Addr {
         let mut out = [0u8; 16];
@@ -91,9 +71,7 @@ unsafe impl aya::Pod for BlockKey {}
 pub const PRESENCE_SLOTS: u32 = 1 << 17;
 /// Words of the `PREFIX_PRESENCE` array.
 pub const PRESENCE_WORDS: u32 = PRESENCE_SLOTS / 64;
-/// First IPv6 slot.
-pub const V6_SLOT_BASE: u32 = 1 << 16;
-const V6_BASE: u32 = V6_SLOT_BASE;
+const V6_BASE: u32 = 1 << 16;
 
 /// True when a block of `prefix_len` on `addr` goes to a hash map: a host, a
 /// source prefix, or an aggregate prefix (the controller's /24s).
@@ -133,16 +111,16 @@ pub fn v4_block_of(key: u64) -> (Addr, u32) {
     )
 }
 
-/// The hash key of a block of `prefix_len` on `addr`.
-#[inline(always)]
-pub fn hash_key(addr: &Addr, prefix_len: u32) -> BlockKey {
-    BlockKey::new(addr, prefix_len)
-}
-
 /// The presence slot of a host address.
 #[inline(always)]
 pub fn presence_slot(addr: &Addr) -> u32 {
-    if is_v4(addr) {
+    presence_slot_of(addr, is_v4(addr))
+}
+
+/// `presence_slot` when the caller already knows the family.
+#[inline(always)]
+pub fn presence_slot_of(addr: &Addr, v4: bool) -> u32 {
+    if v4 {
         ((addr[12] as u32) << 8) | addr[13] as u32
     } else {
         V6_BASE + (((addr[0] as u32) << 8) | addr[1] as u32)
@@ -204,26 +182,16 @@ mod tests {
         assert!(is_hashed(&agg, &a4, 120) && is_hashed(&agg, &a6, 48));
 
         assert_eq!(
-            hash_key(&a6, 64).addr(),
+            BlockKey::new(&a6, 64).addr(),
             v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0])
         );
         for plen in [96, 104, 112, 120, 127, 128] {
             let k = v4_key_of(&a4, plen);
             assert_eq!(v4_block_of(k), (mask(&a4, plen), plen), "/{plen}");
         }
-        for a in [
-            a4,
-            a6,
-            from_v4([255, 255, 0, 1]),
-            v6([0, 0, 0, 0, 0, 0xffff, 1, 2]),
-        ] {
-            let k = hash_key(&a, 128);
-            assert_eq!(k.is_v4(), is_v4(&a));
-            assert_eq!(k.presence_slot(), presence_slot(&a));
-        }
         for plen in [0, 1, 7, 8, 63, 64, 65, 100, 120, 127, 128] {
             for a in [a4, a6, [0xff; 16]] {
-                assert_eq!(hash_key(&a, plen).addr(), mask(&a, plen), "/{plen}");
+                assert_eq!(BlockKey::new(&a, plen).addr(), mask(&a, plen), "/{plen}");
             }
         }
     }

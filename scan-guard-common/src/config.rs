@@ -121,21 +121,13 @@ impl KernelConfig {
     /// `source_prefix` for an IPv4 (mapped) or an IPv6 address.
     #[inline(always)]
     pub fn source_prefix_of(&self, v4: bool) -> u32 {
-        if v4 {
-            crate::addr::V4_MAPPED_PREFIX_BITS + (self.v4_source_prefix as u32).min(32)
-        } else {
-            (self.v6_source_prefix as u32).min(128)
-        }
+        mapped_prefix(v4, self.v4_source_prefix, self.v6_source_prefix)
     }
 
     /// The aggregate prefix length (128-bit form) of an IPv4 or IPv6 address.
     #[inline(always)]
     pub fn aggregate_prefix_of(&self, v4: bool) -> u32 {
-        if v4 {
-            crate::addr::V4_MAPPED_PREFIX_BITS + (self.v4_aggregate_prefix as u32).min(32)
-        } else {
-            (self.v6_aggregate_prefix as u32).min(128)
-        }
+        mapped_prefix(v4, self.v4_aggregate_prefix, self.v6_aggregate_prefix)
     }
 
     #[inline(always)]
@@ -163,6 +155,16 @@ impl KernelConfig {
             w += self.weight_invalid;
         }
         w
+    }
+}
+
+/// A family's prefix length in the 128-bit form (IPv4 ones sit past `::ffff:0:0/96`).
+#[inline(always)]
+fn mapped_prefix(v4: bool, v4_len: u8, v6_len: u8) -> u32 {
+    if v4 {
+        crate::addr::V4_MAPPED_PREFIX_BITS + (v4_len as u32).min(32)
+    } else {
+        (v6_len as u32).min(128)
     }
 }
 

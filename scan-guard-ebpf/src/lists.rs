@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_coarse_ns,
-    maps::{Array, lpm_trie::Key},
+    maps::{Array, HashMap, lpm_trie::Key},
 };
 use scan_guard_common::{
     addr::Addr,
     addr::is_v4,
-    blocklist::{BlockKey, V6_SLOT_BASE, presence_slot, v4_key, v4_word},
+    blocklist::{BlockKey, presence_slot, presence_slot_of, v4_key, v4_word},
     config::KernelConfig,
     ports,
     state::BlockEntry,
@@ -38,26 +38,22 @@ fn hit(entry: &BlockEntry) {
     unsafe { hits.write_volatile(hits.read_volatile().wrapping_add(1)) };
 }
 
-/// What one hash-map entry says: `Some(true)` blocked, `None` no entry or an
-/// expired one (removed here).
-macro_rules! hashed_verdict {
-    ($map:expr, $key:expr, $stats:expr) => {{
-        // SAFETY: the value is read and its hit counter bumped while the program runs.
-        match unsafe { $map.get($key) } {
-            None => None,
-            Some(entry) => {
-                // SAFETY: helper without preconditions.
-                if entry.expires_ns != 0 && entry.is_expired(unsafe { bpf_ktime_get_coarse_ns() }) {
-                    let _ = $map.remove($key);
-                    bump($stats, Stat::BlocksExpired as usize);
-                    None
-                } else {
-                    hit(entry);
-                    Some(true)
-                }
-            }
-        }
-    }};
+/// True when `map` holds an unexpired entry for `key` (its hit counted); an
+/// expired one is removed here.
+#[inline(always)]
+fn hashed_block<K>(map: &HashMap<K, BlockEntry>, key: &K, stats: &mut StatBlock) -> bool {
+    // SAFETY: the value is read and its hit counter bumped while the program runs.
+    let Some(entry) = (unsafe { map.get(key) }) else {
+        return false;
+    };
+    // SAFETY: helper without preconditions.
+    if entry.expires_ns != 0 && entry.is_expired(unsafe { bpf_ktime_get_coarse_ns() }) {
+        let _ = map.remove(key);
+        bump(stats, Stat::BlocksExpired as usize);
+        return false;
+    }
+    hit(entry);
+    true
 }
 
 /// True when bit `slot` of a presence bitmap is set.
@@ -97,11 +93,7 @@ pub fn mark_kernel_presence(src: &Addr) {
 #[inline(never)]
 pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
     let v4 = is_v4(src);
-    let slot = if v4 {
-        ((src[12] as u32) << 8) | src[13] as u32
-    } else {
-        V6_SLOT_BASE + (((src[0] as u32) << 8) | src[1] as u32)
-    };
+    let slot = presence_slot_of(src, v4);
     let by_controller = marked(&BLOCK_PRESENCE, slot);
     if !by_controller && !marked(&KERNEL_PRESENCE, slot) {
         return false;
@@ -110,23 +102,23 @@ pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool
     let agg = cfg.aggregate_prefix_of(v4);
     if v4 {
         let word = v4_word(src);
-        if hashed_verdict!(BLOCK_V4, &v4_key(word, 128), stats).is_some() {
+        if hashed_block(&BLOCK_V4, &v4_key(word, 128), stats) {
             return true;
         }
-        if plen < 128 && hashed_verdict!(BLOCK_V4, &v4_key(word, plen), stats).is_some() {
+        if plen < 128 && hashed_block(&BLOCK_V4, &v4_key(word, plen), stats) {
             return true;
         }
     } else {
         // The address goes into two words once; keeping its 16 bytes live
         // across the helper calls overflowed the stack this call chain may use.
         let host = BlockKey::new(src, 128);
-        if hashed_verdict!(BLOCK_V6, &host, stats).is_some() {
+        if hashed_block(&BLOCK_V6, &host, stats) {
             return true;
         }
         if plen < 128 {
             let mut key = host;
             key.narrow(plen);
-            if hashed_verdict!(BLOCK_V6, &key, stats).is_some() {
+            if hashed_block(&BLOCK_V6, &key, stats) {
                 return true;
             }
         }
@@ -137,11 +129,11 @@ pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool
     }
     if agg < 128 && agg != plen {
         let found = if v4 {
-            hashed_verdict!(BLOCK_V4, &v4_key(v4_word(src), agg), stats)
+            hashed_block(&BLOCK_V4, &v4_key(v4_word(src), agg), stats)
         } else {
-            hashed_verdict!(BLOCK_V6, &BlockKey::new(src, agg), stats)
+            hashed_block(&BLOCK_V6, &BlockKey::new(src, agg), stats)
         };
-        if found.is_some() {
+        if found {
             return true;
         }
     }

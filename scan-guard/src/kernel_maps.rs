@@ -11,9 +11,7 @@ use aya::{
 use scan_guard_common::{
     addr::Addr,
     addr::is_v4,
-    blocklist::{
-        BlockKey, PRESENCE_WORDS, covered_slots, hash_key, is_hashed, v4_block_of, v4_key_of,
-    },
+    blocklist::{BlockKey, PRESENCE_WORDS, covered_slots, is_hashed, v4_block_of, v4_key_of},
     config::{KernelConfig, POLICY_ALLOWLIST},
     map_names,
     meta::{BlockMeta, MetaKey},
@@ -270,7 +268,7 @@ impl KernelMaps {
                 .context("inserting into BLOCK_V4")
         } else {
             self.block_v6
-                .insert(hash_key(addr, prefix_len), entry, 0)
+                .insert(BlockKey::new(addr, prefix_len), entry, 0)
                 .context("inserting into BLOCK_V6")
         }
     }
@@ -283,7 +281,7 @@ impl KernelMaps {
             )
         } else {
             (
-                self.block_v6.remove(&hash_key(addr, prefix_len)),
+                self.block_v6.remove(&BlockKey::new(addr, prefix_len)),
                 "BLOCK_V6",
             )
         };
@@ -298,7 +296,7 @@ impl KernelMaps {
         if is_v4(addr) {
             self.block_v4.get(&v4_key_of(addr, prefix_len), 0).ok()
         } else {
-            self.block_v6.get(&hash_key(addr, prefix_len), 0).ok()
+            self.block_v6.get(&BlockKey::new(addr, prefix_len), 0).ok()
         }
     }
 

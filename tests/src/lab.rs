@@ -217,6 +217,19 @@ impl Controller {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Like [`cli`](Self::cli) but panics unless it exits with `code` and its
+    /// stderr says `says`.
+    pub fn cli_fails(&self, args: &[&str], code: i32, says: &str) {
+        let out = self.cli(args);
+        if out.status.code() != Some(code) || !String::from_utf8_lossy(&out.stderr).contains(says) {
+            panic!(
+                "scan-guard {}: want exit {code} saying {says:?}, got {}",
+                args.join(" "),
+                describe(&out)
+            );
+        }
+    }
+
     /// `scan-guard ARGS --json` parsed.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let mut full = args.to_vec();
@@ -1157,33 +1170,43 @@ impl Lab {
     /// One HTTP GET from `ns` to `ip:port` with curl (connect timeout 2 s, total
     /// 3 s): `Ok(())` on status 200, else what happened.
     pub fn http_get(&self, ns: &str, ip: IpAddr, port: u16) -> Result<(), String> {
+        self.http_get_from(ns, None, ip, port)
+    }
+
+    /// [`http_get`](Self::http_get) from source address `src` of `ns`.
+    pub fn http_get_from(
+        &self,
+        ns: &str,
+        src: Option<&str>,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<(), String> {
         let url = match ip {
             IpAddr::V4(a) => format!("http://{a}:{port}/"),
             IpAddr::V6(a) => format!("http://[{a}]:{port}/"),
         };
-        let out = self.exec_in_for(
-            ns,
-            Duration::from_secs(8),
-            &[
-                "curl",
-                "-sS",
-                "-g",
-                "--connect-timeout",
-                "2",
-                "--max-time",
-                "3",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &url,
-            ],
-        );
+        let mut args = vec!["curl", "-sS", "-g"];
+        if let Some(src) = src {
+            args.extend(["--interface", src]);
+        }
+        args.extend([
+            "--connect-timeout",
+            "2",
+            "--max-time",
+            "3",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ]);
+        let out = self.exec_in_for(ns, Duration::from_secs(8), &args);
         let code = String::from_utf8_lossy(&out.stdout);
         if out.status.success() && code.trim() == "200" {
             Ok(())
         } else {
-            Err(format!("GET {url} from {ns}: {}", describe(&out)))
+            let from = src.map_or_else(|| ns.to_string(), |s| format!("{s} in {ns}"));
+            Err(format!("GET {url} from {from}: {}", describe(&out)))
         }
     }
 

@@ -738,7 +738,6 @@ fn sctp_protocol_scans_are_blocked_and_icmp_discovery_reported() {
 fn rotating_through_one_ipv6_64_is_one_source() {
     let lab = Lab::with_client_and_http_server("rotate-64", 8080);
     let c = start(&lab);
-    let tgt6 = lab.tgt.v6.to_string();
     // Replies to the rotating /64 go back through the attacker's link.
     lab.exec_ok(
         &lab.tgt.ns,
@@ -786,25 +785,14 @@ fn rotating_through_one_ipv6_64_is_one_source() {
             "nodad",
         ],
     );
-    let url = format!("http://[{tgt6}]:8080/");
-    let out = lab.exec_in_for(
-        &lab.att.ns,
-        Duration::from_secs(8),
-        &[
-            "curl",
-            "-sS",
-            "-g",
-            "--interface",
-            "fd00:66::abc",
-            "--connect-timeout",
-            "2",
-            "-o",
-            "/dev/null",
-            &url,
-        ],
-    );
     assert!(
-        !out.status.success(),
+        lab.http_get_from(
+            &lab.att.ns,
+            Some("fd00:66::abc"),
+            IpAddr::V6(lab.tgt.v6),
+            8080
+        )
+        .is_err(),
         "[{}] fd00:66::abc still served",
         lab.tag
     );
@@ -819,39 +807,6 @@ fn rotating_through_one_ipv6_64_is_one_source() {
         "[{}] 300 rotating addresses: {} blocked by the kernel as one source",
         lab.tag, blocked["src"]
     );
-}
-
-/// One GET from `src` (an address of the attacker's namespace) to `ip:port`.
-fn get_from(lab: &Lab, src: &str, ip: &str, port: u16) -> Result<(), String> {
-    let url = format!("http://{ip}:{port}/");
-    let out = lab.exec_in_for(
-        &lab.att.ns,
-        Duration::from_secs(8),
-        &[
-            "curl",
-            "-sS",
-            "--interface",
-            src,
-            "--connect-timeout",
-            "2",
-            "--max-time",
-            "3",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &url,
-        ],
-    );
-    let code = String::from_utf8_lossy(&out.stdout);
-    if out.status.success() && code.trim() == "200" {
-        Ok(())
-    } else {
-        Err(format!(
-            "GET {url} from {src}: {}",
-            scan_guard_tests::lab::describe(&out)
-        ))
-    }
 }
 
 /// Ports published through NAT in the target: a REDIRECT of 8440-8449 to its own
@@ -957,12 +912,12 @@ fn nat_published_ports(stealth: bool) {
         .chain((9080..=9084).chain([9090]))
         .chain(7000..=7003)
         .collect();
-    let tgt = lab.tgt.v4.to_string();
+    let tgt = IpAddr::V4(lab.tgt.v4);
     let mut served = 0u64;
     for round in 0..3 {
         for src in &clients {
             for &p in &ports {
-                if let Err(e) = get_from(&lab, src, &tgt, p) {
+                if let Err(e) = lab.http_get_from(&lab.att.ns, Some(src), tgt, p) {
                     panic!(
                         "[{}] round {round}: {e}\n--- controller log ---\n{}",
                         lab.tag,
@@ -986,7 +941,7 @@ fn nat_published_ports(stealth: bool) {
         "six clients of 20 NAT-published ports (REDIRECT, iptables and nft DNAT)",
         served,
     );
-    assert_scan_still_caught(&lab, &c, &lab.att.v4.to_string(), &tgt);
+    assert_scan_still_caught(&lab, &c, &lab.att.v4.to_string(), &tgt.to_string());
 }
 
 #[test]
