@@ -67,6 +67,11 @@ pub struct KernelConfig {
     pub v4_aggregate_prefix: u8,
     /// The same for IPv6 (128: none).
     pub v6_aggregate_prefix: u8,
+    /// New per-source states one CPU may allocate per budget window
+    /// (`fastpath::budget_per_window`); a new source beyond it is not tracked
+    /// (its first contact still goes to the controller). 0: no budget.
+    pub new_source_budget: u32,
+    pub _pad: u32,
 }
 
 impl KernelConfig {
@@ -90,6 +95,8 @@ impl KernelConfig {
         v6_source_prefix: 128,
         v4_aggregate_prefix: 32,
         v6_aggregate_prefix: 128,
+        new_source_budget: 0,
+        _pad: 0,
     };
 
     #[inline(always)]
@@ -177,7 +184,7 @@ impl Default for KernelConfig {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for KernelConfig {}
 
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 72);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ pub mod addr;
 pub mod blocklist;
 pub mod config;
 pub mod event;
+pub mod fastpath;
 pub mod flags;
 pub mod meta;
 pub mod ports;
@@ -46,8 +47,14 @@ pub mod map_names {
     pub const NO_AGGREGATE: &str = "NO_AGGREGATE";
     /// Userspace-only: the controller's desired blocks with reasons and expiry.
     pub const BLOCK_META: &str = "BLOCK_META";
+    /// Per CPU: the cached clock, the new-source budget and the verdict cache
+    /// (`fastpath::FastPath`). Only the kernel writes it.
+    pub const FAST: &str = "FAST";
+    /// Bumped by the controller on every unblock and allowlist change: verdict
+    /// cache slots of an older generation are void.
+    pub const BLOCK_GENERATION: &str = "BLOCK_GENERATION";
     /// Every map, in the order the controller pins them.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 20] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -66,6 +73,8 @@ pub mod map_names {
         BLOCK_V6,
         BLOCK_PRESENCE,
         KERNEL_PRESENCE,
+        FAST,
+        BLOCK_GENERATION,
     ];
 }
 

@@ -46,9 +46,19 @@ pub enum Stat {
     SocketExplained,
     /// Later fragments from a source whose tiny first fragment was dropped.
     DroppedFragment,
+    /// A blocked source's drop decided by the per-CPU verdict cache.
+    VerdictCacheHits,
+    /// A source in a marked /16 the verdict cache could not decide.
+    VerdictCacheMisses,
+    /// A new source doing only what clients do (an OS-stack SYN to a listening
+    /// port): passed without allocating per-source state.
+    AdmittedUntracked,
+    /// A new source with evidence beyond the CPU's new-state budget: not
+    /// tracked in the kernel (its first contact still reported).
+    OverBudget,
 }
 
-pub const STAT_COUNT: usize = Stat::DroppedFragment as usize + 1;
+pub const STAT_COUNT: usize = Stat::OverBudget as usize + 1;
 
 /// The per-CPU counter block.
 pub type StatBlock = [u64; STAT_COUNT];
@@ -66,7 +76,7 @@ impl Stat {
 }
 
 /// Named counters (apart from the per-class ones), in index order, for userspace.
-pub const NAMED: [(Stat, &str); 23] = [
+pub const NAMED: [(Stat, &str); 27] = [
     (Stat::Packets, "packets"),
     (Stat::Passed, "passed"),
     (Stat::DroppedBlocked, "dropped_blocked"),
@@ -90,6 +100,10 @@ pub const NAMED: [(Stat, &str); 23] = [
     (Stat::NotLocal, "not_local"),
     (Stat::SocketExplained, "socket_explained"),
     (Stat::DroppedFragment, "dropped_fragment"),
+    (Stat::VerdictCacheHits, "verdict_cache_hits"),
+    (Stat::VerdictCacheMisses, "verdict_cache_misses"),
+    (Stat::AdmittedUntracked, "admitted_untracked"),
+    (Stat::OverBudget, "over_budget"),
 ];
 
 #[cfg(test)]

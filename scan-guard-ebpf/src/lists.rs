@@ -1,25 +1,23 @@
 //! Allowlist, blocklist (with expiry enforced here, so blocks lapse even with no
 //! controller running) and the listening-port bitmap.
 
-use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
-    maps::{Array, HashMap, lpm_trie::Key},
-};
+use aya_ebpf::maps::{Array, HashMap, lpm_trie::Key};
 use scan_guard_common::{
     addr::Addr,
     addr::is_v4,
     blocklist::{BlockKey, presence_slot, presence_slot_of, v4_key, v4_word},
     config::KernelConfig,
+    fastpath::{HIT_BATCH, slot_index},
     ports,
     state::BlockEntry,
     stats::{Stat, StatBlock},
 };
 
 use crate::{
-    bump,
+    bump, fast,
     maps::{
-        ALLOWLIST, BLOCK_PRESENCE, BLOCK_V4, BLOCK_V6, BLOCKLIST, KERNEL_PRESENCE, LISTENING,
-        LOCAL_ADDRS,
+        ALLOWLIST, BLOCK_GENERATION, BLOCK_PRESENCE, BLOCK_V4, BLOCK_V6, BLOCKLIST,
+        KERNEL_PRESENCE, LISTENING, LOCAL_ADDRS,
     },
 };
 
@@ -29,31 +27,41 @@ pub fn is_allowed(src: &Addr) -> bool {
 }
 
 #[inline(always)]
-fn hit(entry: &BlockEntry) {
-    // Plain increment: the BPF target has no atomic RMW in Rust, and a hit lost to a
+fn hit(entry: &BlockEntry, n: u64) {
+    // Plain add: the BPF target has no atomic RMW in Rust, and a hit lost to a
     // race between CPUs only makes a statistic approximate.
     let hits = (&raw const entry.hits).cast_mut();
     // SAFETY: the pointer comes from a live map value the kernel keeps valid for this
     // program run; the field is 8-byte aligned.
-    unsafe { hits.write_volatile(hits.read_volatile().wrapping_add(1)) };
+    unsafe { hits.write_volatile(hits.read_volatile().wrapping_add(n)) };
 }
 
-/// True when `map` holds an unexpired entry for `key` (its hit counted); an
-/// expired one is removed here.
+/// What a verdict cache slot keeps of a block: when it lapses (`u64::MAX`:
+/// never); 0 for "not blocked".
 #[inline(always)]
-fn hashed_block<K>(map: &HashMap<K, BlockEntry>, key: &K, stats: &mut StatBlock) -> bool {
+fn lapse(entry: &BlockEntry) -> u64 {
+    if entry.expires_ns == 0 {
+        u64::MAX
+    } else {
+        entry.expires_ns
+    }
+}
+
+/// `lapse` of the unexpired entry `map` holds for `key` (its hits counted), 0
+/// when there is none; an expired one is removed here.
+#[inline(always)]
+fn hashed_block<K>(map: &HashMap<K, BlockEntry>, key: &K, n: u64, stats: &mut StatBlock) -> u64 {
     // SAFETY: the value is read and its hit counter bumped while the program runs.
     let Some(entry) = (unsafe { map.get(key) }) else {
-        return false;
+        return 0;
     };
-    // SAFETY: helper without preconditions.
-    if entry.expires_ns != 0 && entry.is_expired(unsafe { bpf_ktime_get_coarse_ns() }) {
+    if entry.expires_ns != 0 && entry.is_expired(fast::now()) {
         let _ = map.remove(key);
         bump(stats, Stat::BlocksExpired as usize);
-        return false;
+        return 0;
     }
-    hit(entry);
-    true
+    hit(entry, n);
+    lapse(entry)
 }
 
 /// True when bit `slot` of a presence bitmap is set.
@@ -83,11 +91,12 @@ pub fn mark_kernel_presence(src: &Addr) {
 
 /// True when an unexpired entry covers `src`. Only for sources whose /16 holds
 /// a block (the presence bitmaps: the controller's for everything it wrote,
-/// the kernel's for its auto-blocks) are the maps asked at all: its own host
-/// entry and its source prefix's entry (one hash lookup each), then, where the
-/// controller marked the /16, its aggregate prefix (hash) and the LPM trie.
-/// An expired entry is removed and the next place is still asked, so a
-/// broader block underneath still applies.
+/// the kernel's for its auto-blocks) is anything asked at all: first this
+/// CPU's verdict cache (no helper call on a hit), then the maps (`lookup`).
+/// A cached verdict is void once its block lapses or the controller bumps the
+/// block generation (an unblock or an allowlist change); every `HIT_BATCH`th
+/// hit of a slot goes to the maps, which adds the batch to the entry's hits
+/// and checks the block is still there.
 // A subprogram of its own: the verifier then meets one return value, not every
 // state of the lookups, at each packet path that follows.
 #[inline(never)]
@@ -98,58 +107,135 @@ pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool
     if !by_controller && !marked(&KERNEL_PRESENCE, slot) {
         return false;
     }
-    let plen = cfg.source_prefix_of(v4);
-    let agg = cfg.aggregate_prefix_of(v4);
-    if v4 {
-        let word = v4_word(src);
-        if hashed_block(&BLOCK_V4, &v4_key(word, 128), stats) {
-            return true;
-        }
-        if plen < 128 && hashed_block(&BLOCK_V4, &v4_key(word, plen), stats) {
-            return true;
-        }
-    } else {
-        // The address goes into two words once; keeping its 16 bytes live
-        // across the helper calls overflowed the stack this call chain may use.
-        let host = BlockKey::new(src, 128);
-        if hashed_block(&BLOCK_V6, &host, stats) {
-            return true;
-        }
-        if plen < 128 {
-            let mut key = host;
-            key.narrow(plen);
-            if hashed_block(&BLOCK_V6, &key, stats) {
-                return true;
+    let generation = BLOCK_GENERATION.get(0).map_or(0, |g| *g as u32);
+    let mut hits = 1;
+    if let Some(f) = fast::record() {
+        let now = fast::now_in(f);
+        let words = addr_words(src);
+        if let Some(s) = f.slots.get_mut(slot_index(&words)) {
+            if s.expires_ns != 0 && s.src == words && s.generation == generation {
+                if now < s.expires_ns {
+                    s.pending_hits += 1;
+                    if s.pending_hits < HIT_BATCH {
+                        bump(stats, Stat::VerdictCacheHits as usize);
+                        return true;
+                    }
+                    hits = u64::from(s.pending_hits);
+                }
+                s.expires_ns = 0;
             }
         }
     }
-    // Aggregates and trie prefixes are only ever written by the controller.
-    if !by_controller {
+    bump(stats, Stat::VerdictCacheMisses as usize);
+    let lapses = lookup(src, by_controller, cfg, hits, stats);
+    if lapses == 0 {
         return false;
     }
-    if agg < 128 && agg != plen {
-        let found = if v4 {
-            hashed_block(&BLOCK_V4, &v4_key(v4_word(src), agg), stats)
-        } else {
-            hashed_block(&BLOCK_V6, &BlockKey::new(src, agg), stats)
-        };
-        if found {
-            return true;
+    // The words and the slot are worked out again rather than kept live
+    // across the lookups' helper calls (each kept value is a stack slot).
+    if let Some(f) = fast::record() {
+        let words = addr_words(src);
+        if let Some(s) = f.slots.get_mut(slot_index(&words)) {
+            s.src = words;
+            s.expires_ns = lapses;
+            s.generation = generation;
+            s.pending_hits = 0;
+        }
+    }
+    true
+}
+
+/// The address as two native words, read in place.
+#[inline(always)]
+fn addr_words(src: &Addr) -> [u64; 2] {
+    // SAFETY: `src` is 16 readable bytes; unaligned reads.
+    unsafe {
+        let p = src.as_ptr().cast::<u64>();
+        [p.read_unaligned(), p.add(1).read_unaligned()]
+    }
+}
+
+/// The maps' verdict on `src` (`lapse` of the covering entry, 0: none), `n`
+/// hits counted: its own host entry and its source prefix's entry (one hash
+/// lookup each), then, where the controller marked the /16, its aggregate
+/// prefix (hash) and the LPM trie. An expired entry is removed and the next
+/// place is still asked, so a broader block underneath still applies.
+// Inlined: a frame of its own on top of `is_blocked`'s would pass the stack
+// the verifier allows this call chain.
+#[inline(always)]
+fn lookup(
+    src: &Addr,
+    by_controller: bool,
+    cfg: &KernelConfig,
+    n: u64,
+    stats: &mut StatBlock,
+) -> u64 {
+    let v4 = is_v4(src);
+    let plen = cfg.source_prefix_of(v4);
+    let agg = cfg.aggregate_prefix_of(v4);
+    // One key per family, rewritten for each lookup: every key that lives on
+    // its own is another stack slot this call chain cannot spare.
+    if v4 {
+        let word = v4_word(src);
+        let mut key = v4_key(word, 128);
+        let found = hashed_block(&BLOCK_V4, &key, n, stats);
+        if found != 0 {
+            return found;
+        }
+        if plen < 128 {
+            key = v4_key(word, plen);
+            let found = hashed_block(&BLOCK_V4, &key, n, stats);
+            if found != 0 {
+                return found;
+            }
+        }
+        // Aggregates and trie prefixes are only ever written by the controller.
+        if !by_controller {
+            return 0;
+        }
+        if agg < 128 && agg != plen {
+            key = v4_key(word, agg);
+            let found = hashed_block(&BLOCK_V4, &key, n, stats);
+            if found != 0 {
+                return found;
+            }
+        }
+    } else {
+        let mut key = BlockKey::new(src, 128);
+        let found = hashed_block(&BLOCK_V6, &key, n, stats);
+        if found != 0 {
+            return found;
+        }
+        if plen < 128 {
+            key.narrow(plen);
+            let found = hashed_block(&BLOCK_V6, &key, n, stats);
+            if found != 0 {
+                return found;
+            }
+        }
+        if !by_controller {
+            return 0;
+        }
+        if agg < 128 && agg != plen {
+            key = BlockKey::new(src, agg);
+            let found = hashed_block(&BLOCK_V6, &key, n, stats);
+            if found != 0 {
+                return found;
+            }
         }
     }
     let mut lpm_key = Key::new(128, *src);
     let Some(entry) = BLOCKLIST.get(&lpm_key) else {
-        return false;
+        return 0;
     };
     if entry.expires_ns == 0 {
-        hit(entry);
-        return true;
+        hit(entry, n);
+        return u64::MAX;
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = fast::now();
     if !entry.is_expired(now) {
-        hit(entry);
-        return true;
+        hit(entry, n);
+        return lapse(entry);
     }
     // The LPM delete matches on the prefix length; bits past it are ignored.
     lpm_key.prefix_len = entry.prefix_len;
@@ -158,10 +244,10 @@ pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool
     lpm_key.prefix_len = 128;
     match BLOCKLIST.get(&lpm_key) {
         Some(e) if !e.is_expired(now) => {
-            hit(e);
-            true
+            hit(e, n);
+            lapse(e)
         }
-        _ => false,
+        _ => 0,
     }
 }
 

@@ -6,6 +6,7 @@
 // One atomic OR (lists::mark_kernel_presence): inline BPF assembly.
 #![feature(asm_experimental_arch)]
 
+mod fast;
 mod lists;
 mod maps;
 mod parse;

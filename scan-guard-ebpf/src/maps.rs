@@ -9,6 +9,7 @@ use scan_guard_common::{
     addr::Addr,
     blocklist::{BlockKey, PRESENCE_WORDS},
     config::KernelConfig,
+    fastpath::FastPath,
     limits,
     meta::{BlockMeta, MetaKey},
     ports::LISTENING_WORDS,
@@ -91,3 +92,13 @@ pub static NO_AGGREGATE: HashMap<Addr, u8> = HashMap::with_max_entries(limits::M
 #[map]
 pub static BLOCK_META: HashMap<MetaKey, BlockMeta> =
     HashMap::with_max_entries(limits::MAX_BLOCKS, 0);
+
+/// Per CPU: the clock read once per tick, the new-source budget and the
+/// verdict cache of blocked sources (`fast`).
+#[map]
+pub static FAST: PerCpuArray<FastPath> = PerCpuArray::with_max_entries(1, 0);
+
+/// The controller's block generation: bumped on every unblock and allowlist
+/// change, it voids every cached verdict of an older one.
+#[map]
+pub static BLOCK_GENERATION: Array<u64> = Array::with_max_entries(1, 0);

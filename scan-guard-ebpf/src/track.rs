@@ -6,7 +6,6 @@ use aya_ebpf::{
         BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::bpf_ktime_get_coarse_ns,
     maps::lpm_trie::Key,
 };
 use scan_guard_common::{
@@ -19,7 +18,7 @@ use scan_guard_common::{
 };
 
 use crate::{
-    bump,
+    bump, fast,
     maps::{BLOCK_V4, BLOCK_V6, CONTACTS, EVENTS, NO_AGGREGATE, PROTECTED, RATE, SCRATCH, SOURCES},
     parse::L3,
 };
@@ -51,12 +50,27 @@ pub const AUTO_BLOCKED: u32 = 0x100;
 #[inline(never)]
 pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
     bump(stats, Stat::Probes as usize);
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = fast::now();
     let (key, plen) = source_key(&l3.src, cfg);
     let state = match SOURCES.get_ptr_mut(&key) {
         Some(s) => s,
         None => {
+            // Admission: a source that so far only does what a client does (an
+            // OS stack's SYN to a listening port) gets no state, so a flood of
+            // such SYNs from random sources allocates nothing.
+            if probe.listening && probe.os_stack {
+                bump(stats, Stat::AdmittedUntracked as usize);
+                return XDP_PASS;
+            }
+            if !fast::take_budget(now, cfg.new_source_budget) {
+                // Past this CPU's budget of new states (a random-source flood):
+                // the first contact still reaches the slow-scan detector.
+                bump(stats, Stat::OverBudget as usize);
+                if probe.port.is_some() {
+                    contact(l3, &key, plen, probe, now, stats);
+                }
+                return XDP_PASS;
+            }
             let Some(fresh) = SCRATCH.get_ptr_mut(0) else {
                 return XDP_PASS;
             };
@@ -68,6 +82,9 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
             if SOURCES.insert(&key, fresh, BPF_NOEXIST as u64).is_ok() {
                 bump(stats, Stat::NewSources as usize);
             }
+            // Looked up again rather than updating the scratch copy before the
+            // insert: one kind of pointer reaching the update rule keeps the
+            // verifier's walk of it single (two would exceed its budget).
             match SOURCES.get_ptr_mut(&key) {
                 Some(s) => s,
                 None => {
@@ -135,9 +152,7 @@ pub fn first_fragment_dropped(src: &Addr, cfg: &KernelConfig) -> bool {
     if state.tiny_frags == 0 {
         return false;
     }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    now.saturating_sub(state.window_start_ns) < cfg.window_ns
+    fast::now().saturating_sub(state.window_start_ns) < cfg.window_ns
 }
 
 /// One first-contact record for the slow-scan detector (lost ones are counted).

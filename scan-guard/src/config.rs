@@ -6,6 +6,7 @@ use std::{fmt, path::Path, time::Duration};
 use anyhow::{Context as _, Result};
 use scan_guard_common::{
     config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_LOCAL_ONLY, POLICY_STEALTH},
+    fastpath::budget_per_window,
     flags::InvalidClass,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -99,6 +100,11 @@ pub struct Detection {
     pub ipv6_source_prefix: u8,
     /// The same for IPv4 (32: per address; 24 would make a /24 one source).
     pub ipv4_source_prefix: u8,
+    /// New sources with evidence each CPU starts tracking per second; past it
+    /// (a random-source flood) a new source is not tracked in the kernel, its
+    /// first contact still reaches the slow-scan detector, and sources already
+    /// tracked (a real scan during the flood) keep their state. 0: no budget.
+    pub new_sources_per_cpu_per_sec: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -281,6 +287,7 @@ impl Default for Detection {
             nat_refresh: Dur(Duration::from_secs(2)),
             ipv6_source_prefix: 64,
             ipv4_source_prefix: 32,
+            new_sources_per_cpu_per_sec: 20_000,
         }
     }
 }
@@ -498,6 +505,8 @@ impl Config {
             // blocks mostly are.
             v4_aggregate_prefix: b.aggregate_ipv4_prefix.min(32) as u8,
             v6_aggregate_prefix: b.aggregate_ipv6_prefix.min(128) as u8,
+            new_source_budget: budget_per_window(d.new_sources_per_cpu_per_sec),
+            _pad: 0,
         }
     }
 

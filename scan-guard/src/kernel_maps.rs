@@ -44,6 +44,9 @@ pub struct KernelMaps {
     pub local: HashMap<MapData, Addr, u8>,
     /// Source prefixes scored per address (they hold addresses judged alone).
     pub no_aggregate: HashMap<MapData, Addr, u8>,
+    /// Bumped whenever a block is lifted or replaced: the kernel's per-CPU
+    /// verdict cache holds nothing of an older generation.
+    generation: Array<MapData, u64>,
     /// The config as last read or written: it says which blocks are hashed.
     kcfg: KernelConfig,
 }
@@ -74,6 +77,14 @@ fn replace_set(map: &mut HashMap<MapData, Addr, u8>, set: &[Addr], name: &str) -
         }
     }
     Ok(())
+}
+
+/// `BPF_NOEXIST`: insert only when the key is new.
+const NOEXIST: u64 = 1;
+
+/// True when an insert with `NOEXIST` met an existing key.
+fn is_exists(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST))
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -112,6 +123,7 @@ impl KernelMaps {
             rate: field!(map_names::RATE),
             local: field!(map_names::LOCAL_ADDRS),
             no_aggregate: field!(map_names::NO_AGGREGATE),
+            generation: field!(map_names::BLOCK_GENERATION),
         })
     }
 
@@ -250,27 +262,63 @@ impl KernelMaps {
 
     /// Writes a block where the kernel looks for it: the hash map for a host or
     /// a source prefix, else the LPM trie (and its /16s into the presence bits).
+    /// A block that replaces one in place (a new expiry, perhaps an earlier
+    /// one) bumps the generation, so no CPU keeps dropping on a cached verdict.
     pub fn insert_block(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
         // Presence first: the kernel must never meet a block it would skip.
         self.mark_presence(addr, prefix_len)?;
         if is_hashed(&self.kcfg, addr, prefix_len) {
             return self.insert_hashed(addr, prefix_len, entry);
         }
-        self.blocklist
-            .insert(&Key::new(prefix_len, *addr), entry, 0)
-            .context("inserting into BLOCKLIST")
+        let key = Key::new(prefix_len, *addr);
+        match self.blocklist.insert(&key, entry, NOEXIST) {
+            Err(e) if is_exists(&e) => {
+                self.blocklist
+                    .insert(&key, entry, 0)
+                    .context("inserting into BLOCKLIST")?;
+                self.bump_generation()
+            }
+            r => r.context("inserting into BLOCKLIST"),
+        }
     }
 
     fn insert_hashed(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
-        if is_v4(addr) {
-            self.block_v4
-                .insert(v4_key_of(addr, prefix_len), entry, 0)
-                .context("inserting into BLOCK_V4")
+        let replaced = if is_v4(addr) {
+            let key = v4_key_of(addr, prefix_len);
+            match self.block_v4.insert(key, entry, NOEXIST) {
+                Err(e) if is_exists(&e) => {
+                    self.block_v4
+                        .insert(key, entry, 0)
+                        .context("inserting into BLOCK_V4")?;
+                    true
+                }
+                r => r.map(|()| false).context("inserting into BLOCK_V4")?,
+            }
         } else {
-            self.block_v6
-                .insert(BlockKey::new(addr, prefix_len), entry, 0)
-                .context("inserting into BLOCK_V6")
+            let key = BlockKey::new(addr, prefix_len);
+            match self.block_v6.insert(key, entry, NOEXIST) {
+                Err(e) if is_exists(&e) => {
+                    self.block_v6
+                        .insert(key, entry, 0)
+                        .context("inserting into BLOCK_V6")?;
+                    true
+                }
+                r => r.map(|()| false).context("inserting into BLOCK_V6")?,
+            }
+        };
+        if replaced {
+            self.bump_generation()?;
         }
+        Ok(())
+    }
+
+    /// Voids every verdict the kernel cached so far (after a block is lifted
+    /// or replaced).
+    pub fn bump_generation(&mut self) -> Result<()> {
+        let g = self.generation.get(&0, 0).unwrap_or(0);
+        self.generation
+            .set(0, g.wrapping_add(1), 0)
+            .context("writing BLOCK_GENERATION")
     }
 
     fn remove_hashed(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
@@ -310,6 +358,9 @@ impl KernelMaps {
                 Err(e) => return Err(e).context("removing from BLOCKLIST"),
             }
         };
+        if removed {
+            self.bump_generation()?;
+        }
         // A host's bit may stay until the next full pass (`sync_presence`):
         // a stale bit costs a lookup, never a verdict. A trie prefix may cover
         // many /16s, so those are recomputed now.

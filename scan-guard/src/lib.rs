@@ -35,3 +35,9 @@ pub static EBPF_OBJECT: &[u8] =
 /// `baseline_pass`), for per-packet cost ratios measured in the same run.
 pub static BASELINE_PASS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline-pass"));
+
+/// Benchmark programs: the reference filters (`ref_source_drop`,
+/// `ref_source_lookup_drop`) and the random-source driver that tail-calls the
+/// program under test (`random_source_driver`).
+pub static BENCH_PROGRAMS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-programs"));

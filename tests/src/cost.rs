@@ -21,6 +21,7 @@ use scan_guard_common::{
     addr::{from_v4, mask},
     config::KernelConfig,
     state::{BlockEntry, BlockOrigin, KIND_NONE},
+    stats::{Stat, StatBlock},
 };
 
 use crate::{
@@ -76,6 +77,58 @@ pub fn baseline() -> Ebpf {
         .try_into()
         .expect("XDP program");
     prog.load().expect("loading the baseline program");
+    ebpf
+}
+
+/// The bench-programs object with every program loaded; `REF_BLOCKED` holds
+/// the benchmark's exact-blocked source.
+pub fn bench_programs() -> Ebpf {
+    let mut ebpf =
+        Ebpf::load(scan_guard::BENCH_PROGRAMS_OBJECT).expect("loading the bench-programs object");
+    for name in [REF_SOURCE_DROP, REF_LOOKUP_DROP, RANDOM_SOURCE_DRIVER] {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("program {name}"))
+            .try_into()
+            .expect("XDP program");
+        prog.load()
+            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    }
+    let mut blocked: aya::maps::HashMap<_, u32, u8> = ebpf
+        .map_mut("REF_BLOCKED")
+        .expect("REF_BLOCKED map")
+        .try_into()
+        .expect("REF_BLOCKED is a hash map");
+    blocked
+        .insert(u32::from_ne_bytes(BLOCKED_EXACT.0), 1, 0)
+        .expect("filling REF_BLOCKED");
+    ebpf
+}
+
+/// Program names in the bench-programs object.
+pub const REF_SOURCE_DROP: &str = "ref_source_drop";
+pub const REF_LOOKUP_DROP: &str = "ref_source_lookup_drop";
+pub const RANDOM_SOURCE_DRIVER: &str = "random_source_driver";
+
+/// A loaded XDP program of `ebpf` by name.
+pub fn xdp_prog<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
+    ebpf.program(name)
+        .unwrap_or_else(|| panic!("program {name}"))
+        .try_into()
+        .expect("XDP program")
+}
+
+/// A random-source driver (its own copy of the bench-programs object) whose
+/// tail call goes to `target`: every run of it is a packet from a new source.
+pub fn random_source_driver(target: &Xdp) -> Ebpf {
+    let mut ebpf = bench_programs();
+    let fd = target.fd().expect("target program fd");
+    let mut slots: aya::maps::ProgramArray<_> = ebpf
+        .map_mut("TARGET")
+        .expect("TARGET map")
+        .try_into()
+        .expect("TARGET is a program array");
+    slots.set(0, fd, 0).expect("setting the driver's target");
     ebpf
 }
 
@@ -412,6 +465,9 @@ pub struct CostReport {
     /// Auto-blocks the main instance made during measuring (should be 0: a path
     /// turning into the blocked path halfway would spoil its row).
     pub auto_blocks: u64,
+    /// Named kernel counters read after measuring (verdict cache hits and
+    /// misses, what the random-source flood did).
+    pub counters: Vec<(String, u64)>,
 }
 
 /// What to measure.
@@ -440,6 +496,7 @@ pub fn measure_all<'a>(
     h.set_listening(&[80, 443], &[53]);
     let paths = main_paths();
     let sg = scan_guard_prog(&h.ebpf);
+    let refs = bench_programs();
 
     let mut empty_samples = Vec::new();
     let mut rows = Vec::new();
@@ -461,6 +518,18 @@ pub fn measure_all<'a>(
                 frame: frame.clone(),
             });
         }
+        for (name, prog) in [
+            (REFERENCE_SOURCE_DROP, REF_SOURCE_DROP),
+            (REFERENCE_LOOKUP_DROP, REF_LOOKUP_DROP),
+        ] {
+            cases.push(Case {
+                name: name.into(),
+                group: "reference",
+                entries: Some(1),
+                prog: xdp_prog(&refs, prog),
+                frame: syn_from(BLOCKED_EXACT_SRC),
+            });
+        }
         cases.extend(extra.iter().map(|c| Case {
             name: c.name.clone(),
             group: c.group,
@@ -477,6 +546,7 @@ pub fn measure_all<'a>(
     let auto_blocks = h.stats()[scan_guard_common::stats::Stat::AutoBlocks as usize];
 
     let mut inserts = Vec::new();
+    let mut counters = Vec::new();
     for (i, &n) in plan.block_sizes.iter().enumerate() {
         let exact = BlockInstance::new(n, BLOCKED_EXACT, 1 + i as u64);
         let prefix = BlockInstance::new(n, BLOCKED_PREFIX, 101 + i as u64);
@@ -513,32 +583,137 @@ pub fn measure_all<'a>(
         for (c, (s, v)) in cases.iter().zip(&samples).skip(1) {
             rows.push(summarise(c, s, *v));
         }
+        for (b, what) in [(&exact, "blocked_exact"), (&prefix, "blocked_prefix")] {
+            if let Ok(st) = b.maps.stats_total() {
+                counters.push((
+                    format!("{what} ({}): verdict cache hits", entries_label(n)),
+                    st[Stat::VerdictCacheHits as usize],
+                ));
+                counters.push((
+                    format!("{what} ({}): verdict cache misses", entries_label(n)),
+                    st[Stat::VerdictCacheMisses as usize],
+                ));
+            }
+        }
     }
 
+    let (random_rows, flood_stats) = random_source_rows(sg, empty, plan, &mut empty_samples);
+    rows.extend(random_rows);
+    // The verdict cache's counters of the main instance's blocked rows, and
+    // what the budgeted instance did with the random-source flood.
+    for (stat, name) in [
+        (
+            Stat::AdmittedUntracked,
+            "random-source flood: admitted untracked (listening port)",
+        ),
+        (
+            Stat::OverBudget,
+            "random-source flood: over the new-source budget",
+        ),
+        (Stat::NewSources, "random-source flood: states allocated"),
+        (
+            Stat::Contacts,
+            "random-source flood: first contacts reported",
+        ),
+        (
+            Stat::ContactsLost,
+            "random-source flood: first contacts lost (ring full)",
+        ),
+    ] {
+        counters.push((name.to_string(), flood_stats[stat as usize]));
+    }
     let new_source = new_source_cost(sg, empty, plan.new_sources);
     let empty_row = summarise(&empty_case(Vec::new()), &empty_samples, 2);
     rows.insert(0, empty_row);
-    let tracked = rows
-        .iter()
-        .find(|r| r.name == "syn_tracked_source")
-        .map_or(f64::NAN, |r| r.ns_per_packet);
-    let estimate = new_source.corrected(tracked);
-    rows.push(PathCost {
-        name: "syn_new_source".into(),
-        group: "scan-guard",
-        ns_per_packet: estimate,
-        min: estimate,
-        max: estimate,
-        samples: new_source.sources as usize,
-        verdict: new_source.verdict,
-        entries: Some(0),
-    });
     CostReport {
         rows,
         new_source,
         inserts,
         auto_blocks,
+        counters,
     }
+}
+
+/// Row names of the reference programs and the random-source stage.
+pub const REFERENCE_SOURCE_DROP: &str = "reference: read source + drop";
+pub const REFERENCE_LOOKUP_DROP: &str = "reference: read source + one hash lookup + drop";
+pub const DRIVER_EMPTY: &str = "random-source driver -> empty program";
+pub const NEW_SOURCE_LISTENING: &str = "syn_new_source_listening_port";
+pub const NEW_SOURCE_CLOSED: &str = "first_probe_new_source_closed_port";
+pub const NEW_SOURCE_CLOSED_TRACKED: &str =
+    "first_probe_new_source_closed_port (within budget: state allocated)";
+
+/// Every run a new source (the random-source driver tail-calling the program
+/// under test): an OS-stack SYN to a listening port and a SYN to a closed
+/// port, round-robin with the driver tail-calling the empty program and the
+/// empty program itself. A scan-guard row is the driver run minus the
+/// driver's own cost (driver -> empty, minus empty), so it is comparable with
+/// the repeat-mode rows; the driver's row is its raw cost.
+fn random_source_rows(
+    sg: &Xdp,
+    empty: &Xdp,
+    plan: &CostPlan,
+    empty_samples: &mut Vec<f64>,
+) -> (Vec<PathCost>, StatBlock) {
+    // The shipped new-source budget: a flood of first probes runs past it
+    // within a few packets per window, as it does on a host under flood.
+    let product = scan_guard::config::Config::default().kernel_config(32_768, 0);
+    let mut budgeted = Harness::new(KernelConfig {
+        new_source_budget: product.new_source_budget,
+        ..KernelConfig::default()
+    });
+    budgeted.set_listening(&[80, 443], &[53]);
+    let to_empty = random_source_driver(empty);
+    let to_sg = random_source_driver(sg);
+    let to_budgeted = random_source_driver(scan_guard_prog(&budgeted.ebpf));
+    let listening = Pkt::tcp("10.128.0.1", "10.50.0.1", 80, 0x02)
+        .os_options()
+        .build();
+    let closed = Pkt::tcp("10.128.0.1", "10.50.0.1", 81, 0x02).build();
+    let case = |name: &str, group, prog, frame: &Vec<u8>| Case {
+        name: name.into(),
+        group,
+        entries: (group == "scan-guard").then_some(0),
+        prog,
+        frame: frame.clone(),
+    };
+    let cases = vec![
+        case(EMPTY_PASS, "baseline", empty, &listening),
+        case(
+            DRIVER_EMPTY,
+            "driver",
+            xdp_prog(&to_empty, RANDOM_SOURCE_DRIVER),
+            &listening,
+        ),
+        case(
+            NEW_SOURCE_LISTENING,
+            "scan-guard",
+            xdp_prog(&to_budgeted, RANDOM_SOURCE_DRIVER),
+            &listening,
+        ),
+        case(
+            NEW_SOURCE_CLOSED,
+            "scan-guard",
+            xdp_prog(&to_budgeted, RANDOM_SOURCE_DRIVER),
+            &closed,
+        ),
+        case(
+            NEW_SOURCE_CLOSED_TRACKED,
+            "scan-guard",
+            xdp_prog(&to_sg, RANDOM_SOURCE_DRIVER),
+            &closed,
+        ),
+    ];
+    let samples = sample_cases(&cases, plan.repeat, plan.rounds);
+    empty_samples.extend_from_slice(&samples[0].0);
+    let empty_median = median(&samples[0].0);
+    let driver_cost = median(&samples[1].0) - empty_median;
+    let mut rows = vec![summarise(&cases[1], &samples[1].0, samples[1].1)];
+    for (c, (s, v)) in cases.iter().zip(&samples).skip(2) {
+        let net: Vec<f64> = s.iter().map(|x| x - driver_cost).collect();
+        rows.push(summarise(c, &net, *v));
+    }
+    (rows, budgeted.stats())
 }
 
 /// The simple form used by `per-packet-cost`: every path with `repeat` runs, three

@@ -250,6 +250,13 @@ impl Model {
         st[Stat::Probes as usize] += 1;
         let (key, plen) = self.source_key(&l3.src);
         if let std::collections::hash_map::Entry::Vacant(v) = self.sources.entry(key) {
+            // Admission: a client's SYN (OS option set, listening port) from an
+            // untracked source allocates nothing. The model has no new-source
+            // budget (`new_source_budget` 0).
+            if probe.listening && probe.os_stack {
+                st[Stat::AdmittedUntracked as usize] += 1;
+                return XDP_PASS;
+            }
             v.insert(SourceState::new(now));
             st[Stat::NewSources as usize] += 1;
         }

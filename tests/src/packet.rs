@@ -27,6 +27,11 @@ pub const UNWALKABLE_IPV6_CHAIN: [u8; 7] = [
     EXT_DEST_OPTS,
 ];
 
+/// MSS 1460, SACK permitted, timestamps, NOP, window scale 7.
+const TCP_OS_OPTIONS: [u8; 20] = [
+    2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum L4 {
     Tcp {
@@ -65,6 +70,9 @@ pub struct Pkt {
     pub ipv6_ext: Vec<u8>,
     pub frag: Frag,
     pub payload: usize,
+    /// TCP only: the option set a Linux connect() sends (MSS, SACK permitted,
+    /// timestamps, window scale: 20 bytes, data offset 10).
+    pub os_options: bool,
 }
 
 pub fn ip(s: &str) -> IpAddr {
@@ -109,6 +117,7 @@ impl Pkt {
             ipv6_ext: Vec::new(),
             frag: Frag::None,
             payload: 0,
+            os_options: false,
         }
     }
 
@@ -137,6 +146,12 @@ impl Pkt {
         self
     }
 
+    /// A SYN as an OS stack sends it (see `os_options`).
+    pub fn os_options(mut self) -> Self {
+        self.os_options = true;
+        self
+    }
+
     fn l4_bytes(&self) -> (u8, Vec<u8>) {
         let v6 = self.src.is_ipv6();
         let (proto, mut b) = match self.l4 {
@@ -152,6 +167,10 @@ impl Pkt {
                 b[12] = 5 << 4;
                 b[13] = flags;
                 b[14..16].copy_from_slice(&1024u16.to_be_bytes());
+                if self.os_options {
+                    b[12] = 10 << 4;
+                    b.extend_from_slice(&TCP_OS_OPTIONS);
+                }
                 (6, b)
             }
             L4::Udp { sport, dport } => {

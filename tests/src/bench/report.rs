@@ -471,18 +471,25 @@ pub fn highlights(r: &Results) -> Vec<String> {
             row(crate::cost::EMPTY_PASS),
             sg.iter().min_by(|a, b| a.ns.total_cmp(&b.ns)),
             sg.iter()
-                .filter(|x| x.name != "syn_new_source")
+                .filter(|x| !x.name.contains("new_source"))
                 .max_by(|a, b| a.ns.total_cmp(&b.ns)),
         ) {
             h.push(format!(
                 "Per packet, scan-guard costs {:.0} ns ({}) to {:.0} ns ({}) against {:.0} ns \
-                 for the empty program; a new source is an estimated {:.0} ns",
-                fast.ns,
-                fast.name,
-                slow.ns,
-                slow.name,
-                e.ns,
-                row("syn_new_source").map_or(f64::NAN, |x| x.ns)
+                 for the empty program",
+                fast.ns, fast.name, slow.ns, slow.name, e.ns,
+            ));
+        }
+        let new: Vec<String> = sg
+            .iter()
+            .filter(|x| x.name.contains("new_source"))
+            .map(|x| format!("{} {:.0} ns", x.name, x.ns))
+            .collect();
+        if !new.is_empty() {
+            h.push(format!(
+                "Every packet from a new source (the random-source driver, its own cost \
+                 subtracted): {}",
+                new.join("; ")
             ));
         }
         let drops: Vec<String> = pp
@@ -504,13 +511,6 @@ pub fn highlights(r: &Results) -> Vec<String> {
                     .join(", ")
             ));
         }
-        h.push(format!(
-            "A new source costs {:.0} ns more than a tracked source's SYN when both run one at a \
-             time ({:.0} vs {:.0} ns)",
-            pp.new_source_single_run_ns - pp.tracked_single_run_ns,
-            pp.new_source_single_run_ns,
-            pp.tracked_single_run_ns
-        ));
     }
     if let Some(fl) = &r.flood {
         let list: Vec<String> = fl
@@ -761,6 +761,18 @@ pub fn markdown(r: &Results, md_path: &Path, charts_dir: &Path) -> String {
                     ins.join("; ")
                 );
             }
+        }
+        if !pp.counters.is_empty() {
+            let _ = writeln!(
+                s,
+                "Kernel counters after measuring (the verdict cache decides a blocked source's \
+                 drop without a map lookup; the random-source rows show what a flood of new \
+                 sources does):\n\n| Counter | Value |\n|---|---:|"
+            );
+            for (name, v) in &pp.counters {
+                let _ = writeln!(s, "| {name} | {v} |");
+            }
+            let _ = writeln!(s);
         }
         for n in &pp.notes {
             let _ = writeln!(s, "- {n}");

@@ -62,6 +62,10 @@ pub struct PerPacket {
     /// (entries, seconds to insert them one syscall each, BLOCKLIST memlock bytes).
     pub inserts: Vec<(u32, f64, Option<u64>)>,
     pub auto_blocks_during_measure: u64,
+    /// Kernel counters read after measuring: verdict cache hits and misses,
+    /// what the random-source flood did (admitted, over budget, contacts).
+    #[serde(default)]
+    pub counters: Vec<(String, u64)>,
     pub notes: Vec<String>,
 }
 
