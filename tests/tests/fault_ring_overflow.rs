@@ -23,7 +23,7 @@ use std::{
 use scan_guard_tests::{
     hardening::{Injector, SCAN_PORTS, SpoofRange, stat},
     is_root,
-    lab::{Lab, XdpMode, is_event, read_lossy},
+    lab::{ControllerOptions, Lab, XdpMode, is_event, read_lossy},
 };
 
 const SOURCES: u32 = 24_000;
@@ -39,7 +39,15 @@ fn ring_buffers_overflow_is_counted_and_detection_recovers() {
     let tag = lab.tag.clone();
     let range = SpoofRange::WIDE;
     range.install(&lab);
-    let c = lab.start_controller(XdpMode::Native);
+    // No new-source budget: every spoofed source is to get state and cross
+    // (with the shipped budget most would not be tracked at all, which is the
+    // budget's job but not what this test overflows the rings with).
+    let cfg = lab.write_file(
+        "config",
+        "toml",
+        "[detection]\nnew_sources_per_cpu_per_sec = 0\n",
+    );
+    let c = lab.start_controller_with(&ControllerOptions::new(XdpMode::Native).config(&cfg));
     let mut inj = Injector::new(&lab.att, &lab.tgt);
     let dst = IpAddr::V4(lab.tgt.v4);
 
