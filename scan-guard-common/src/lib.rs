@@ -91,8 +91,11 @@ pub mod limits {
     pub const MAX_ALLOWS: u32 = 4_096;
     /// Ring buffer for threshold-crossing events, in bytes (power of two, page multiple).
     pub const EVENT_RING_BYTES: u32 = 256 * 1024;
-    /// Ring buffer for first-contact records, in bytes.
-    pub const CONTACT_RING_BYTES: u32 = 256 * 1024;
+    /// Ring buffer for first-contact records, in bytes: about 75,000 records,
+    /// what a flood of new sources at several hundred thousand per second
+    /// brings between two drains of the controller (woken every 256th record
+    /// of a CPU, and every 100 ms).
+    pub const CONTACT_RING_BYTES: u32 = 4 * 1024 * 1024;
     /// Never-block prefixes.
     pub const MAX_PROTECTED: u32 = 1_024;
     /// Source prefixes scored per address (`NO_AGGREGATE`).

@@ -178,10 +178,10 @@ fn contact(l3: &L3, key: &Addr, plen: u32, probe: &Probe, now: u64, stats: &mut 
                 (&raw mut (*c)._pad).write([0; 2]);
             }
             // No wakeup per record: the controller drains this ring every 100 ms
-            // and is woken only for every 64th record of a CPU, so a flood of
-            // first contacts costs no wakeup each.
+            // and is woken only for every 256th record of a CPU, so a flood of
+            // first contacts costs no wakeup each and is drained in batches.
             bump(stats, Stat::Contacts as usize);
-            let flags = if stats[Stat::Contacts as usize] % 64 == 0 {
+            let flags = if stats[Stat::Contacts as usize] % 256 == 0 {
                 BPF_RB_FORCE_WAKEUP
             } else {
                 BPF_RB_NO_WAKEUP

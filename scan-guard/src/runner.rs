@@ -39,7 +39,7 @@ use crate::{
 };
 
 /// How often the first-contact ring is drained without a wakeup (the kernel
-/// submits its records without one, and wakes us only for a full batch).
+/// submits its records without one, and wakes us only for a batch of 256).
 const CONTACT_DRAIN: Duration = Duration::from_millis(100);
 
 /// Every first-contact record waiting in the ring.

@@ -5,8 +5,9 @@
 //! own 10.200.0.0/16, with a blackhole route for it in the target namespace, so
 //! nothing ever answers or leaves the lab). 24,000 sources each SYN-scan 8 closed
 //! privileged ports within a fraction of a second: one threshold crossing per source
-//! (event ring) and eight first contacts each (contact ring), far more than the two
-//! 256 KiB rings hold while the controller drains them.
+//! (event ring) and eight first contacts each (contact ring), far more than the
+//! rings (256 KiB of events, 4 MiB of contacts) hold while the controller drains
+//! them.
 //! - the kernel counts what it could not queue (`events_lost`, `contacts_lost`) and
 //!   keeps working: every packet is counted, crossings past the rate cap are
 //!   `auto_block_suppressed`;

@@ -223,3 +223,47 @@ fn every_kind_of_block_is_enforced_wherever_it_lives() {
     assert_eq!(rest, Vec::<String>::new(), "after lifting the /12");
     assert_eq!(h.maps.blocks().expect("blocks").len(), 5);
 }
+
+/// The per-CPU verdict cache never outlives a change: a blocked source is
+/// dropped from the cache, passes from the very next packet once the
+/// controller lifts its block, and is dropped again once blocked again (by
+/// the controller, then by the kernel's own auto-block).
+#[test]
+fn cached_verdicts_follow_every_block_change_at_once() {
+    let mut h = Harness::new(KernelConfig::default());
+    h.set_listening(&[443], &[]);
+    h.block("10.30.0.10", 32, 0);
+    let ack = |src: &str| Pkt::tcp(src, "10.30.0.1", 443, ACK).build();
+    for _ in 0..5 {
+        assert_eq!(h.run(&ack("10.30.0.10")), XDP_DROP);
+    }
+    assert_eq!(
+        h.stats()[Stat::VerdictCacheHits as usize],
+        4,
+        "the first drop fills the cache, four more hit it"
+    );
+    // Lifted by the controller.
+    let key = addr("10.30.0.10");
+    assert_eq!(h.maps.remove_block(&key, 128).ok(), Some(true));
+    assert_eq!(h.run(&ack("10.30.0.10")), XDP_PASS);
+    assert_eq!(h.run(&ack("10.30.0.10")), XDP_PASS);
+    // Blocked again by the controller.
+    h.block("10.30.0.10", 32, 0);
+    assert_eq!(h.run(&ack("10.30.0.10")), XDP_DROP);
+    // Lifted again, then blocked by the kernel itself after a scan.
+    assert_eq!(h.maps.remove_block(&key, 128).ok(), Some(true));
+    assert_eq!(h.run(&ack("10.30.0.10")), XDP_PASS);
+    let mut port = 1u16;
+    while h.stats()[Stat::AutoBlocks as usize] == 0 {
+        assert!(port < 200, "no auto-block after {port} probes");
+        h.run(&Pkt::tcp("10.30.0.10", "10.30.0.1", port, SYN).build());
+        port += 1;
+    }
+    assert_eq!(h.run(&ack("10.30.0.10")), XDP_DROP);
+    // A block replaced in place with an earlier expiry lapses with it, not
+    // with the cached one.
+    h.block("10.30.0.20", 32, 0);
+    assert_eq!(h.run(&ack("10.30.0.20")), XDP_DROP);
+    h.block("10.30.0.20", 32, 1);
+    assert_eq!(h.run(&ack("10.30.0.20")), XDP_PASS);
+}
