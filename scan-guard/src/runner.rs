@@ -53,8 +53,11 @@ fn drain_contacts(ring: &mut RingBuf<MapData>) -> Vec<Contact> {
     batch
 }
 
-/// How often blocks are reconciled, listeners re-read and state saved.
+/// How often blocks are reconciled and listeners re-read.
 const TICK: Duration = Duration::from_secs(1);
+/// Least time between two state-file writes for changes the tick finds;
+/// control commands, CrowdSec decisions, SIGHUP and shutdown write at once.
+const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 /// Ticks between full passes over the blocklist maps (see `sync_blocks`).
 /// Expiries run every tick from memory; control commands signal their changes
 /// (SIGUSR2) and get a full pass at once.
@@ -120,6 +123,11 @@ struct Controller {
     /// The host's own addresses as last written to `LOCAL_ADDRS`.
     local: Vec<Addr>,
     state_file: PathBuf,
+    /// A change the tick found (an expiry, an adopted kernel block, a listener)
+    /// not yet in the state file.
+    state_dirty: bool,
+    /// When the state file was last written.
+    saved_at: Option<std::time::Instant>,
     /// CrowdSec Local API tasks (bouncer and agent), when `[crowdsec]` asks.
     crowdsec: crate::crowdsec::Link,
 }
@@ -347,6 +355,8 @@ fn start(
         nat,
         local,
         state_file: opts.state_file.clone(),
+        state_dirty: false,
+        saved_at: None,
         metrics,
         ticks: 0,
         full_pass_due: true,
@@ -829,8 +839,17 @@ impl Controller {
             }
         }
         self.trw.expire(clock::monotonic_ns());
-        // A listener that came or went is worth keeping across a crash too.
+        // A listener that came or went is worth keeping across a reboot too.
+        // Written at most every STATE_SAVE_INTERVAL: under a flood the blocks
+        // change every tick, and the kernel's pinned maps keep them across a
+        // controller crash meanwhile (the file matters when they are gone).
         if changed || remembered_changed {
+            self.state_dirty = true;
+        }
+        let due = self
+            .saved_at
+            .is_none_or(|t| t.elapsed() >= STATE_SAVE_INTERVAL);
+        if self.state_dirty && due {
             self.save()?;
         }
         Ok(())
@@ -891,7 +910,10 @@ impl Controller {
             .into_iter()
             .map(|(port, last_unix_s)| persist::SavedListener { port, last_unix_s })
             .collect();
-        persist::save(&self.state_file, &state)
+        persist::save(&self.state_file, &state)?;
+        self.state_dirty = false;
+        self.saved_at = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// SIGUSR1 (logrotate's postrotate) and SIGHUP: events files are opened anew
