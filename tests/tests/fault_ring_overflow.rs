@@ -5,10 +5,10 @@
 //! own 10.200.0.0/16, with a blackhole route for it in the target namespace, so
 //! nothing ever answers or leaves the lab). 24,000 sources each SYN-scan 8 closed
 //! privileged ports within a fraction of a second: one threshold crossing per source
-//! (event ring) and eight first contacts each (contact ring), far more than the
-//! rings (256 KiB of events, 4 MiB of contacts) hold while the controller drains
-//! them.
-//! - the kernel counts what it could not queue (`events_lost`, `contacts_lost`) and
+//! (event ring, 256 KiB: far more than it holds while the controller drains it)
+//! and eight first contacts each (contact ring, 4 MiB: about 75,000 records).
+//! - the kernel counts what it could not queue (`events_lost`, `contacts_lost`:
+//!   every crossing and every first contact is queued or counted lost) and
 //!   keeps working: every packet is counted, crossings past the rate cap are
 //!   `auto_block_suppressed`;
 //! - the controller survives and catches up (its events file stops growing);
@@ -96,9 +96,15 @@ fn ring_buffers_overflow_is_counted_and_detection_recovers() {
         g("events_lost") > 0,
         "[{tag}] {SOURCES} crossings in {flood_s:.2} s and no event lost? {s}"
     );
+    // The contact ring (4 MiB) may or may not overflow, depending on how fast
+    // the controller drains it on this machine: either way every first
+    // contact is queued or counted lost (a port whose sketch bucket another
+    // port of the same source took first is no first contact, hence 3/4).
+    let first_contacts = g("contacts") + g("contacts_lost");
     assert!(
-        g("contacts_lost") > 0,
-        "[{tag}] {frames} first contacts in {flood_s:.2} s and none lost? {s}"
+        first_contacts <= g("probes") && first_contacts >= g("probes") * 3 / 4,
+        "[{tag}] {first_contacts} first contacts queued or lost for {} probes: {s}",
+        g("probes")
     );
     // Every source crosses once, unless the controller's slow-scan test blocked it
     // first (after 4 of its 8 probes): each crossing is either queued or counted lost.
