@@ -87,6 +87,25 @@ fn is_exists(e: &aya::maps::MapError) -> bool {
     matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST))
 }
 
+/// Writes `entry` under `key`; true when it replaced an entry already there
+/// (a new key costs one syscall, as a plain insert does).
+fn insert_or_replace<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, BlockEntry>,
+    key: K,
+    entry: &BlockEntry,
+    name: &str,
+) -> Result<bool> {
+    match map.insert(key, entry, NOEXIST) {
+        Ok(()) => Ok(false),
+        Err(e) if is_exists(&e) => {
+            map.insert(key, entry, 0)
+                .with_context(|| format!("inserting into {name}"))?;
+            Ok(true)
+        }
+        Err(e) => Err(e).with_context(|| format!("inserting into {name}")),
+    }
+}
+
 fn typed<T>(map: Map, name: &str) -> Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
@@ -284,27 +303,19 @@ impl KernelMaps {
 
     fn insert_hashed(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
         let replaced = if is_v4(addr) {
-            let key = v4_key_of(addr, prefix_len);
-            match self.block_v4.insert(key, entry, NOEXIST) {
-                Err(e) if is_exists(&e) => {
-                    self.block_v4
-                        .insert(key, entry, 0)
-                        .context("inserting into BLOCK_V4")?;
-                    true
-                }
-                r => r.map(|()| false).context("inserting into BLOCK_V4")?,
-            }
+            insert_or_replace(
+                &mut self.block_v4,
+                v4_key_of(addr, prefix_len),
+                entry,
+                "BLOCK_V4",
+            )?
         } else {
-            let key = BlockKey::new(addr, prefix_len);
-            match self.block_v6.insert(key, entry, NOEXIST) {
-                Err(e) if is_exists(&e) => {
-                    self.block_v6
-                        .insert(key, entry, 0)
-                        .context("inserting into BLOCK_V6")?;
-                    true
-                }
-                r => r.map(|()| false).context("inserting into BLOCK_V6")?,
-            }
+            insert_or_replace(
+                &mut self.block_v6,
+                BlockKey::new(addr, prefix_len),
+                entry,
+                "BLOCK_V6",
+            )?
         };
         if replaced {
             self.bump_generation()?;
