@@ -64,6 +64,9 @@ pub enum FlagAction {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Interfaces to protect, names or globs (`eth*`); `--iface` replaces the
+    /// list. One program and one set of maps serve them all.
+    pub ifaces: Vec<String>,
     pub detection: Detection,
     pub slow_scan: SlowScan,
     pub blocking: Blocking,
@@ -377,6 +380,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), Invalid> {
+        crate::kernel::ifaces::parse_all(&self.ifaces)
+            .map_err(|e| Invalid(format!("ifaces: {e}")))?;
         let d = &self.detection;
         if d.window.0.is_zero() {
             return Err(Invalid("detection.window must be longer than 0s".into()));

@@ -18,6 +18,7 @@ use crate::{
     enforcer::{self, cidr_of, kind_name},
     error::usage,
     instance,
+    kernel::attachments::IfaceStatus,
     kernel_maps::KernelMaps,
     loader,
 };
@@ -107,8 +108,22 @@ pub fn stats(pin_dir: &Path, as_json: bool) -> Result<()> {
 
 pub fn status(pin_dir: &Path, as_json: bool) -> Result<()> {
     require_root()?;
-    let attached = pin_dir.join(loader::LINK_PIN).exists();
+    let attached = loader::is_attached(pin_dir);
     let info = instance::read(pin_dir).filter(|i| instance::alive(i.pid));
+    // The controller's own view when it runs; otherwise what the pins say (a
+    // link pinned for an interface that exists).
+    let interfaces: Vec<IfaceStatus> = match &info {
+        Some(i) => i.ifaces.clone(),
+        None => loader::pinned_links(pin_dir)
+            .into_iter()
+            .map(|name| IfaceStatus {
+                attached: loader::if_index(&name).is_ok(),
+                name,
+                mode: String::new(),
+                bond: None,
+            })
+            .collect(),
+    };
     let counts = if attached {
         open(pin_dir).ok().map(|m| stats_json(&m)).transpose()?
     } else {
@@ -123,6 +138,7 @@ pub fn status(pin_dir: &Path, as_json: bool) -> Result<()> {
         "pid": info.as_ref().map(|i| i.pid),
         "iface": info.as_ref().map(|i| i.iface.clone()),
         "mode": info.as_ref().map(|i| i.mode.clone()),
+        "interfaces": interfaces,
         "dry_run": info.as_ref().map(|i| i.dry_run),
         "uptime_s": uptime,
         "pin_dir": pin_dir,
@@ -150,6 +166,19 @@ pub fn status(pin_dir: &Path, as_json: bool) -> Result<()> {
             None => println!(
                 "attached, no controller running (the kernel keeps enforcing blocks and their expiry)"
             ),
+        }
+        for i in &interfaces {
+            let how = match (i.attached, i.mode.as_str()) {
+                (false, _) => "not attached (gone, or attaching failed)".to_owned(),
+                (true, "") => "attached".to_owned(),
+                (true, mode) => format!("attached, {mode} mode"),
+            };
+            let bond = i
+                .bond
+                .as_ref()
+                .map(|b| format!(" (slave of bond {b}, which takes no XDP program)"))
+                .unwrap_or_default();
+            println!("  {:<16} {how}{bond}", i.name);
         }
         if let Some(c) = counts {
             println!(

@@ -11,9 +11,13 @@ const RUN_DIR: &str = "/run/scan-guard";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceInfo {
     pub pid: u32,
+    /// The interfaces the program is on, comma-separated (see `ifaces`).
     pub iface: String,
-    /// "native", "skb" or "adopted".
+    /// "native", "skb" or "adopted" when all interfaces share it, else "mixed".
     pub mode: String,
+    /// Every interface of the list, attached or not, with its own mode.
+    #[serde(default)]
+    pub ifaces: Vec<crate::kernel::attachments::IfaceStatus>,
     pub started_unix_s: u64,
     pub pin_dir: PathBuf,
     pub state_file: PathBuf,

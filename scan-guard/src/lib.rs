@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod instance;
 pub mod journal;
+pub mod kernel;
 pub mod kernel_maps;
 pub mod kinds;
 pub mod listeners;

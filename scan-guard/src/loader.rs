@@ -19,8 +19,70 @@ use scan_guard_common::{PROGRAM_NAME, map_names};
 
 use crate::{EBPF_OBJECT, error::usage};
 
-/// File name of the pinned link inside the pin directory.
-pub const LINK_PIN: &str = "link";
+/// Pinned links are called `link-<iface>` inside the pin directory: one per
+/// interface the program is attached to, all sharing the same maps.
+const LINK_PREFIX: &str = "link-";
+/// The one link of an instance made before several interfaces were possible.
+const LEGACY_LINK: &str = "link";
+
+/// Where the link of `iface` is pinned.
+pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("{LINK_PREFIX}{iface}"))
+}
+
+/// The interfaces with a pinned link under `pin_dir`, sorted.
+pub fn pinned_links(pin_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pin_dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix(LINK_PREFIX))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort_unstable();
+    names
+}
+
+/// True when the instance under `pin_dir` has a link pinned (it is attached
+/// somewhere, or was until its interface went away).
+pub fn is_attached(pin_dir: &Path) -> bool {
+    !pinned_links(pin_dir).is_empty() || pin_dir.join(LEGACY_LINK).exists()
+}
+
+/// An instance made by a version with one interface pinned its link as `link`:
+/// with one configured interface it becomes that interface's link (re-adopted
+/// without a gap); otherwise it is released, and the attach that follows
+/// protects the interfaces of the new list.
+pub fn adopt_legacy_link(pin_dir: &Path, only_iface: Option<&str>) -> Result<()> {
+    let legacy = pin_dir.join(LEGACY_LINK);
+    if !legacy.exists() {
+        return Ok(());
+    }
+    match only_iface {
+        Some(iface) => std::fs::rename(&legacy, link_pin(pin_dir, iface))
+            .with_context(|| format!("renaming {} to the link of {iface}", legacy.display())),
+        None => unpin(&legacy),
+    }
+}
+
+fn unpin(path: &Path) -> Result<()> {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => {
+            let link = link
+                .unpin()
+                .with_context(|| format!("unpinning {}", path.display()))?;
+            drop(link);
+            Ok(())
+        }
+        Err(_) => std::fs::remove_file(path)
+            .with_context(|| format!("removing stale link pin {}", path.display())),
+    }
+}
 
 /// Why the maps pinned under `pin_dir` cannot be reused by this version (a
 /// scan-guard with another map layout made them: a map is missing or its key
@@ -171,29 +233,30 @@ pub fn attach(
     pin_dir: &Path,
 ) -> Result<Attachment> {
     let idx = if_index(iface)?;
-    let link_path = pin_dir.join(LINK_PIN);
+    let link_path = link_pin(pin_dir, iface);
     let prog = program(ebpf)?;
     if link_path.exists() {
-        // Keep the pin while swapping programs: if the update fails, the old program
-        // stays attached and pinned.
-        let fd_link: FdLink = PinnedLink::from_pin(&link_path)
-            .with_context(|| format!("opening pinned link {}", link_path.display()))?
-            .into();
-        let xdp_link = XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?;
-        let id = prog
-            .attach_to_link(xdp_link)
-            .context("replacing the program in the pinned link")?;
-        // The pin holds the link; our handle can go.
-        drop(prog.take_link(id).context("taking the XDP link")?);
-        if mode != AttachMode::Auto {
-            tracing::warn!(
-                "re-adopted the existing attachment on {iface}; --xdp-mode {mode:?} is not applied (stop the instance with SIGTERM to attach afresh)"
-            );
+        match replace_in_link(prog, &link_path) {
+            Ok(()) => {
+                if mode != AttachMode::Auto {
+                    tracing::warn!(
+                        "re-adopted the existing attachment on {iface}; --xdp-mode {mode:?} is not applied (stop the instance with SIGTERM to attach afresh)"
+                    );
+                }
+                return Ok(Attachment {
+                    mode: "adopted",
+                    readopted: true,
+                });
+            }
+            // The link died with an interface that was recreated meanwhile:
+            // it protects nothing, so a new one replaces it.
+            Err(e) => {
+                tracing::info!(
+                    "the pinned link of {iface} is not usable ({e:#}); attaching afresh"
+                );
+                unpin(&link_path)?;
+            }
         }
-        return Ok(Attachment {
-            mode: "adopted",
-            readopted: true,
-        });
     }
     let (id, used) = match mode {
         AttachMode::Native => (prog.attach_to_if_index(idx, XdpMode::Driver), "native"),
@@ -216,6 +279,21 @@ pub fn attach(
     })
 }
 
+/// Swaps our program into the pinned link at `link_path`. The pin stays while
+/// swapping: if the update fails, the old program stays attached and pinned.
+fn replace_in_link(prog: &mut Xdp, link_path: &Path) -> Result<()> {
+    let fd_link: FdLink = PinnedLink::from_pin(link_path)
+        .with_context(|| format!("opening pinned link {}", link_path.display()))?
+        .into();
+    let xdp_link = XdpLink::try_from(fd_link).context("pinned link is not an XDP link")?;
+    let id = prog
+        .attach_to_link(xdp_link)
+        .context("replacing the program in the pinned link")?;
+    // The pin holds the link; our handle can go.
+    drop(prog.take_link(id).context("taking the XDP link")?);
+    Ok(())
+}
+
 /// Attaches afresh after the interface was recreated: the old pinned link died
 /// with the old interface, so it is removed and a new one made and pinned.
 pub fn reattach(
@@ -224,16 +302,20 @@ pub fn reattach(
     mode: AttachMode,
     pin_dir: &Path,
 ) -> Result<&'static str> {
-    let link_path = pin_dir.join(LINK_PIN);
+    let link_path = link_pin(pin_dir, iface);
     if link_path.exists() {
-        if let Ok(old) = PinnedLink::from_pin(&link_path) {
-            drop(old.unpin());
-        } else {
-            std::fs::remove_file(&link_path)
-                .with_context(|| format!("removing stale {}", link_path.display()))?;
-        }
+        unpin(&link_path)?;
     }
     attach(ebpf, iface, mode, pin_dir).map(|a| a.mode)
+}
+
+/// Detaches the program from `iface` only (its link pin goes; the maps stay).
+pub fn detach_iface(pin_dir: &Path, iface: &str) -> Result<()> {
+    let link_path = link_pin(pin_dir, iface);
+    if link_path.exists() {
+        unpin(&link_path)?;
+    }
+    Ok(())
 }
 
 fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, path: &Path) -> Result<()> {
@@ -246,16 +328,16 @@ fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, path: &Path) -> R
     Ok(())
 }
 
-/// Detaches the instance pinned under `pin_dir` and removes its pins. Missing pins
+/// Detaches the instance pinned under `pin_dir` from every interface and removes
+/// its pins. Missing pins
 /// are not an error (already detached).
 pub fn detach(pin_dir: &Path) -> Result<()> {
-    let link_path = pin_dir.join(LINK_PIN);
-    if link_path.exists() {
-        let link = PinnedLink::from_pin(&link_path)
-            .with_context(|| format!("opening pinned link {}", link_path.display()))?
-            .unpin()
-            .with_context(|| format!("unpinning {}", link_path.display()))?;
-        drop(link);
+    for iface in pinned_links(pin_dir) {
+        detach_iface(pin_dir, &iface)?;
+    }
+    let legacy = pin_dir.join(LEGACY_LINK);
+    if legacy.exists() {
+        unpin(&legacy)?;
     }
     remove_map_pins(pin_dir)?;
     // Leave the directory if something else lives there.

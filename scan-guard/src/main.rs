@@ -123,9 +123,15 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Interface to protect (e.g. eth0).
-    #[arg(long, short = 'i', value_name = "IFACE")]
-    iface: String,
+    /// Interface to protect (e.g. eth0); repeat it or separate with commas for
+    /// several (`-i eth0 -i eth1`, `--iface eth0,eth1`).
+    /// A glob (`'eth*'`) also takes interfaces that appear later; globs never
+    /// match `lo`. One program and one set of maps serve every interface: one
+    /// blocklist, one per-source state, one event stream. A bond takes the program
+    /// itself where its slaves' drivers allow, otherwise its slaves do. Replaces
+    /// the config's `ifaces` (an empty value: use them).
+    #[arg(long, short = 'i', value_name = "IFACE", value_delimiter = ',')]
+    iface: Vec<String>,
     /// TOML configuration file (see docs/config.md).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: Option<PathBuf>,
@@ -320,15 +326,31 @@ fn run(args: RunArgs) -> Result<()> {
         None => Config::default(),
     };
     let config = runner::apply_overrides(file_cfg, &overrides);
+    // `--iface ""` (an empty SCAN_GUARD_IFACE in the packaged service) means
+    // "the config file's list".
+    let cli_ifaces: Vec<String> = args.iface.into_iter().filter(|s| !s.is_empty()).collect();
+    let ifaces_from_cli = !cli_ifaces.is_empty();
+    let names = if ifaces_from_cli {
+        &cli_ifaces
+    } else {
+        &config.ifaces
+    };
+    let ifaces = scan_guard::kernel::ifaces::parse_all(names).map_err(|e| usage(e.to_string()))?;
+    if ifaces.is_empty() {
+        return Err(usage(
+            "no interface to protect: pass --iface IFACE (repeat it for several) or set ifaces in the config file",
+        ));
+    }
+    let instance = scan_guard::kernel::ifaces::instance_name(&ifaces);
     let pin_dir = args
         .pin_dir
-        .unwrap_or_else(|| bpffs::default_pin_dir(&args.iface));
+        .unwrap_or_else(|| bpffs::default_pin_dir(&instance));
     let events = if args.events.is_empty() {
         config.output.events.0.iter().map(PathBuf::from).collect()
     } else {
         args.events
     };
-    let state_file = runner::state_file_for(args.state_file.as_deref(), &config, &args.iface);
+    let state_file = runner::state_file_for(args.state_file.as_deref(), &config, &instance);
     let metrics_text = args
         .metrics
         .clone()
@@ -341,7 +363,8 @@ fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(runner::run(RunOptions {
-        iface: args.iface,
+        ifaces,
+        ifaces_from_cli,
         mode: args.xdp_mode,
         pin_dir,
         config_path: args.config,

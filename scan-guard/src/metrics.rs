@@ -55,7 +55,9 @@ pub struct Metrics {
     events: Family<Labels, Counter>,
     detections: Family<Labels, Counter>,
     loop_seconds: Histogram,
-    xdp_attached: Gauge,
+    /// Per interface; an interface dropped from the list loses its series.
+    xdp_attached: Family<Labels, Gauge>,
+    attached_ifaces: Mutex<Vec<String>>,
     crowdsec: CrowdsecMetrics,
 }
 
@@ -222,16 +224,17 @@ impl Metrics {
             "Time spent in one controller housekeeping tick",
             loop_seconds.clone(),
         );
-        let xdp_attached = Gauge::default();
+        let xdp_attached = Family::<Labels, Gauge>::default();
         registry.register(
             "xdp_attached",
-            "1 while the XDP program is attached to the interface",
+            "1 while the XDP program is attached to the interface iface, 0 while it is not (gone, or attaching failed)",
             xdp_attached.clone(),
         );
         let crowdsec = CrowdsecMetrics::register(&mut registry);
         let metrics = Self {
             registry,
             xdp_attached,
+            attached_ifaces: Mutex::new(Vec::new()),
             crowdsec,
             kernel,
             dropped,
@@ -312,8 +315,23 @@ impl Metrics {
         Self::add(&self.detections, "kind", kind, 1);
     }
 
-    pub fn set_attached(&self, attached: bool) {
-        self.xdp_attached.set(i64::from(attached));
+    /// Every interface of the list with its attach status.
+    pub fn set_attached(&self, ifaces: &[crate::kernel::attachments::IfaceStatus]) {
+        let mut known = self
+            .attached_ifaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for old in known.iter() {
+            if !ifaces.iter().any(|i| &i.name == old) {
+                self.xdp_attached.remove(&label("iface", old));
+            }
+        }
+        for i in ifaces {
+            self.xdp_attached
+                .get_or_create(&label("iface", &i.name))
+                .set(i64::from(i.attached));
+        }
+        *known = ifaces.iter().map(|i| i.name.clone()).collect();
     }
 
     /// The CrowdSec link's state and counters (read every tick).
@@ -559,7 +577,14 @@ mod tests {
             Some(0.0)
         );
         m.crowdsec_decision("block");
-        m.set_attached(false);
+        let iface = |name: &str, attached| crate::kernel::attachments::IfaceStatus {
+            name: name.into(),
+            attached,
+            mode: String::new(),
+            bond: None,
+        };
+        m.set_attached(&[iface("eth0", true), iface("eth1", true)]);
+        m.set_attached(&[iface("eth0", false)]);
         let text = m.render();
         assert_eq!(
             value(
@@ -568,7 +593,15 @@ mod tests {
             ),
             Some(1.0)
         );
-        assert_eq!(value(&text, "scan_guard_xdp_attached"), Some(0.0));
+        assert_eq!(
+            value(&text, "scan_guard_xdp_attached{iface=\"eth0\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&text, "scan_guard_xdp_attached{iface=\"eth1\"}"),
+            None,
+            "an interface dropped from the list keeps no series"
+        );
     }
 
     #[test]

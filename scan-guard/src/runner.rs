@@ -30,6 +30,10 @@ use crate::{
     enforcer::{Change, Enforcer, Verdict},
     events::{EventOutputs, EventRecord},
     instance::{self, InstanceInfo},
+    kernel::{
+        attachments::{self, AttachChange, Attachments, IfaceStatus},
+        ifaces::{self, IfacePattern},
+    },
     kernel_maps::KernelMaps,
     listeners::{self, Listening},
     loader::{self, AttachMode},
@@ -70,7 +74,11 @@ pub struct Overrides {
 }
 
 pub struct RunOptions {
-    pub iface: String,
+    /// The interfaces to protect: names and globs, from `--iface` or the
+    /// config's `ifaces` (the command line wins, also after SIGHUP).
+    pub ifaces: Vec<IfacePattern>,
+    /// `--iface` was given: SIGHUP keeps it instead of the file's `ifaces`.
+    pub ifaces_from_cli: bool,
     pub mode: AttachMode,
     pub pin_dir: PathBuf,
     pub config_path: Option<PathBuf>,
@@ -97,14 +105,12 @@ struct Controller {
     ticks: u64,
     /// A full pass over the blocklist maps is due at the next tick.
     full_pass_due: bool,
-    /// The loaded object: its program is re-attached if the interface comes back.
+    /// The loaded object: its program is attached to every interface of the
+    /// list, and again to one that comes back.
     ebpf: aya::Ebpf,
-    iface: String,
-    mode: AttachMode,
-    pin_dir: PathBuf,
-    /// Index the program is attached to; `None` while it is not (the interface
-    /// is gone, or re-attaching to it failed).
-    ifindex: Option<u32>,
+    attachments: Attachments,
+    /// The runtime file as last written (rewritten when an attachment changes).
+    info: InstanceInfo,
     cfg: Config,
     kcfg: KernelConfig,
     maps: KernelMaps,
@@ -139,7 +145,7 @@ fn published_now(nat: Option<&crate::nat_watch::Watcher>) -> crate::published::P
 
 pub async fn run(opts: RunOptions) -> Result<()> {
     // Validate everything the user typed before touching the kernel.
-    loader::if_index(&opts.iface)?;
+    check_interfaces(&opts.ifaces)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("scan-guard run must be started as root: it loads an XDP program and pins BPF maps");
@@ -157,7 +163,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Secrets are read (and bad ones refused) before anything is attached.
     let crowdsec = crate::crowdsec::Link::start(&opts.config.crowdsec)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
-    let fresh = !opts.pin_dir.join(loader::LINK_PIN).exists();
+    let fresh = !loader::is_attached(&opts.pin_dir);
     // Pins left by a scan-guard with another map layout cannot be reused: their
     // maps go (the program attached through the link keeps enforcing with them
     // until the new one replaces it atomically), new ones are made, and the
@@ -182,8 +188,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         },
     };
 
-    let (mut ctl, events, contacts, klog, mode) = match start(&opts, sink, fresh_maps, metrics, nat)
-    {
+    let (mut ctl, events, contacts, klog) = match start(&opts, sink, fresh_maps, metrics, nat) {
         Ok(v) => v,
         Err(e) => {
             // Nothing half-applied: a fresh start that failed leaves no pins behind.
@@ -194,19 +199,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     };
     ctl.crowdsec = crowdsec;
-    let info = InstanceInfo {
-        pid: std::process::id(),
-        iface: opts.iface.clone(),
-        mode: mode.to_string(),
-        started_unix_s: clock::unix_now(),
-        pin_dir: opts.pin_dir.clone(),
-        state_file: opts.state_file.clone(),
-        dry_run: ctl.cfg.blocking.dry_run,
-        notify_sigusr2: true,
-    };
-    if let Err(e) = instance::write(&info) {
-        tracing::warn!("writing runtime info: {e:#}");
-    }
+    ctl.info.dry_run = ctl.cfg.blocking.dry_run;
+    ctl.write_info();
     // Everything from here on goes through descriptors we already hold.
     match crate::privileges::drop_all() {
         Ok(()) => tracing::info!("dropped all capabilities"),
@@ -219,15 +213,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tracing::warn!("saving state: {e:#}");
     }
     instance::remove(&opts.pin_dir);
+    let names = ctl.info.iface.clone();
     if opts.keep_attached {
         tracing::info!(
-            "leaving the program attached to {} (pins in {})",
-            opts.iface,
+            "leaving the program attached to {names} (pins in {})",
             opts.pin_dir.display()
         );
     } else {
         loader::detach(&opts.pin_dir)?;
-        tracing::info!("detached from {}", opts.iface);
+        tracing::info!("detached from {names}");
     }
     drop(ctl);
     result
@@ -265,7 +259,32 @@ fn ring(ebpf: &mut aya::Ebpf, name: &str) -> Result<Ring> {
     unsafe { AsyncFd::register(rb) }.map_err(|e| anyhow!("watching {name}: {e}"))
 }
 
-type Started = (Controller, Ring, Ring, Option<KernelLog>, &'static str);
+type Started = (Controller, Ring, Ring, Option<KernelLog>);
+
+/// Every interface named exactly must exist (a typo is a usage error, exit 2),
+/// and the list must name at least one interface there is now; globs may match
+/// nothing yet.
+fn check_interfaces(patterns: &[IfacePattern]) -> Result<()> {
+    if patterns.is_empty() {
+        return Err(crate::error::usage(
+            "no interface to protect: pass --iface IFACE (repeat it for several) or set ifaces in the config file",
+        ));
+    }
+    for p in patterns.iter().filter(|p| !p.is_glob()) {
+        loader::if_index(p.as_str())?;
+    }
+    if ifaces::matching(patterns, &ifaces::system_interfaces()).is_empty() {
+        return Err(crate::error::usage(format!(
+            "no network interface matches {} (see `ip link`)",
+            patterns
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
 
 fn start(
     opts: &RunOptions,
@@ -320,25 +339,49 @@ fn start(
     let events = ring(&mut ebpf, map_names::EVENTS)?;
     let contacts = ring(&mut ebpf, map_names::CONTACTS)?;
     let klog = kernel_log(&mut ebpf);
-    let att = loader::attach(&mut ebpf, &opts.iface, opts.mode, &opts.pin_dir)?;
-    if att.readopted {
-        tracing::info!(iface = %opts.iface, "re-adopted the instance left attached; its maps and blocks are kept");
-    } else {
-        tracing::info!(iface = %opts.iface, mode = att.mode, pins = %opts.pin_dir.display(), "attached");
+    let only = match opts.ifaces.as_slice() {
+        [one] if !one.is_glob() => Some(one.as_str()),
+        _ => None,
+    };
+    loader::adopt_legacy_link(&opts.pin_dir, only)?;
+    let mut attachments = Attachments::new(opts.ifaces.clone(), opts.mode, opts.pin_dir.clone());
+    // At start every refusal is fatal: nothing is left half-protected.
+    for change in attachments.follow(&mut ebpf) {
+        if let AttachChange::Failed { iface, error } = &change {
+            return Err(anyhow!("attaching to {iface}: {error}"));
+        }
+        attachments::log_change(&change);
     }
+    if !attachments.any_attached() {
+        bail!("the program is attached to no interface");
+    }
+    tracing::info!(pins = %opts.pin_dir.display(), "maps pinned");
     if cfg.blocking.dry_run {
         tracing::info!(
             "dry run: scans are reported as would_block, nothing is dropped for scanning"
         );
     }
-    let ifindex = loader::if_index(&opts.iface).ok();
-    metrics.set_attached(ifindex.is_some());
-    let ctl = Controller {
-        ifindex,
-        ebpf,
-        iface: opts.iface.clone(),
-        mode: opts.mode,
+    let status = attachments.status();
+    metrics.set_attached(&status);
+    let info = InstanceInfo {
+        pid: std::process::id(),
+        iface: status
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        mode: summary_mode(&status),
+        ifaces: status,
+        started_unix_s: clock::unix_now(),
         pin_dir: opts.pin_dir.clone(),
+        state_file: opts.state_file.clone(),
+        dry_run: cfg.blocking.dry_run,
+        notify_sigusr2: true,
+    };
+    let ctl = Controller {
+        ebpf,
+        attachments,
+        info,
         trw: Trw::new(cfg.slow_scan.clone()),
         correlator: Correlator::new(
             cfg.detection.distributed_window.0.as_nanos() as u64,
@@ -362,7 +405,21 @@ fn start(
         full_pass_due: true,
         crowdsec: crate::crowdsec::Link::disabled(),
     };
-    Ok((ctl, events, contacts, klog, att.mode))
+    Ok((ctl, events, contacts, klog))
+}
+
+/// The one mode of all attached interfaces, or "mixed" (the per-interface
+/// modes are in `ifaces`).
+fn summary_mode(status: &[IfaceStatus]) -> String {
+    let mut modes = status
+        .iter()
+        .filter(|s| s.attached)
+        .map(|s| s.mode.as_str());
+    match modes.next() {
+        None => String::new(),
+        Some(first) if modes.all(|m| m == first) => first.to_owned(),
+        Some(_) => "mixed".to_owned(),
+    }
 }
 
 /// A fresh random key for the kernel's port sketch (getrandom(2); a clock-derived
@@ -747,35 +804,32 @@ impl Controller {
         Ok(())
     }
 
-    /// Follows the interface: when it disappears the kernel drops the attachment;
-    /// when it (or a new interface of the same name) appears, attach again.
-    fn follow_interface(&mut self) {
-        let now = loader::if_index(&self.iface).ok();
-        if now == self.ifindex {
+    /// Follows the interfaces: one that disappears is reported and attached
+    /// again when it (or a new one of the same name) appears; one that starts to
+    /// match the list is attached; one the list dropped is detached.
+    fn follow_interfaces(&mut self) {
+        let changes = self.attachments.follow(&mut self.ebpf);
+        if changes.is_empty() {
             return;
         }
-        self.ifindex = match now {
-            None => {
-                tracing::warn!(
-                    "interface {} is gone; will re-attach when it returns",
-                    self.iface
-                );
-                None
-            }
-            Some(idx) => {
-                match loader::reattach(&mut self.ebpf, &self.iface, self.mode, &self.pin_dir) {
-                    Ok(mode) => {
-                        tracing::info!(iface = %self.iface, ifindex = idx, mode, "interface is back; re-attached");
-                        Some(idx)
-                    }
-                    // Not attached: the next tick sees a new index and tries again.
-                    Err(e) => {
-                        tracing::error!("re-attaching to {}: {e:#}", self.iface);
-                        None
-                    }
-                }
-            }
-        };
+        changes.iter().for_each(attachments::log_change);
+        let status = self.attachments.status();
+        self.metrics.set_attached(&status);
+        self.info.iface = status
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.info.mode = summary_mode(&status);
+        self.info.ifaces = status;
+        self.write_info();
+    }
+
+    /// The runtime file `status` reads; a failure is logged, not fatal.
+    fn write_info(&self) {
+        if let Err(e) = instance::write(&self.info) {
+            tracing::warn!("writing runtime info: {e:#}");
+        }
     }
 
     fn on_tick(&mut self) -> Result<()> {
@@ -787,7 +841,6 @@ impl Controller {
 
     /// Kernel counters every tick; occupancy (a walk over the LRU keys) every 10.
     fn update_metrics(&mut self) {
-        self.metrics.set_attached(self.ifindex.is_some());
         self.metrics.update_crowdsec(&self.crowdsec.health());
         let Ok(stats) = self.maps.stats_total() else {
             return;
@@ -806,7 +859,7 @@ impl Controller {
     }
 
     fn housekeeping(&mut self) -> Result<()> {
-        self.follow_interface();
+        self.follow_interfaces();
         let full = self.full_pass_due || self.ticks.is_multiple_of(FULL_PASS_TICKS);
         self.update_metrics();
         let changed = self.sync_blocks(full)? | self.retry_refused()?;
@@ -955,6 +1008,29 @@ impl Controller {
                 return Ok(());
             }
         };
+        // The interface list of the file, unless --iface fixed it. An empty one
+        // would detach everything: refused like any other bad file.
+        let new_ifaces = if opts.ifaces_from_cli {
+            None
+        } else {
+            match ifaces::parse_all(&new.ifaces) {
+                Ok(list) if !list.is_empty() => Some(list),
+                Ok(_) => {
+                    tracing::error!(
+                        "SIGHUP: config file {} sets no ifaces; keeping the running configuration",
+                        path.display()
+                    );
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "SIGHUP: config file {}: {e}; keeping the running configuration",
+                        path.display()
+                    );
+                    return Ok(());
+                }
+            }
+        };
         let result = (|| -> Result<()> {
             let kcfg = new.kernel_config(listeners::ephemeral_port_min()?, self.kcfg.sketch_key);
             // Allow entries from the old file that the new one drops are removed.
@@ -973,6 +1049,17 @@ impl Controller {
             Ok(()) => {
                 self.cfg = new;
                 self.full_pass_due = true;
+                if let Some(list) = new_ifaces.filter(|l| l != self.attachments.patterns()) {
+                    tracing::info!(
+                        "SIGHUP: interfaces now {}",
+                        list.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    self.attachments.set_patterns(list);
+                    self.follow_interfaces();
+                }
                 tracing::info!("SIGHUP: configuration reloaded from {}", path.display());
                 self.swap_crowdsec(plan)
             }
@@ -1032,11 +1119,12 @@ impl Controller {
     }
 }
 
-/// The state file to use: CLI, then config, then the per-interface default.
-pub fn state_file_for(cli: Option<&Path>, cfg: &Config, iface: &str) -> PathBuf {
+/// The state file to use: CLI, then config, then the instance's default
+/// (named after its interfaces, see [`ifaces::instance_name`]).
+pub fn state_file_for(cli: Option<&Path>, cfg: &Config, instance: &str) -> PathBuf {
     cli.map(Path::to_path_buf)
         .or_else(|| {
             (!cfg.output.state_file.is_empty()).then(|| PathBuf::from(&cfg.output.state_file))
         })
-        .unwrap_or_else(|| persist::default_path(iface))
+        .unwrap_or_else(|| persist::default_path(instance))
 }

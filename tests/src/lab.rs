@@ -173,8 +173,11 @@ impl Default for ControllerOptions {
 }
 
 impl Controller {
+    /// The pinned link of the (first) interface the instance is attached to.
     pub fn link_pin(&self) -> PathBuf {
-        self.pin_dir.join(scan_guard::loader::LINK_PIN)
+        let names = scan_guard::loader::pinned_links(&self.pin_dir);
+        let first = names.first().map_or("(none)", String::as_str);
+        scan_guard::loader::link_pin(&self.pin_dir, first)
     }
 
     /// The maps of the running instance, opened from its pins by this process.
@@ -1486,7 +1489,7 @@ impl Lab {
             describe(&out)
         );
         assert!(
-            !pin_dir.join(scan_guard::loader::LINK_PIN).exists(),
+            !scan_guard::loader::is_attached(&pin_dir),
             "[lab {}] attached although the config could not be used",
             self.tag
         );

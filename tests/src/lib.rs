@@ -10,6 +10,7 @@ pub mod crowdsec;
 pub mod hardening;
 pub mod harness;
 pub mod lab;
+pub mod links;
 pub mod machine;
 pub mod model;
 pub mod packet;

@@ -41,7 +41,10 @@ fn crowdsec_link_health_and_counts_are_exported() {
             &|v| v == 1.0,
         );
     }
-    wait("scan_guard_xdp_attached", &|v| v == 1.0);
+    wait(
+        &format!("scan_guard_xdp_attached{{iface=\"{}\"}}", lab.tgt.iface),
+        &|v| v == 1.0,
+    );
 
     // A decision from the Local API, applied, then deleted.
     let banned = "10.200.1.77";

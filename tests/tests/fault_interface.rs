@@ -37,7 +37,7 @@ fn interface_gone_and_back_is_reattached_and_protected_again() {
     assert_eq!(lab.xdp_prog_ids(&lab.tgt).len(), 1, "[{tag}]");
     let attached = |want: f64| {
         let ns = &lab.tgt.ns;
-        let series = "scan_guard_xdp_attached";
+        let series = &format!("scan_guard_xdp_attached{{iface=\"{}\"}}", lab.tgt.iface);
         wait_sample(
             &lab,
             ns,

@@ -176,10 +176,15 @@ fn controller_runs_without_capabilities_with_root_only_pins_and_no_sockets() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    let link = scan_guard::loader::link_pin(&c.pin_dir, &lab.tgt.iface);
+    let link = link
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("link pin name");
     for want in scan_guard_common::map_names::ALL
         .iter()
         .copied()
-        .chain([scan_guard::loader::LINK_PIN])
+        .chain([link])
     {
         assert!(
             names.iter().any(|n| n == want),

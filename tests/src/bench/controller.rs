@@ -50,7 +50,7 @@ impl Controller {
             &log,
         );
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !pin_dir.join(scan_guard::loader::LINK_PIN).exists() {
+        while !scan_guard::loader::is_attached(&pin_dir) {
             if let Some(st) = lab.try_wait(spawned) {
                 panic!(
                     "the controller exited before attaching ({st}): {}",
