@@ -48,6 +48,24 @@ pub fn add_link(lab: &Lab, n: u8) -> (Side, Side) {
     (att, tgt)
 }
 
+/// Renames one end of a link (inside its namespace), as a server's NIC is
+/// called, keeping its IPv4 address.
+pub fn rename(side: &mut Side, name: &str) {
+    ip_ok(&["-n", &side.ns, "link", "set", "dev", &side.iface, "down"]);
+    ip_ok(&[
+        "-n",
+        &side.ns,
+        "link",
+        "set",
+        "dev",
+        &side.iface,
+        "name",
+        name,
+    ]);
+    ip_ok(&["-n", &side.ns, "link", "set", "dev", name, "up"]);
+    side.iface = name.to_owned();
+}
+
 /// Deletes link `side` (both ends go with it).
 pub fn remove_link(side: &Side) {
     ip_ok(&["-n", &side.ns, "link", "del", &side.iface]);

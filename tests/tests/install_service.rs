@@ -9,6 +9,7 @@ use std::{path::PathBuf, time::Duration};
 use scan_guard_tests::{
     is_root,
     lab::Lab,
+    links,
     machine::{self, Binds, Machine},
 };
 use serde_json::Value;
@@ -121,6 +122,9 @@ fn readme_install_then_service_lifecycle() {
     let mut lab = Lab::new("install");
     // The README's example interface is eth0, as on many servers.
     machine::rename_target_iface(&mut lab, "eth0");
+    // A second NIC, eth1, for the unit with two interfaces further down.
+    let (_, mut eth1) = links::add_link(&lab, 2);
+    links::rename(&mut eth1, "eth1");
     let pkg_inside = format!("{CHECKOUT}/target/package");
     let m = Machine::boot(
         &lab,
@@ -242,15 +246,36 @@ fn readme_install_then_service_lifecycle() {
     });
     assert_eq!(main_pid(&m), pid, "reload restarted the process");
 
-    // Events to the journal (native fields) as well as the file
+    // Events to the journal (native fields) as well as the file, and both NICs
     // (/etc/default/scan-guard), then
     // systemctl restart: a new process, the block carried over.
     m.sh_ok(
         "sed -i 's/^SCAN_GUARD_ARGS=.*/SCAN_GUARD_ARGS=\"--events journal\"/' /etc/default/scan-guard \
+         && sed -i 's/^SCAN_GUARD_IFACE=.*/SCAN_GUARD_IFACE=eth0,eth1/' /etc/default/scan-guard \
          && systemctl restart scan-guard",
     );
     let pid = wait_active(&m, Some(pid), "a new process after restart");
     wait_listed(&m, &attacker, "the block back after restart");
+    m.wait_until(
+        Duration::from_secs(20),
+        "XDP attached to eth0 and eth1",
+        || {
+            (lab.xdp_prog_ids(&lab.tgt).len() == 1 && lab.xdp_prog_ids(&eth1).len() == 1)
+                .then_some(())
+        },
+    );
+    let status: Value =
+        serde_json::from_str(&m.sh_ok("scan-guard status --json")).expect("status --json is JSON");
+    let attached: Vec<&str> = status["interfaces"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| i["attached"] == true)
+                .filter_map(|i| i["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(attached, ["eth0", "eth1"], "status: {status}");
     let manual = "10.200.1.99";
     m.sh_ok(&format!("scan-guard block {manual} --reason install-test"));
     let blocked_in = |text: &str| {
@@ -284,7 +309,7 @@ fn readme_install_then_service_lifecycle() {
     m.sh_ok("systemctl kill --signal=SIGKILL scan-guard");
     let pid = wait_active(&m, Some(pid), "a new process after SIGKILL");
     assert!(
-        !lab.xdp_prog_ids(&lab.tgt).is_empty(),
+        !lab.xdp_prog_ids(&lab.tgt).is_empty() && !lab.xdp_prog_ids(&eth1).is_empty(),
         "XDP detached after a crash"
     );
     wait_listed(&m, &attacker, "the block back after a crash");
@@ -341,7 +366,10 @@ fn readme_install_then_service_lifecycle() {
     m.wait_until(
         Duration::from_secs(20),
         "XDP detached after removal",
-        || lab.xdp_prog_ids(&lab.tgt).is_empty().then_some(()),
+        || {
+            (lab.xdp_prog_ids(&lab.tgt).is_empty() && lab.xdp_prog_ids(&eth1).is_empty())
+                .then_some(())
+        },
     );
     let gone = m.sh(&format!("kill -0 {pid}"));
     assert!(
