@@ -6,6 +6,7 @@ use std::{
     io::{ErrorKind, Write},
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
+    sync::LazyLock,
     time::Duration,
 };
 
@@ -19,6 +20,7 @@ use scan_guard_common::{
 };
 use serde::Serialize;
 use serde_json::{Value, json};
+use syslog::{Facility, Formatter3164, LogFormat as _, Severity};
 
 use crate::{
     clock,
@@ -230,8 +232,14 @@ pub enum EventSink {
 
 /// The system log's socket.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
-/// Facility daemon (3), severity notice (5): `<29>`.
-const SYSLOG_PRIORITY: u8 = 3 * 8 + 5;
+/// RFC 3164 as syslog(3) writes it: facility daemon, tag `scan-guard[PID]:`, no
+/// host name (the daemon adds its own).
+static SYSLOG_FORMAT: LazyLock<Formatter3164> = LazyLock::new(|| Formatter3164 {
+    facility: Facility::LOG_DAEMON,
+    hostname: None,
+    process: "scan-guard".into(),
+    pid: std::process::id(),
+});
 /// Events kept while the syslog daemon or journald is away (restarting, or its
 /// queue full); beyond this the oldest are dropped, so memory stays bounded.
 pub const SOCKET_BACKLOG: usize = 1024;
@@ -401,12 +409,12 @@ impl EventSink {
                 .with_context(|| format!("writing event to {}", path.display())),
             Self::Syslog(sink) => {
                 line.pop();
-                // RFC 3164 framing as syslog(3) writes it; the daemon adds the time.
-                let msg = format!(
-                    "<{SYSLOG_PRIORITY}>scan-guard[{}]: {line}",
-                    std::process::id()
-                );
-                sink.send(msg.into_bytes());
+                // Severity notice: `<29>` with facility daemon, for every event.
+                let mut msg = Vec::with_capacity(line.len() + 48);
+                SYSLOG_FORMAT
+                    .format(&mut msg, Severity::LOG_NOTICE, &line)
+                    .map_err(|e| anyhow::anyhow!("framing an event for syslog: {e}"))?;
+                sink.send(msg);
                 Ok(())
             }
             Self::Journal(sink) => {
@@ -568,8 +576,11 @@ mod tests {
         let mut buf = [0u8; 4096];
         let n = server.recv(&mut buf).unwrap();
         let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-        assert!(msg.starts_with("<29>scan-guard["), "{msg}");
-        let json = msg.split_once("]: ").unwrap().1;
+        // `<29>Mmm dd hh:mm:ss scan-guard[PID]: JSON`, as syslog(3) writes it.
+        assert!(msg.starts_with("<29>"), "{msg}");
+        let tag = format!(" scan-guard[{}]: ", std::process::id());
+        let (head, json) = msg.split_once(&tag).unwrap();
+        assert_eq!(head.len(), "<29>Nov 27 09:00:00".len(), "{msg}");
         let v: Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["event"], "scan_detected");
         assert!(EventSink::open(Path::new("syslog:/nonexistent/sock")).is_err());

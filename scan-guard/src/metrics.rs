@@ -1,15 +1,25 @@
 //! Prometheus/OpenMetrics exposition (`--metrics ADDR`): kernel counters by
 //! reason, map occupancy, events and detections by kind, controller loop latency.
-//! Served by a deliberately tiny HTTP responder (GET /metrics only) on the
+//! Served by hyper (GET /metrics only, one request per connection) on the
 //! controller's own runtime; nothing listens unless asked to.
 
 use std::{
+    convert::Infallible,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result};
+use http_body_util::Full;
+use hyper::{
+    HeaderMap, Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{ACCEPT, CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     encoding::text::encode,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -19,10 +29,7 @@ use scan_guard_common::{
     flags::{InvalidClass, ProbeKind},
     stats::{NAMED, Stat, StatBlock},
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 
 use crate::{crowdsec::health::Snapshot, error::usage, kinds};
 
@@ -414,16 +421,16 @@ pub fn to_text_format(open_metrics: &str) -> String {
 /// True when the request's Accept header asks for the classic text format and not
 /// for OpenMetrics (Prometheus asks for both and gets OpenMetrics; so does a
 /// client that says nothing).
-fn wants_text_format(request: &str) -> bool {
-    request
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.trim().is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
-        .is_some_and(|(_, v)| {
-            v.contains("text/plain") && !v.contains("application/openmetrics-text")
-        })
+fn wants_text_format(headers: &HeaderMap) -> bool {
+    let accept: Vec<&str> = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    accept.iter().any(|v| v.contains("text/plain"))
+        && !accept
+            .iter()
+            .any(|v| v.contains("application/openmetrics-text"))
 }
 
 /// The event names of docs/events.md (others still count, from their first one).
@@ -473,6 +480,11 @@ fn drop_reasons() -> Vec<(String, usize)> {
     v
 }
 
+/// How long a client may take to send its request head.
+const HEAD_LIMIT: Duration = Duration::from_secs(5);
+/// How long one connection may last (a client that stops reading the answer).
+const CONNECTION_LIMIT: Duration = Duration::from_secs(30);
+
 /// Serves GET /metrics on `addr` until the task is dropped.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr)
@@ -481,44 +493,52 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::tas
     tracing::info!("metrics on http://{addr}/metrics");
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
+            let sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                // Out of file descriptors, say: do not spin on it.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let metrics = Arc::clone(&metrics);
             tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let n =
-                    match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("");
-                let (status, ctype, body) = if req.starts_with("GET ")
-                    && (path == "/metrics" || path.starts_with("/metrics?"))
-                {
-                    if wants_text_format(&req) {
-                        ("200 OK", TEXT_TYPE, metrics.render_text())
-                    } else {
-                        ("200 OK", OPENMETRICS_TYPE, metrics.render())
-                    }
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain",
-                        "only GET /metrics is served\n".to_string(),
-                    )
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(head.as_bytes()).await;
-                let _ = sock.write_all(body.as_bytes()).await;
-                let _ = sock.shutdown().await;
+                let service = service_fn(move |req| {
+                    let answer = respond(&metrics, &req);
+                    async move { Ok::<_, Infallible>(answer) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_LIMIT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(sock), service);
+                let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
             });
         }
     }))
+}
+
+/// The answer to one request: the exposition in the format the client asked
+/// for, or 404.
+fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = if req.method() == Method::GET && req.uri().path() == "/metrics" {
+        if wants_text_format(req.headers()) {
+            (StatusCode::OK, TEXT_TYPE, metrics.render_text())
+        } else {
+            (StatusCode::OK, OPENMETRICS_TYPE, metrics.render())
+        }
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "only GET /metrics is served\n".to_string(),
+        )
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp
 }
 
 #[cfg(test)]
@@ -674,15 +694,26 @@ mod tests {
 
     #[test]
     fn accept_header_picks_the_format() {
-        let req = |accept: &str| format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n\r\n");
-        assert!(wants_text_format(&req("Accept: text/plain; version=0.0.4")));
-        assert!(wants_text_format(&req("accept: text/plain")));
-        assert!(!wants_text_format(&req("Accept: */*")));
-        assert!(!wants_text_format(&req("")));
+        let req = |accept: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in accept {
+                h.append(ACCEPT, HeaderValue::from_static(v));
+            }
+            wants_text_format(&h)
+        };
+        assert!(req(&["text/plain; version=0.0.4"]));
+        assert!(req(&["text/plain"]));
+        assert!(!req(&["*/*"]));
+        assert!(!req(&[]));
         // What Prometheus sends: OpenMetrics preferred.
-        assert!(!wants_text_format(&req(
-            "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-        )));
+        assert!(!req(&[
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ]));
+        // The same, split over two Accept headers.
+        assert!(!req(&[
+            "text/plain;version=0.0.4",
+            "application/openmetrics-text"
+        ]));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
+use hyper::Method;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -326,7 +327,7 @@ async fn login(ep: &Client, machine_id: &str, password: &str) -> Result<String, 
     let body = serde_json::to_vec(&body).map_err(|e| Failure::Answer(e.to_string()))?;
     let resp = ep
         .request(
-            "POST",
+            Method::POST,
             "/v1/watchers/login",
             &[],
             Some(&body),
@@ -359,7 +360,7 @@ async fn push(ep: &Client, token: &str, items: &[Value]) -> Result<(), Failure> 
     let auth = format!("Bearer {token}");
     let resp = ep
         .request(
-            "POST",
+            Method::POST,
             "/v1/alerts",
             &[("Authorization", &auth)],
             Some(&body),

@@ -11,6 +11,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use hyper::Method;
 use tokio::sync::mpsc;
 
 use super::{
@@ -139,7 +140,7 @@ async fn poll_once(
         &[("X-Api-Key", key)]
     };
     let resp = ep
-        .request("GET", &path, headers, None, REQUEST_LIMIT)
+        .request(Method::GET, &path, headers, None, REQUEST_LIMIT)
         .await
         .map_err(Failure::Transport)?;
     match resp.status {

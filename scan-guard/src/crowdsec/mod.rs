@@ -20,6 +20,7 @@ pub mod agent;
 pub mod apply;
 pub mod bouncer;
 pub mod decisions;
+pub mod endpoint;
 pub mod health;
 pub mod lapi;
 pub mod tls;
