@@ -11,46 +11,15 @@ use scan_guard_common::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{
-    cidr::{Cidr, format_duration, parse_duration},
-    error::usage,
+// The sections each part owns, composed here; re-exported so a config user
+// needs one path.
+use crate::base::error::usage;
+pub use crate::{
+    base::settings::{Dur, Prefix},
+    detect::slow_scan::SlowScan,
+    enforce::policy::Blocking,
+    export::crowdsec::settings::Crowdsec,
 };
-
-/// A duration written as text (`90s`, `10m`, `1h`, `7d`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(self.0))
-    }
-}
-
-/// A prefix written as text (`10.0.0.0/8`, `2001:db8::1`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prefix(pub Cidr);
-
-impl<'de> Deserialize<'de> for Prefix {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map(Prefix).map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Prefix {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0.to_string())
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,53 +81,6 @@ pub struct Detection {
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SlowScan {
-    pub enabled: bool,
-    /// P(first contact succeeds) for a benign source (theta0).
-    pub benign_success: f64,
-    /// P(first contact succeeds) for a scanner (theta1).
-    pub scanner_success: f64,
-    /// Likelihood ratio at which a source is a scanner (eta1).
-    pub threshold: f64,
-    /// How long a source's history is kept after its last contact.
-    pub memory: Dur,
-    /// The walk's evidence halves every `half_life` ("0s": never fades).
-    pub half_life: Dur,
-    /// Sources remembered at once (least recently seen forgotten first).
-    pub max_sources: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Blocking {
-    /// Block in the kernel the moment a source crosses the threshold.
-    pub kernel_auto_block: bool,
-    /// Detect and report `would_block`, drop nothing for scanning.
-    pub dry_run: bool,
-    /// Block lifetimes for the 1st, 2nd, ... offence (the last one repeats).
-    pub ttl: Vec<Dur>,
-    /// How long an offence counts towards escalation.
-    pub offence_memory: Dur,
-    pub max_blocks: u32,
-    pub max_new_blocks_per_sec: u32,
-    /// Block the whole /N (IPv4) or /M (IPv6) once this many addresses inside it are
-    /// blocked; 0 = off.
-    pub aggregate_after: u32,
-    pub aggregate_ipv4_prefix: u32,
-    pub aggregate_ipv6_prefix: u32,
-    /// Never inspected, never blocked.
-    pub allow: Vec<Prefix>,
-    /// Inspected and reported (`suppressed`), never blocked; added to the
-    /// automatic set (host addresses, gateways, resolvers, loopback, link-local).
-    pub never_block: Vec<Prefix>,
-    /// Compute the automatic never-block set at start.
-    pub protect_host_addresses: bool,
-    /// Drop SYNs to ports with no listener instead of answering RST.
-    pub stealth: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct InvalidFlags {
     pub null: FlagAction,
     pub xmas: FlagAction,
@@ -212,56 +134,6 @@ impl<'de> Deserialize<'de> for EventPlaces {
     }
 }
 
-/// `[crowdsec]`: the CrowdSec Local API (see `crate::crowdsec` and
-/// docs/operations.md). An empty `lapi_url` turns all of it off.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Crowdsec {
-    /// `http://HOST:PORT` or `https://HOST:PORT` of the Local API; empty = off.
-    pub lapi_url: String,
-    /// `https://` only: PEM file of the CA(s) to trust for the Local API's
-    /// certificate; empty = the system's CA bundle.
-    pub ca_cert: String,
-    /// Bouncer mode: the key from `cscli bouncers add NAME` (or a file holding it).
-    pub bouncer_api_key: String,
-    pub bouncer_api_key_file: String,
-    /// Bouncer mode with a TLS client certificate instead of a key (`https://`
-    /// only): PEM certificate (chain) and its private key.
-    pub bouncer_tls_cert: String,
-    pub bouncer_tls_key: String,
-    /// How often the decision stream is polled.
-    pub poll_interval: Dur,
-    /// Agent mode: the machine from `cscli machines add NAME --password ...`.
-    pub agent_machine_id: String,
-    pub agent_password: String,
-    pub agent_password_file: String,
-    /// Agent mode with a TLS client certificate instead of a machine and password.
-    pub agent_tls_cert: String,
-    pub agent_tls_key: String,
-    /// Push our own blocks to the Local API as alerts with a ban decision.
-    pub push_alerts: bool,
-}
-
-impl Default for Crowdsec {
-    fn default() -> Self {
-        Self {
-            lapi_url: String::new(),
-            ca_cert: String::new(),
-            bouncer_api_key: String::new(),
-            bouncer_api_key_file: String::new(),
-            bouncer_tls_cert: String::new(),
-            bouncer_tls_key: String::new(),
-            poll_interval: Dur(Duration::from_secs(10)),
-            agent_machine_id: String::new(),
-            agent_password: String::new(),
-            agent_password_file: String::new(),
-            agent_tls_cert: String::new(),
-            agent_tls_key: String::new(),
-            push_alerts: false,
-        }
-    }
-}
-
 /// The kernel's part of the new-block budget: three quarters, so the controller
 /// keeps a quarter for retrying refused sources strongest first (`retry.rs`); at
 /// least one each when the cap allows two or more. 0 (no cap) stays 0.
@@ -291,41 +163,6 @@ impl Default for Detection {
             ipv6_source_prefix: 64,
             ipv4_source_prefix: 32,
             new_sources_per_cpu_per_sec: 20_000,
-        }
-    }
-}
-
-impl Default for SlowScan {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            benign_success: 0.8,
-            scanner_success: 0.2,
-            threshold: 99.0,
-            memory: Dur(Duration::from_secs(30 * 60)),
-            half_life: Dur(Duration::from_secs(30 * 60)),
-            max_sources: 100_000,
-        }
-    }
-}
-
-impl Default for Blocking {
-    fn default() -> Self {
-        let h = |n| Dur(Duration::from_secs(n));
-        Self {
-            kernel_auto_block: true,
-            dry_run: false,
-            ttl: vec![h(600), h(3600), h(86_400), h(7 * 86_400)],
-            offence_memory: h(30 * 86_400),
-            max_blocks: 100_000,
-            max_new_blocks_per_sec: 100,
-            aggregate_after: 0,
-            aggregate_ipv4_prefix: 24,
-            aggregate_ipv6_prefix: 64,
-            allow: Vec::new(),
-            never_block: Vec::new(),
-            protect_host_addresses: true,
-            stealth: false,
         }
     }
 }
@@ -429,7 +266,7 @@ impl Config {
                 scan_guard_common::rate::RATE_SLOTS
             )));
         }
-        crate::crowdsec::validate(&self.crowdsec).map_err(Invalid)?;
+        crate::export::crowdsec::validate(&self.crowdsec).map_err(Invalid)?;
         let places = &self.output.events.0;
         if places.is_empty() || places.iter().any(|p| p.trim().is_empty()) {
             return Err(Invalid(
@@ -456,8 +293,7 @@ impl Config {
 
     /// Lifetime of a block for the `n`th offence (1-based); the last step repeats.
     pub fn ttl_for_offence(&self, n: u32) -> Duration {
-        let i = (n.max(1) as usize - 1).min(self.blocking.ttl.len() - 1);
-        self.blocking.ttl[i].0
+        self.blocking.ttl_for_offence(n)
     }
 
     /// The record the kernel program reads; `sketch_key` keys the port sketch

@@ -1,32 +1,21 @@
 //! scan-guard controller library: loading and attaching the XDP program, typed
-//! access to its maps, and the pieces the CLI is built from. The integration tests
+//! access to its maps, detection, enforcement and export, and the pieces the
+//! CLI is built from. The integration tests
 //! use the same library, so what they exercise is what users run.
 
-pub mod bpffs;
-pub mod cidr;
-pub mod clock;
+// The parts, lowest first; each imports only from itself and the parts above
+// it in this list (docs/architecture.md draws the flow).
+pub mod base;
+pub mod cli;
 pub mod config;
-pub mod control;
-pub mod crowdsec;
-pub mod detector;
-pub mod enforcer;
-pub mod error;
-pub mod events;
-pub mod instance;
-pub mod journal;
+pub mod detect;
+pub mod enforce;
+pub mod export;
 pub mod kernel;
-pub mod kernel_maps;
-pub mod kinds;
-pub mod listeners;
-pub mod loader;
-pub mod metrics;
-pub mod nat_watch;
-pub mod neverblock;
-pub mod persist;
-pub mod privileges;
-pub mod published;
-pub mod retry;
 pub mod runner;
+
+#[cfg(test)]
+mod layering;
 
 /// The compiled XDP program, embedded at build time.
 pub static EBPF_OBJECT: &[u8] =

@@ -5,12 +5,12 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Result;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use scan_guard::{
-    bpffs,
-    cidr::{Cidr, parse_duration},
+    base::cidr::{Cidr, parse_duration},
+    base::error::{exit_code, usage},
+    cli::control,
     config::Config,
-    control,
-    error::{exit_code, usage},
-    loader::AttachMode,
+    kernel::bpffs,
+    kernel::loader::AttachMode,
     runner::{self, Overrides, RunOptions},
 };
 
@@ -255,7 +255,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::NatWatch { interval_ms } => {
-            scan_guard::nat_watch::run_child(Duration::from_millis(interval_ms.max(100)))
+            scan_guard::kernel::nat_watch::run_child(Duration::from_millis(interval_ms.max(100)))
         }
         Command::Status(q) => control::status(&resolve_pin_dir(&q.pin)?, q.json),
         Command::Stats(q) => control::stats(&resolve_pin_dir(&q.pin)?, q.json),
@@ -357,7 +357,7 @@ fn run(args: RunArgs) -> Result<()> {
         .or_else(|| (!config.output.metrics.is_empty()).then(|| config.output.metrics.clone()));
     let metrics = metrics_text
         .as_deref()
-        .map(scan_guard::metrics::parse_listen)
+        .map(scan_guard::export::metrics::parse_listen)
         .transpose()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -16,7 +16,7 @@ use aya::{
     Ebpf,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use scan_guard::{kernel_maps::KernelMaps, loader};
+use scan_guard::{kernel::loader, kernel::maps::KernelMaps};
 use scan_guard_common::{
     addr::{from_v4, mask},
     config::KernelConfig,
@@ -254,7 +254,7 @@ pub fn filler_v4(n: usize, seed: u64) -> Vec<([u8; 4], u32)> {
 
 /// A block entry as the controller writes it: expiring (an hour from now).
 pub fn block_entry(prefix_len: u32) -> BlockEntry {
-    let now = scan_guard::clock::monotonic_ns();
+    let now = scan_guard::base::clock::monotonic_ns();
     BlockEntry {
         expires_ns: now + 3_600_000_000_000,
         created_ns: now,
@@ -285,7 +285,7 @@ impl BlockInstance {
             ..KernelConfig::default()
         })
         .expect("write config");
-        let listening = scan_guard::listeners::Listening {
+        let listening = scan_guard::kernel::listeners::Listening {
             tcp: [80u16, 443].into_iter().collect(),
             udp: [53u16].into_iter().collect(),
         };

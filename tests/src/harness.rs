@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{TestRun as _, TestRunOptions},
 };
-use scan_guard::{kernel_maps::KernelMaps, loader};
+use scan_guard::{kernel::loader, kernel::maps::KernelMaps};
 use scan_guard_common::{
     addr::{Addr, from_v4},
     config::KernelConfig,
@@ -103,7 +103,7 @@ impl Harness {
     }
 
     pub fn set_listening(&mut self, tcp: &[u16], udp: &[u16]) {
-        let l = scan_guard::listeners::Listening {
+        let l = scan_guard::kernel::listeners::Listening {
             tcp: tcp.iter().copied().collect(),
             udp: udp.iter().copied().collect(),
         };
@@ -118,7 +118,7 @@ impl Harness {
         let plen = family_prefix(text, prefix_len);
         let e = BlockEntry {
             expires_ns,
-            created_ns: scan_guard::clock::monotonic_ns(),
+            created_ns: scan_guard::base::clock::monotonic_ns(),
             hits: 0,
             prefix_len: plen,
             origin: BlockOrigin::Manual as u8,

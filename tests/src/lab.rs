@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scan_guard::kernel_maps::KernelMaps;
+use scan_guard::kernel::maps::KernelMaps;
 use scan_guard_common::stats::StatBlock;
 use serde_json::Value;
 
@@ -175,9 +175,9 @@ impl Default for ControllerOptions {
 impl Controller {
     /// The pinned link of the (first) interface the instance is attached to.
     pub fn link_pin(&self) -> PathBuf {
-        let names = scan_guard::loader::pinned_links(&self.pin_dir);
+        let names = scan_guard::kernel::loader::pinned_links(&self.pin_dir);
         let first = names.first().map_or("(none)", String::as_str);
-        scan_guard::loader::link_pin(&self.pin_dir, first)
+        scan_guard::kernel::loader::link_pin(&self.pin_dir, first)
     }
 
     /// The maps of the running instance, opened from its pins by this process.
@@ -721,7 +721,7 @@ impl Lab {
         mount_bpffs(&self.bpffs, &who);
         self.mounted = true;
         assert!(
-            scan_guard::bpffs::is_bpffs(&self.bpffs).unwrap_or(false),
+            scan_guard::kernel::bpffs::is_bpffs(&self.bpffs).unwrap_or(false),
             "{} is not a bpffs after mounting",
             self.bpffs.display()
         );
@@ -1068,7 +1068,7 @@ impl Lab {
     /// netns exec` execs in place) has written its runtime file, or (if it could
     /// not write one) has logged that it attached or re-adopted.
     fn controller_ready(&self, c: &Controller) -> bool {
-        if let Some(info) = scan_guard::instance::read(&c.pin_dir) {
+        if let Some(info) = scan_guard::kernel::instance::read(&c.pin_dir) {
             if parent_pid(info.pid) == Some(c.proc.pid) {
                 return true;
             }
@@ -1081,7 +1081,7 @@ impl Lab {
     /// The controller's pid (`scan-guard` itself, child of the lab's `timeout`), if
     /// it is running.
     pub fn controller_pid(&self, c: &Controller) -> Option<u32> {
-        scan_guard::instance::read(&c.pin_dir)
+        scan_guard::kernel::instance::read(&c.pin_dir)
             .map(|i| i.pid)
             .filter(|&pid| parent_pid(pid) == Some(c.proc.pid))
     }
@@ -1489,7 +1489,7 @@ impl Lab {
             describe(&out)
         );
         assert!(
-            !scan_guard::loader::is_attached(&pin_dir),
+            !scan_guard::kernel::loader::is_attached(&pin_dir),
             "[lab {}] attached although the config could not be used",
             self.tag
         );
@@ -1816,7 +1816,7 @@ impl Drop for Lab {
             .drain(..)
         {
             // Left behind by a controller that was killed; only ours (per pin dir).
-            scan_guard::instance::remove(&pin_dir);
+            scan_guard::kernel::instance::remove(&pin_dir);
         }
         if self.mounted {
             unmount(&self.bpffs);

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use scan_guard::{
-    cidr::Cidr,
+    base::cidr::Cidr,
+    cli::control,
     config::{Config, Dur},
-    control,
-    enforcer::{Change, Enforcer, Verdict, entry_for, key_of, new_meta},
-    persist::{STATE_VERSION, SavedBlock, SavedState},
+    enforce::enforcer::{Change, Enforcer, Verdict, entry_for, key_of, new_meta},
+    enforce::state_file::{STATE_VERSION, SavedBlock, SavedState},
 };
 use scan_guard_common::{config::KernelConfig, state::BlockOrigin};
 use scan_guard_tests::harness::{Harness, addr};
@@ -44,7 +44,7 @@ fn repeat_offenders_get_longer_blocks() {
     let mut ttls = Vec::new();
     for round in 0..3 {
         let v = e
-            .block_source(&mut h.maps, &src, 0, "test", &cfg)
+            .block_source(&mut h.maps, &src, 0, "test", &cfg.blocking)
             .expect("block");
         match &v[..] {
             [
@@ -61,7 +61,7 @@ fn repeat_offenders_get_longer_blocks() {
         }
         // Lift it the way `scan-guard unblock` does, from "another process".
         control::unblock_maps(&mut h.maps, &cidr("10.60.0.9")).expect("unblock");
-        let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
+        let changes = e.reconcile(&mut h.maps, &cfg.blocking).expect("reconcile");
         assert!(
             matches!(changes[..], [Change::Unblocked(..)]),
             "{changes:?}"
@@ -83,12 +83,12 @@ fn never_block_dry_run_and_caps() {
     let mut cfg = Config::default();
     let mut e = Enforcer::new(vec![cidr("10.61.0.0/24")]);
     let v = e
-        .block_source(&mut h.maps, &host("10.61.0.7"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.61.0.7"), 0, "t", &cfg.blocking)
         .expect("block");
     assert_eq!(v, vec![Verdict::Suppressed { why: "never_block" }]);
     cfg.blocking.dry_run = true;
     let v = e
-        .block_source(&mut h.maps, &host("10.62.0.7"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.62.0.7"), 0, "t", &cfg.blocking)
         .expect("block");
     assert!(matches!(v[..], [Verdict::WouldBlock { .. }]), "{v:?}");
     assert!(blocks(&h).is_empty(), "nothing blocked so far");
@@ -100,7 +100,13 @@ fn never_block_dry_run_and_caps() {
     let mut capped = 0;
     for i in 1..=10u8 {
         match &e
-            .block_source(&mut h.maps, &host(&format!("10.63.0.{i}")), 0, "t", &cfg)
+            .block_source(
+                &mut h.maps,
+                &host(&format!("10.63.0.{i}")),
+                0,
+                "t",
+                &cfg.blocking,
+            )
             .expect("block")[..]
         {
             [Verdict::Blocked { .. }] => blocked += 1,
@@ -118,11 +124,11 @@ fn never_block_dry_run_and_caps() {
     cfg.blocking.max_new_blocks_per_sec = 0;
     cfg.blocking.max_blocks = 4;
     let first = e
-        .block_source(&mut h.maps, &host("10.64.0.1"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.64.0.1"), 0, "t", &cfg.blocking)
         .expect("block");
     assert!(matches!(first[..], [Verdict::Blocked { .. }]));
     let second = e
-        .block_source(&mut h.maps, &host("10.64.0.2"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("10.64.0.2"), 0, "t", &cfg.blocking)
         .expect("block");
     assert_eq!(
         second,
@@ -141,7 +147,13 @@ fn enough_blocked_addresses_block_their_prefix() {
     let mut e = Enforcer::new(vec![]);
     for i in 1..=3u8 {
         let v = e
-            .block_source(&mut h.maps, &host(&format!("10.65.1.{i}")), 0, "t", &cfg)
+            .block_source(
+                &mut h.maps,
+                &host(&format!("10.65.1.{i}")),
+                0,
+                "t",
+                &cfg.blocking,
+            )
             .expect("block");
         if i < 3 {
             assert_eq!(v.len(), 1);
@@ -158,12 +170,12 @@ fn enough_blocked_addresses_block_their_prefix() {
             &host(&format!("2001:db8:65::{i}")),
             0,
             "t",
-            &cfg,
+            &cfg.blocking,
         )
         .expect("block");
     }
     let v = e
-        .block_source(&mut h.maps, &host("2001:db8:65::3"), 0, "t", &cfg)
+        .block_source(&mut h.maps, &host("2001:db8:65::3"), 0, "t", &cfg.blocking)
         .expect("block");
     assert!(
         matches!(&v[..], [_, Verdict::Blocked { prefix, .. }] if prefix.to_string() == "2001:db8:65::/64"),
@@ -191,7 +203,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         .put_meta(&key_of(&cidr("10.66.0.1")), &old)
         .expect("meta");
     // A block someone removed from the kernel behind our back (drift).
-    e.block_source(&mut h.maps, &host("10.66.0.2"), 0, "t", &cfg)
+    e.block_source(&mut h.maps, &host("10.66.0.2"), 0, "t", &cfg.blocking)
         .expect("block");
     h.maps
         .remove_block(&addr("10.66.0.2"), 128)
@@ -199,7 +211,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
     // An entry nobody asked for.
     h.block("10.66.0.3", 32, 0);
     // A kernel auto-block (origin kernel, no record yet).
-    let mut k = scan_guard::enforcer::entry_for(
+    let mut k = scan_guard::enforce::enforcer::entry_for(
         &cidr("10.66.0.4"),
         &new_meta(
             BlockOrigin::Kernel,
@@ -215,7 +227,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         .insert_block(&addr("10.66.0.4"), 128, &k)
         .expect("kernel entry");
 
-    let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
+    let changes = e.reconcile(&mut h.maps, &cfg.blocking).expect("reconcile");
     assert!(changes.iter().any(|c| matches!(c, Change::Expired(k, _) if Cidr::from_key(k.addr, k.prefix_len).to_string() == "10.66.0.1")), "{changes:?}");
     assert!(changes.iter().any(|c| matches!(c, Change::Adopted(k, _) if Cidr::from_key(k.addr, k.prefix_len).to_string() == "10.66.0.4")), "{changes:?}");
     assert_eq!(
@@ -224,7 +236,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
     );
     // Idempotent: a second pass changes nothing.
     assert!(
-        e.reconcile(&mut h.maps, &cfg)
+        e.reconcile(&mut h.maps, &cfg.blocking)
             .expect("reconcile")
             .is_empty()
     );
@@ -272,13 +284,13 @@ fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
             .find(|(x, l, _)| *x == c.addr && *l == 128)
             .map(|(_, _, e)| e.hits)
     };
-    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.1"), 0, "k", &cfg)
+    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.1"), 0, "k", &cfg.blocking)
         .expect("adopt")
         .expect("adopted");
     assert_eq!(hits_of(&h, "10.68.0.1"), Some(5), "the kernel entry's hits");
     // No /128 of its own (gone before the event was handled): the /24's 40 hits
     // must not be taken for it.
-    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.2"), 0, "k", &cfg)
+    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.2"), 0, "k", &cfg.blocking)
         .expect("adopt")
         .expect("adopted");
     assert_eq!(
@@ -303,9 +315,9 @@ fn between_full_passes_expiries_run_from_memory() {
     h.maps
         .put_meta(&key_of(&cidr("10.67.0.1")), &short)
         .expect("meta");
-    e.block_source(&mut h.maps, &host("10.67.0.2"), 0, "t", &cfg)
+    e.block_source(&mut h.maps, &host("10.67.0.2"), 0, "t", &cfg.blocking)
         .expect("block");
-    let changes = e.reconcile(&mut h.maps, &cfg).expect("reconcile");
+    let changes = e.reconcile(&mut h.maps, &cfg.blocking).expect("reconcile");
     assert!(
         changes.iter().any(|c| matches!(c, Change::Appeared(..))),
         "{changes:?}"
@@ -333,7 +345,7 @@ fn between_full_passes_expiries_run_from_memory() {
     assert_eq!(e.block_count(), 1);
     // The next full pass agrees: nothing left to change.
     assert!(
-        e.reconcile(&mut h.maps, &cfg)
+        e.reconcile(&mut h.maps, &cfg.blocking)
             .expect("reconcile")
             .is_empty()
     );
@@ -344,7 +356,7 @@ fn saved_state_is_restored_and_expired_entries_are_skipped() {
     let mut h = Harness::new(KernelConfig::default());
     let mut cfg = Config::default();
     cfg.blocking.ttl = vec![Dur(Duration::from_secs(600))];
-    let now = scan_guard::clock::unix_now();
+    let now = scan_guard::base::clock::unix_now();
     let saved = SavedState {
         version: STATE_VERSION,
         blocks: vec![
@@ -398,7 +410,7 @@ fn saved_state_is_restored_and_expired_entries_are_skipped() {
     assert_eq!(again.restore(&mut h.maps, &saved).expect("restore"), 0);
     assert!(
         again
-            .reconcile(&mut h.maps, &cfg)
+            .reconcile(&mut h.maps, &cfg.blocking)
             .expect("reconcile")
             .is_empty(),
         "no spurious events"

@@ -46,7 +46,7 @@ fn nothing_applied(lab: &Lab, pin_dir: &Path, what: &str) {
         lab.link_show(&lab.tgt)
     );
     assert!(
-        scan_guard::instance::read(pin_dir).is_none(),
+        scan_guard::kernel::instance::read(pin_dir).is_none(),
         "[{}] {what}: a runtime file for {} was written",
         lab.tag,
         pin_dir.display()

@@ -89,7 +89,9 @@ fn starts_despite(lab: &Lab, what: &str, bytes: &[u8]) {
     wait_until(Duration::from_secs(5), "a valid state file", || {
         fs::read_to_string(&state)
             .ok()
-            .and_then(|t| serde_json::from_str::<scan_guard::persist::SavedState>(&t).ok())
+            .and_then(|t| {
+                serde_json::from_str::<scan_guard::enforce::state_file::SavedState>(&t).ok()
+            })
             .is_some_and(|s| s.blocks.iter().any(|b| b.prefix == "10.200.1.91"))
     });
     assert_eq!(

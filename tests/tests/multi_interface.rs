@@ -330,7 +330,7 @@ fn start_from_config(lab: &Lab, cfg: &std::path::Path) -> Controller {
         "a runtime file",
         &[&c.log],
         Duration::from_secs(10),
-        || scan_guard::instance::read(&c.pin_dir).is_some(),
+        || scan_guard::kernel::instance::read(&c.pin_dir).is_some(),
     );
     c
 }

@@ -176,7 +176,7 @@ fn controller_runs_without_capabilities_with_root_only_pins_and_no_sockets() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let link = scan_guard::loader::link_pin(&c.pin_dir, &lab.tgt.iface);
+    let link = scan_guard::kernel::loader::link_pin(&c.pin_dir, &lab.tgt.iface);
     let link = link
         .file_name()
         .and_then(|n| n.to_str())

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scan_guard::metrics::Metrics;
+use scan_guard::export::metrics::Metrics;
 use scan_guard_common::stats::{STAT_COUNT, Stat};
 use scan_guard_tests::{
     is_root,

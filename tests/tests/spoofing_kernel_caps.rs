@@ -25,7 +25,7 @@ use std::{
     time::Instant,
 };
 
-use scan_guard::{cidr::Cidr, neverblock};
+use scan_guard::{base::cidr::Cidr, enforce::neverblock};
 use scan_guard_common::{
     addr::{Addr, from_v4},
     config::{KernelConfig, POLICY_AUTO_BLOCK},

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use scan_guard::clock::monotonic_ns;
+use scan_guard::base::clock::monotonic_ns;
 use scan_guard_common::{
     addr::{Addr, mask},
     config::{KernelConfig, POLICY_AUTO_BLOCK, POLICY_LOCAL_ONLY, POLICY_STEALTH},

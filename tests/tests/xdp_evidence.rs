@@ -446,7 +446,7 @@ fn every_map_of_the_program_is_pinned_by_name() {
     // A map missing from `map_names::ALL` would not be pinned, and control
     // commands (which open every map by its pin) would fail against a running
     // instance.
-    let ebpf = scan_guard::loader::load_with(None, None).expect("load");
+    let ebpf = scan_guard::kernel::loader::load_with(None, None).expect("load");
     let mut in_object: Vec<&str> = ebpf
         .maps()
         .map(|(name, _)| name)

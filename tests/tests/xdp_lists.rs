@@ -1,7 +1,7 @@
 //! BPF_PROG_TEST_RUN: allowlist, blocklist (exact, prefix, expiry enforced by the
 //! kernel itself) and per-entry hit counts.
 
-use scan_guard::clock::monotonic_ns;
+use scan_guard::base::clock::monotonic_ns;
 use scan_guard_common::{
     addr::mask,
     config::KernelConfig,

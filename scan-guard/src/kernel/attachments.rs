@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     kernel::ifaces::{self, IfacePattern},
-    loader::{self, AttachMode},
+    kernel::loader::{self, AttachMode},
 };
 
 /// One interface as `status`, the metrics and the runtime file show it.

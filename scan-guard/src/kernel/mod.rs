@@ -1,5 +1,13 @@
-//! Everything that talks to the kernel's side of scan-guard: which interfaces
-//! the program is on, and its attachments to them.
+//! The kernel side: loading the XDP program, attaching it to every configured
+//! interface, pinning and re-adopting, typed access to its maps, and what the
+//! program needs to know of the host (listening sockets, NAT-published ports).
 
 pub mod attachments;
+pub mod bpffs;
 pub mod ifaces;
+pub mod instance;
+pub mod listeners;
+pub mod loader;
+pub mod maps;
+pub mod nat_watch;
+pub mod published;

@@ -7,9 +7,9 @@ use std::{fmt::Write as _, net::Ipv4Addr, time::Duration, time::Instant};
 
 use scan_guard::{
     config::Config,
-    enforcer::{Enforcer, entry_for, new_meta},
-    kernel_maps::KernelMaps,
-    loader,
+    enforce::enforcer::{Enforcer, entry_for, new_meta},
+    kernel::loader,
+    kernel::maps::KernelMaps,
 };
 use scan_guard_common::{
     addr::from_v4,
@@ -101,10 +101,14 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
         let records = t.elapsed().as_secs_f64();
         let mut enforcer = Enforcer::new(Vec::new());
         let t = Instant::now();
-        let changes = enforcer.reconcile(&mut maps, &cfg).expect("reconcile");
+        let changes = enforcer
+            .reconcile(&mut maps, &cfg.blocking)
+            .expect("reconcile");
         let first = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let again = enforcer.reconcile(&mut maps, &cfg).expect("reconcile");
+        let again = enforcer
+            .reconcile(&mut maps, &cfg.blocking)
+            .expect("reconcile");
         let steady = t.elapsed().as_secs_f64();
         // Between full passes the controller only runs the expiry check.
         let t = Instant::now();
@@ -113,7 +117,7 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
         assert!(expired.is_empty(), "{} blocks expired early", expired.len());
         // A kernel auto-block adopted (its event handled) with N blocks in place.
         let kernel_src = from_v4([10, 99, 0, 1]);
-        let host = scan_guard::cidr::Cidr::from_key(kernel_src, 128);
+        let host = scan_guard::base::cidr::Cidr::from_key(kernel_src, 128);
         let mut entry = entry_for(
             &host,
             &new_meta(
@@ -132,10 +136,10 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
         let adopted = enforcer
             .adopt_kernel_block(
                 &mut maps,
-                &scan_guard::cidr::Cidr::from_key(kernel_src, 128),
+                &scan_guard::base::cidr::Cidr::from_key(kernel_src, 128),
                 KIND_NONE,
                 "bench",
-                &cfg,
+                &cfg.blocking,
             )
             .expect("adopt");
         let adopt = t.elapsed().as_secs_f64();

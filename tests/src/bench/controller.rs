@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use scan_guard::kernel_maps::KernelMaps;
+use scan_guard::kernel::maps::KernelMaps;
 
 use super::netns::{BenchLab, Spawned};
 
@@ -50,7 +50,7 @@ impl Controller {
             &log,
         );
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !scan_guard::loader::is_attached(&pin_dir) {
+        while !scan_guard::kernel::loader::is_attached(&pin_dir) {
             if let Some(st) = lab.try_wait(spawned) {
                 panic!(
                     "the controller exited before attaching ({st}): {}",
@@ -87,6 +87,6 @@ impl Controller {
             eprintln!("bench: the controller had to be killed");
         }
         // Its link pin goes with a clean exit; make sure before the next start.
-        let _ = scan_guard::loader::detach(&self.pin_dir);
+        let _ = scan_guard::kernel::loader::detach(&self.pin_dir);
     }
 }

@@ -99,7 +99,7 @@ pub fn collect(bench_cpu: usize) -> Machine {
         cpu_model,
         logical_cpus,
         kernel,
-        date_utc: scan_guard::clock::rfc3339_unix(scan_guard::clock::unix_now()),
+        date_utc: scan_guard::base::clock::rfc3339_unix(scan_guard::base::clock::unix_now()),
         memory_gib,
         loadavg_start: loadavg(),
         loadavg_end: String::new(),

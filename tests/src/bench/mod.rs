@@ -172,7 +172,7 @@ pub fn run(opts: &Options) -> Results {
     let mut r = Results {
         schema: results::SCHEMA,
         smoke: opts.smoke,
-        started: scan_guard::clock::rfc3339_unix(scan_guard::clock::unix_now()),
+        started: scan_guard::base::clock::rfc3339_unix(scan_guard::base::clock::unix_now()),
         machine: machine::collect(sys::bench_cpu()),
         ..Default::default()
     };

@@ -9,7 +9,7 @@ use scan_guard_common::addr::{V4_MAPPED_PREFIX_BITS, mask};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cidr::Cidr;
+use crate::base::cidr::Cidr;
 
 /// A ban to enforce until `expires_unix_s`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use super::{
     health::Health,
     lapi::{Client, HttpError},
 };
-use crate::{cidr::format_duration, clock};
+use crate::{base::cidr::format_duration, base::clock};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);

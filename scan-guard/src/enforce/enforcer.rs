@@ -17,11 +17,11 @@ use scan_guard_common::{
 };
 
 use crate::{
-    cidr::Cidr,
-    clock,
-    config::Config,
-    kernel_maps::KernelMaps,
-    persist::{STATE_VERSION, SavedBlock, SavedOffence, SavedState},
+    base::cidr::Cidr,
+    base::clock,
+    enforce::policy::Blocking,
+    enforce::state_file::{STATE_VERSION, SavedBlock, SavedOffence, SavedState},
+    kernel::maps::KernelMaps,
 };
 
 /// Tolerance when comparing kernel and desired expiry (clock granularity, rounding).
@@ -134,7 +134,7 @@ pub fn entry_for(c: &Cidr, m: &BlockMeta, hits: u64) -> BlockEntry {
 
 /// Name of a kind byte (`-` for none).
 pub fn kind_name(kind: u8) -> &'static str {
-    crate::kinds::name(kind)
+    crate::detect::kinds::name(kind)
 }
 
 impl Enforcer {
@@ -163,12 +163,10 @@ impl Enforcer {
 
     /// The offence number a new block of `addr` would be (1-based), counting only
     /// offences within the configured memory.
-    fn next_offence(&self, addr: &Addr, cfg: &Config) -> u32 {
+    fn next_offence(&self, addr: &Addr, cfg: &Blocking) -> u32 {
         let now = clock::unix_now();
         match self.offences.get(addr) {
-            Some(o)
-                if now.saturating_sub(o.last_unix_s) <= cfg.blocking.offence_memory.0.as_secs() =>
-            {
+            Some(o) if now.saturating_sub(o.last_unix_s) <= cfg.offence_memory.0.as_secs() => {
                 o.count + 1
             }
             _ => 1,
@@ -193,8 +191,8 @@ impl Enforcer {
     /// One budget of new blocks per second, shared with the kernel's auto-blocks:
     /// both take from the pinned `RateRing` (same coarse monotonic clock), so a
     /// spoofed flood cannot get the cap twice.
-    fn rate_ok(&mut self, maps: &mut KernelMaps, cfg: &Config) -> bool {
-        let cap = cfg.blocking.max_new_blocks_per_sec;
+    fn rate_ok(&mut self, maps: &mut KernelMaps, cfg: &Blocking) -> bool {
+        let cap = cfg.max_new_blocks_per_sec;
         if cap == 0 {
             return true;
         }
@@ -215,7 +213,7 @@ impl Enforcer {
         src: &Cidr,
         kind: u8,
         reason: &str,
-        cfg: &Config,
+        cfg: &Blocking,
     ) -> Result<Option<(MetaKey, BlockMeta)>> {
         let c = *src;
         let src = &c.addr;
@@ -254,7 +252,7 @@ impl Enforcer {
         src: &Cidr,
         kind: u8,
         reason: &str,
-        cfg: &Config,
+        cfg: &Blocking,
     ) -> Result<Vec<Verdict>> {
         if self.protects(src) {
             return Ok(vec![Verdict::Suppressed { why: "never_block" }]);
@@ -266,10 +264,10 @@ impl Enforcer {
         }
         let n = self.next_offence(src, cfg);
         let ttl = cfg.ttl_for_offence(n);
-        if cfg.blocking.dry_run {
+        if cfg.dry_run {
             return Ok(vec![Verdict::WouldBlock { ttl, offences: n }]);
         }
-        if self.known.len() >= cfg.blocking.max_blocks as usize {
+        if self.known.len() >= cfg.max_blocks as usize {
             return Ok(vec![Verdict::Suppressed {
                 why: "blocklist_cap",
             }]);
@@ -310,16 +308,16 @@ impl Enforcer {
         maps: &mut KernelMaps,
         c: &Cidr,
         kind: u8,
-        cfg: &Config,
+        cfg: &Blocking,
     ) -> Result<Option<Verdict>> {
-        let k = cfg.blocking.aggregate_after;
+        let k = cfg.aggregate_after;
         if k == 0 {
             return Ok(None);
         }
         let family_len = if c.is_v4() {
-            cfg.blocking.aggregate_ipv4_prefix
+            cfg.aggregate_ipv4_prefix
         } else {
-            cfg.blocking.aggregate_ipv6_prefix
+            cfg.aggregate_ipv6_prefix
         };
         let net = c.widen(family_len);
         if net == *c
@@ -353,7 +351,7 @@ impl Enforcer {
     /// Makes the kernel blocklist equal to `BLOCK_META`: expires what is due, writes
     /// missing or drifted entries, removes entries nobody asked for, adopts kernel
     /// auto-blocks, and reports what other processes changed.
-    pub fn reconcile(&mut self, maps: &mut KernelMaps, cfg: &Config) -> Result<Vec<Change>> {
+    pub fn reconcile(&mut self, maps: &mut KernelMaps, cfg: &Blocking) -> Result<Vec<Change>> {
         let now = clock::unix_now();
         let metas: HashMap<MetaKey, BlockMeta> = maps.metas().into_iter().collect();
         let mut kernel: HashMap<MetaKey, BlockEntry> = maps
@@ -533,7 +531,7 @@ impl Enforcer {
                 "crowdsec" => BlockOrigin::Crowdsec,
                 _ => BlockOrigin::Detector,
             };
-            let kind = crate::kinds::code(&b.kind);
+            let kind = crate::detect::kinds::code(&b.kind);
             let mut m = new_meta(origin, kind, &b.reason, None, b.offences);
             m.since_unix_s = b.since_unix_s;
             m.expires_unix_s = b.expires_unix_s;
@@ -557,7 +555,7 @@ impl Enforcer {
         origin: BlockOrigin,
         expires_unix_s: u64,
         reason: &str,
-        cfg: &Config,
+        cfg: &Blocking,
     ) -> Result<External> {
         let key = key_of(c);
         if let Ok(live) = maps.meta.get(&key, 0) {
@@ -581,7 +579,7 @@ impl Enforcer {
         {
             return Ok(External::Suppressed("never_block"));
         }
-        if self.known.len() >= cfg.blocking.max_blocks as usize {
+        if self.known.len() >= cfg.max_blocks as usize {
             return Ok(External::Suppressed("blocklist_cap"));
         }
         let mut m = new_meta(origin, scan_guard_common::state::KIND_NONE, reason, None, 1);

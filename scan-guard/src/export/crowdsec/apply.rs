@@ -17,12 +17,12 @@ use serde_json::json;
 
 use super::decisions::{Ban, Batch};
 use crate::{
-    cidr::Cidr,
-    clock,
-    config::Config,
-    enforcer::{Enforcer, External, key_of, new_meta},
-    events::EventRecord,
-    kernel_maps::KernelMaps,
+    base::cidr::Cidr,
+    base::clock,
+    enforce::enforcer::{Enforcer, External, key_of, new_meta},
+    enforce::policy::Blocking,
+    export::events::EventRecord,
+    kernel::maps::KernelMaps,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl Applier {
         batch: Batch,
         enforcer: &mut Enforcer,
         maps: &mut KernelMaps,
-        cfg: &Config,
+        cfg: &Blocking,
     ) -> Result<Vec<EventRecord>> {
         let now = clock::unix_now();
         let mut out = Vec::new();
@@ -87,7 +87,7 @@ impl Applier {
             .values()
             .filter(|w| match w.state {
                 State::Covered => !Enforcer::has_record(maps, &w.ban.prefix),
-                State::Capped => enforcer.len() < cfg.blocking.max_blocks as usize,
+                State::Capped => enforcer.len() < cfg.max_blocks as usize,
                 State::Applied | State::Protected => false,
             })
             .map(|w| (w.ban.clone(), w.state))
@@ -104,7 +104,7 @@ impl Applier {
         before: Option<State>,
         enforcer: &mut Enforcer,
         maps: &mut KernelMaps,
-        cfg: &Config,
+        cfg: &Blocking,
         out: &mut Vec<EventRecord>,
     ) -> Result<()> {
         let before = before.or_else(|| self.wanted.get(&ban.prefix).map(|w| w.state));

@@ -47,7 +47,7 @@ impl Listening {
     }
 
     /// Adds the ports the host's NAT rules publish (they have no socket here).
-    pub fn with_published(mut self, p: &crate::published::Published) -> Self {
+    pub fn with_published(mut self, p: &crate::kernel::published::Published) -> Self {
         self.tcp.extend(&p.tcp);
         self.udp.extend(&p.udp);
         self

@@ -17,7 +17,7 @@ use aya::{
 };
 use scan_guard_common::{PROGRAM_NAME, map_names};
 
-use crate::{EBPF_OBJECT, error::usage};
+use crate::{EBPF_OBJECT, base::error::usage};
 
 /// Pinned links are called `link-<iface>` inside the pin directory: one per
 /// interface the program is attached to, all sharing the same maps.

@@ -1,50 +1,46 @@
-//! Userspace detection on top of the kernel's evidence: what kind of scan a source
-//! runs, slow scans by Threshold Random Walk over first contacts, and hints of
-//! distributed or decoy scans.
+//! Slow scans: a Threshold Random Walk over each source's first contacts.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-
-use scan_guard_common::{
-    addr::Addr,
-    event::{Contact, ScanEvent},
-    flags::{PROBE_KINDS, ProbeKind},
-    state::Trigger,
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::Duration,
 };
 
-use crate::config::SlowScan;
+use scan_guard_common::{addr::Addr, event::Contact, flags::PROBE_KINDS};
 
-/// What the source is doing, from its probe mix: the dominant kind (at least three
-/// quarters of the probes), `connect` for SYNs that come from an OS stack, `sweep`
-/// for address sweeps, or `mixed`.
-pub fn classify(
-    probes: &[u32; PROBE_KINDS],
-    trigger: Option<Trigger>,
-    os_syns: u16,
-) -> &'static str {
-    match trigger {
-        Some(Trigger::Sweep) => return "sweep",
-        Some(Trigger::Discovery) => return "discovery",
-        _ => {}
-    }
-    let total: u64 = probes.iter().map(|p| u64::from(*p)).sum();
-    let Some((idx, top)) = probes.iter().enumerate().max_by_key(|(_, p)| **p) else {
-        return "mixed";
-    };
-    if total == 0 || u64::from(*top) * 4 < total * 3 {
-        return "mixed";
-    }
-    match ProbeKind::from_u8(idx as u8) {
-        Some(ProbeKind::Syn) if u32::from(os_syns) * 2 >= *top => "connect",
-        Some(ProbeKind::IcmpEcho) => "sweep",
-        Some(ProbeKind::IcmpDiscovery) => "discovery",
-        Some(k) => k.name(),
-        None => "mixed",
-    }
+use serde::{Deserialize, Serialize};
+
+use crate::{base::settings::Dur, detect::classify::classify};
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlowScan {
+    pub enabled: bool,
+    /// P(first contact succeeds) for a benign source (theta0).
+    pub benign_success: f64,
+    /// P(first contact succeeds) for a scanner (theta1).
+    pub scanner_success: f64,
+    /// Likelihood ratio at which a source is a scanner (eta1).
+    pub threshold: f64,
+    /// How long a source's history is kept after its last contact.
+    pub memory: Dur,
+    /// The walk's evidence halves every `half_life` ("0s": never fades).
+    pub half_life: Dur,
+    /// Sources remembered at once (least recently seen forgotten first).
+    pub max_sources: usize,
 }
 
-/// Kind of a kernel event.
-pub fn classify_event(ev: &ScanEvent) -> &'static str {
-    classify(&ev.probes, Trigger::from_u8(ev.trigger), ev.os_syns)
+impl Default for SlowScan {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            benign_success: 0.8,
+            scanner_success: 0.2,
+            threshold: 99.0,
+            memory: Dur(Duration::from_secs(30 * 60)),
+            half_life: Dur(Duration::from_secs(30 * 60)),
+            max_sources: 100_000,
+        }
+    }
 }
 
 /// A slow scan found by the sequential test.
@@ -185,7 +181,7 @@ impl Trw {
             src: c.src,
             src_prefix: c.src_prefix_len(),
             kind,
-            kind_byte: crate::kinds::code(kind),
+            kind_byte: crate::detect::kinds::code(kind),
             likelihood_ratio: w.log_ratio.exp(),
             failures: w.failures,
             successes: w.successes,
@@ -234,72 +230,10 @@ impl Trw {
     }
 }
 
-/// A hint that several sources scan with one pattern (decoys or a distributed scan).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DistributedHint {
-    pub sources: Vec<Addr>,
-    pub ports: Vec<u16>,
-}
-
-/// Groups recent detections by their sampled port pattern.
-pub struct Correlator {
-    window_ns: u64,
-    min_sources: usize,
-    recent: VecDeque<(u64, Vec<u16>, Addr)>,
-    reported: HashSet<Vec<u16>>,
-}
-
-impl Correlator {
-    pub fn new(window_ns: u64, min_sources: usize) -> Self {
-        Self {
-            window_ns,
-            min_sources: min_sources.max(2),
-            recent: VecDeque::new(),
-            reported: HashSet::new(),
-        }
-    }
-
-    /// Records a detection; returns a hint once `min_sources` distinct sources have
-    /// shown the same port pattern within the window (once per pattern per window).
-    pub fn observe(&mut self, ts_ns: u64, src: Addr, ports: &[u16]) -> Option<DistributedHint> {
-        while self
-            .recent
-            .front()
-            .is_some_and(|(t, _, _)| ts_ns.saturating_sub(*t) > self.window_ns)
-        {
-            if let Some((_, p, _)) = self.recent.pop_front() {
-                if !self.recent.iter().any(|(_, q, _)| *q == p) {
-                    self.reported.remove(&p);
-                }
-            }
-        }
-        if ports.len() < 3 {
-            return None;
-        }
-        let mut pattern = ports.to_vec();
-        pattern.sort_unstable();
-        self.recent.push_back((ts_ns, pattern.clone(), src));
-        let mut sources: Vec<Addr> = self
-            .recent
-            .iter()
-            .filter(|(_, p, _)| *p == pattern)
-            .map(|(_, _, s)| *s)
-            .collect();
-        sources.sort_unstable();
-        sources.dedup();
-        if sources.len() < self.min_sources || !self.reported.insert(pattern.clone()) {
-            return None;
-        }
-        Some(DistributedHint {
-            sources,
-            ports: pattern,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use scan_guard_common::addr::from_v4;
+    use scan_guard_common::flags::ProbeKind;
 
     use super::*;
 
@@ -481,31 +415,5 @@ mod tests {
         }
         assert_eq!(t.sources(), 50_000);
         assert!(t.order.len() <= 2 * 50_000 + 1024);
-    }
-
-    #[test]
-    fn connect_scans_are_told_from_syn_scans() {
-        let mut p = [0u32; PROBE_KINDS];
-        p[ProbeKind::Syn as usize] = 10;
-        assert_eq!(classify(&p, Some(Trigger::Score), 0), "syn");
-        assert_eq!(classify(&p, Some(Trigger::Score), 9), "connect");
-        assert_eq!(classify(&p, Some(Trigger::Sweep), 0), "sweep");
-        p[ProbeKind::Udp as usize] = 10;
-        assert_eq!(classify(&p, Some(Trigger::Score), 0), "mixed");
-    }
-
-    #[test]
-    fn same_pattern_from_many_sources_is_a_hint() {
-        let mut c = Correlator::new(60_000_000_000, 3);
-        let ports = [21, 22, 23, 25, 80];
-        assert!(c.observe(0, from_v4([1, 1, 1, 1]), &ports).is_none());
-        assert!(c.observe(1, from_v4([1, 1, 1, 2]), &ports).is_none());
-        let h = c.observe(2, from_v4([1, 1, 1, 3]), &ports).expect("hint");
-        assert_eq!(h.sources.len(), 3);
-        assert!(
-            c.observe(3, from_v4([1, 1, 1, 4]), &ports).is_none(),
-            "once per pattern"
-        );
-        assert!(c.observe(4, from_v4([1, 1, 1, 5]), &[1, 2, 3]).is_none());
     }
 }

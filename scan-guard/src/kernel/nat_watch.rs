@@ -16,7 +16,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::published::{self, Published};
+use crate::kernel::published::{self, Published};
 
 /// Name of the hidden subcommand the controller starts.
 pub const SUBCOMMAND: &str = "nat-watch";
@@ -31,7 +31,7 @@ pub fn run_child(interval: Duration) -> Result<()> {
     if unsafe { libc::getppid() } == 1 {
         return Ok(());
     }
-    crate::privileges::keep_only(&[
+    crate::base::privileges::keep_only(&[
         caps::Capability::CAP_NET_ADMIN,
         caps::Capability::CAP_NET_RAW,
     ])?;

@@ -31,7 +31,7 @@ use scan_guard_common::{
 };
 use tokio::net::TcpListener;
 
-use crate::{crowdsec::health::Snapshot, error::usage, kinds};
+use crate::{base::error::usage, detect::kinds, export::crowdsec::health::Snapshot};
 
 type Labels = Vec<(String, String)>;
 

@@ -1,6 +1,8 @@
 //! `scan-guard run`: load (or re-adopt), configure, attach, then turn kernel events
 //! and first contacts into decisions until SIGINT/SIGTERM; SIGHUP reloads the config.
 
+pub mod retry;
+
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -21,25 +23,25 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use self::retry::Pending;
 use crate::{
-    bpffs,
-    cidr::Cidr,
-    clock,
+    base::cidr::Cidr,
+    base::clock,
     config::Config,
-    detector::{Correlator, Trw},
-    enforcer::{Change, Enforcer, Verdict},
-    events::{EventOutputs, EventRecord},
-    instance::{self, InstanceInfo},
+    detect::{correlate::Correlator, slow_scan::Trw},
+    enforce::enforcer::{Change, Enforcer, Verdict},
+    enforce::{neverblock, state_file as persist},
+    export::metrics::Metrics,
+    export::{events::EventRecord, sinks::EventOutputs},
+    kernel::bpffs,
+    kernel::instance::{self, InstanceInfo},
+    kernel::listeners::{self, Listening},
+    kernel::loader::{self, AttachMode},
+    kernel::maps::KernelMaps,
     kernel::{
         attachments::{self, AttachChange, Attachments, IfaceStatus},
         ifaces::{self, IfacePattern},
     },
-    kernel_maps::KernelMaps,
-    listeners::{self, Listening},
-    loader::{self, AttachMode},
-    metrics::Metrics,
-    neverblock, persist,
-    retry::{self, Pending},
 };
 
 /// How often the first-contact ring is drained without a wakeup (the kernel
@@ -125,7 +127,7 @@ struct Controller {
     /// Sources the rate cap refused, retried strongest first every tick.
     retries: retry::Retries,
     /// The NAT-rule watcher (`detection.nat_refresh`), when it runs.
-    nat: Option<crate::nat_watch::Watcher>,
+    nat: Option<crate::kernel::nat_watch::Watcher>,
     /// The host's own addresses as last written to `LOCAL_ADDRS`.
     local: Vec<Addr>,
     state_file: PathBuf,
@@ -135,11 +137,13 @@ struct Controller {
     /// When the state file was last written.
     saved_at: Option<std::time::Instant>,
     /// CrowdSec Local API tasks (bouncer and agent), when `[crowdsec]` asks.
-    crowdsec: crate::crowdsec::Link,
+    crowdsec: crate::export::crowdsec::Link,
 }
 
 /// The NAT-published ports as the watcher last read them (none without one).
-fn published_now(nat: Option<&crate::nat_watch::Watcher>) -> crate::published::Published {
+fn published_now(
+    nat: Option<&crate::kernel::nat_watch::Watcher>,
+) -> crate::kernel::published::Published {
     nat.map(|w| w.ports.borrow().clone()).unwrap_or_default()
 }
 
@@ -157,11 +161,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Bind before attaching: an address in use fails the start, not a running host.
     let metrics = Arc::new(Metrics::new());
     let _metrics_server = match opts.metrics {
-        Some(addr) => Some(crate::metrics::serve(addr, Arc::clone(&metrics)).await?),
+        Some(addr) => Some(crate::export::metrics::serve(addr, Arc::clone(&metrics)).await?),
         None => None,
     };
     // Secrets are read (and bad ones refused) before anything is attached.
-    let crowdsec = crate::crowdsec::Link::start(&opts.config.crowdsec)?;
+    let crowdsec = crate::export::crowdsec::Link::start(&opts.config.crowdsec)?;
     bpffs::prepare_pin_dir(&opts.pin_dir)?;
     let fresh = !loader::is_attached(&opts.pin_dir);
     // Pins left by a scan-guard with another map layout cannot be reused: their
@@ -179,7 +183,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Started while we still hold CAP_NET_ADMIN (listing the nat table needs it).
     let nat = match opts.config.detection.nat_refresh.0 {
         d if d.is_zero() => None,
-        d => match crate::nat_watch::Watcher::start(d, Duration::from_secs(3)).await {
+        d => match crate::kernel::nat_watch::Watcher::start(d, Duration::from_secs(3)).await {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!("NAT-published ports will not be read: {e:#}");
@@ -202,7 +206,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     ctl.info.dry_run = ctl.cfg.blocking.dry_run;
     ctl.write_info();
     // Everything from here on goes through descriptors we already hold.
-    match crate::privileges::drop_all() {
+    match crate::base::privileges::drop_all() {
         Ok(()) => tracing::info!("dropped all capabilities"),
         Err(e) => tracing::warn!("could not drop capabilities: {e:#}"),
     }
@@ -266,7 +270,7 @@ type Started = (Controller, Ring, Ring, Option<KernelLog>);
 /// nothing yet.
 fn check_interfaces(patterns: &[IfacePattern]) -> Result<()> {
     if patterns.is_empty() {
-        return Err(crate::error::usage(
+        return Err(crate::base::error::usage(
             "no interface to protect: pass --iface IFACE (repeat it for several) or set ifaces in the config file",
         ));
     }
@@ -274,7 +278,7 @@ fn check_interfaces(patterns: &[IfacePattern]) -> Result<()> {
         loader::if_index(p.as_str())?;
     }
     if ifaces::matching(patterns, &ifaces::system_interfaces()).is_empty() {
-        return Err(crate::error::usage(format!(
+        return Err(crate::base::error::usage(format!(
             "no network interface matches {} (see `ip link`)",
             patterns
                 .iter()
@@ -291,7 +295,7 @@ fn start(
     sink: EventOutputs,
     fresh_maps: bool,
     metrics: Arc<Metrics>,
-    nat: Option<crate::nat_watch::Watcher>,
+    nat: Option<crate::kernel::nat_watch::Watcher>,
 ) -> Result<Started> {
     let cfg = opts.config.clone();
     let max_blocks = fresh_maps.then_some(cfg.blocking.max_blocks);
@@ -403,7 +407,7 @@ fn start(
         metrics,
         ticks: 0,
         full_pass_due: true,
-        crowdsec: crate::crowdsec::Link::disabled(),
+        crowdsec: crate::export::crowdsec::Link::disabled(),
     };
     Ok((ctl, events, contacts, klog))
 }
@@ -614,10 +618,13 @@ impl Controller {
 
     /// One answer of the CrowdSec decision stream: blocks and lifts with origin
     /// `crowdsec`, reported as events like every other block.
-    fn on_crowdsec(&mut self, batch: crate::crowdsec::Batch) -> Result<()> {
-        let recs = self
-            .crowdsec
-            .apply(batch, &mut self.enforcer, &mut self.maps, &self.cfg)?;
+    fn on_crowdsec(&mut self, batch: crate::export::crowdsec::Batch) -> Result<()> {
+        let recs = self.crowdsec.apply(
+            batch,
+            &mut self.enforcer,
+            &mut self.maps,
+            &self.cfg.blocking,
+        )?;
         for rec in &recs {
             match rec.event {
                 "blocked" => self.metrics.crowdsec_decision("block"),
@@ -636,7 +643,7 @@ impl Controller {
         let rec = EventRecord::from_kernel(ev, &self.kcfg);
         self.emit(&rec)?;
         if let Some(hint) = self.correlator.observe(ev.ts_ns, ev.src, ev.ports()) {
-            self.emit(&EventRecord::from_hint(&hint, &self.cfg))?;
+            self.emit(&EventRecord::from_hint(&hint))?;
         }
         // Host discovery is reported, never blocked on its own.
         if Trigger::from_u8(ev.trigger) == Some(Trigger::Discovery) {
@@ -654,9 +661,9 @@ impl Controller {
             if let Some((_, meta)) = self.enforcer.adopt_kernel_block(
                 &mut self.maps,
                 &Cidr::from_key(ev.src, ev.src_prefix_len()),
-                crate::kinds::code(&rec.kind),
+                crate::detect::kinds::code(&rec.kind),
                 &reason,
-                &self.cfg,
+                &self.cfg.blocking,
             )? {
                 let ttl =
                     Duration::from_secs(meta.expires_unix_s.saturating_sub(meta.since_unix_s));
@@ -674,7 +681,7 @@ impl Controller {
                 self.retries.push(Pending::new(
                     Cidr::from_key(ev.src, ev.src_prefix_len()),
                     &rec,
-                    crate::kinds::code(&rec.kind),
+                    crate::detect::kinds::code(&rec.kind),
                     &reason,
                 ));
             }
@@ -682,7 +689,7 @@ impl Controller {
         }
         // Kernel auto-block is off (dry run, or blocking left to userspace).
         let src = Cidr::from_key(ev.src, ev.src_prefix_len());
-        self.block_or_queue(src, &rec, crate::kinds::code(&rec.kind), &reason)
+        self.block_or_queue(src, &rec, crate::detect::kinds::code(&rec.kind), &reason)
     }
 
     /// A userspace decision to block `src`. While refused sources wait for budget,
@@ -699,9 +706,9 @@ impl Controller {
             self.retries.push(Pending::new(src, rec, kind, reason));
             return Ok(());
         }
-        let verdicts = self
-            .enforcer
-            .block_source(&mut self.maps, &src, kind, reason, &self.cfg)?;
+        let verdicts =
+            self.enforcer
+                .block_source(&mut self.maps, &src, kind, reason, &self.cfg.blocking)?;
         // A block the rate cap refused waits for budget (see `retry.rs`).
         if retry::rate_capped(&verdicts) {
             self.retries.push(Pending::new(src, rec, kind, reason));
@@ -729,9 +736,13 @@ impl Controller {
                 continue;
             };
             let reason = format!("{}; retried after the block rate cap", p.reason);
-            let verdicts =
-                self.enforcer
-                    .block_source(&mut self.maps, &p.src, p.kind, &reason, &self.cfg)?;
+            let verdicts = self.enforcer.block_source(
+                &mut self.maps,
+                &p.src,
+                p.kind,
+                &reason,
+                &self.cfg.blocking,
+            )?;
             if retry::rate_capped(&verdicts) {
                 // The budget of this second is spent: the rest waits for the next.
                 break;
@@ -751,14 +762,17 @@ impl Controller {
         // Contacts still in flight from a source blocked meanwhile add nothing.
         let host = Cidr::from_key(c.src, c.src_prefix_len());
         // The enforcer's own records, not a bpf() call per contact.
-        if self.enforcer.is_recorded(&crate::enforcer::key_of(&host)) {
+        if self
+            .enforcer
+            .is_recorded(&crate::enforce::enforcer::key_of(&host))
+        {
             self.trw.forget(&c.src);
             return Ok(());
         }
         let Some(finding) = self.trw.observe(c) else {
             return Ok(());
         };
-        let rec = EventRecord::from_slow_scan(&finding, &self.cfg);
+        let rec = EventRecord::from_slow_scan(&finding, &self.cfg.slow_scan);
         self.emit(&rec)?;
         let reason = format!(
             "trw: likelihood ratio {:.0} > {} after {} failed and {} successful first contacts",
@@ -916,7 +930,9 @@ impl Controller {
     fn sync_blocks(&mut self, full: bool) -> Result<bool> {
         let changes = if full {
             self.full_pass_due = false;
-            let changes = self.enforcer.reconcile(&mut self.maps, &self.cfg)?;
+            let changes = self
+                .enforcer
+                .reconcile(&mut self.maps, &self.cfg.blocking)?;
             // Bits of blocks that expired or were lifted since go now.
             if let Err(e) = self.maps.sync_presence() {
                 tracing::warn!("recomputing the blocklist presence bits: {e:#}");
@@ -998,7 +1014,7 @@ impl Controller {
         };
         // Read before anything is applied: an unreadable key or certificate keeps
         // the running configuration as a whole.
-        let plan = match crate::crowdsec::Plan::prepare(&new.crowdsec) {
+        let plan = match crate::export::crowdsec::Plan::prepare(&new.crowdsec) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(
@@ -1078,7 +1094,7 @@ impl Controller {
     /// - bouncer mode still on: kept until the new stream's first (startup)
     ///   answer, which replaces them as at a start (blocks it does not list are
     ///   lifted), so protection has no gap while it connects.
-    fn swap_crowdsec(&mut self, plan: crate::crowdsec::Plan) -> Result<()> {
+    fn swap_crowdsec(&mut self, plan: crate::export::crowdsec::Plan) -> Result<()> {
         if self.crowdsec.runs(&plan) {
             return Ok(());
         }
@@ -1087,7 +1103,7 @@ impl Controller {
         // The old link's last counts go to the metrics before it goes; its tasks
         // are aborted when it is dropped, before the new ones start.
         self.metrics.update_crowdsec(&self.crowdsec.health());
-        self.crowdsec = crate::crowdsec::Link::disabled();
+        self.crowdsec = crate::export::crowdsec::Link::disabled();
         let off = plan.is_off();
         self.crowdsec = plan.spawn();
         self.metrics.crowdsec_link_replaced();
@@ -1099,7 +1115,7 @@ impl Controller {
             );
         }
         if bouncer_before && !bouncer_now {
-            let recs = crate::crowdsec::apply::lift_all(
+            let recs = crate::export::crowdsec::apply::lift_all(
                 &mut self.enforcer,
                 &mut self.maps,
                 "crowdsec: bouncer mode turned off",

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr, path::Path};
 
-use crate::cidr::Cidr;
+use crate::base::cidr::Cidr;
 
 /// Ranges that are never blocked whatever the host looks like.
 const FIXED: [&str; 4] = ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10"];

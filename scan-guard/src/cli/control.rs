@@ -13,14 +13,14 @@ use scan_guard_common::{
 use serde_json::{Value, json};
 
 use crate::{
-    cidr::{Cidr, format_duration},
-    clock,
-    enforcer::{self, cidr_of, kind_name},
-    error::usage,
-    instance,
+    base::cidr::{Cidr, format_duration},
+    base::clock,
+    base::error::usage,
+    enforce::enforcer::{self, cidr_of, kind_name},
     kernel::attachments::IfaceStatus,
-    kernel_maps::KernelMaps,
-    loader,
+    kernel::instance,
+    kernel::loader,
+    kernel::maps::KernelMaps,
 };
 
 /// Control commands read root-only pins: say so up front instead of reporting
@@ -45,7 +45,7 @@ pub fn open(pin_dir: &Path) -> Result<KernelMaps> {
             pin_dir.display()
         )));
     }
-    if let Some(why) = crate::loader::pins_of_other_layout(pin_dir) {
+    if let Some(why) = crate::kernel::loader::pins_of_other_layout(pin_dir) {
         return Err(usage(format!(
             "the instance at {} was made by a scan-guard with another map layout ({why}): restart it with this version (`scan-guard run` recreates its maps and restores its blocks)",
             pin_dir.display()

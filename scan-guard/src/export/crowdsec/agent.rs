@@ -19,7 +19,7 @@ use super::{
     health::Health,
     lapi::{Client, HttpError},
 };
-use crate::cidr::format_duration;
+use crate::base::cidr::format_duration;
 
 /// The scenario name our alerts and decisions carry.
 pub const SCENARIO: &str = "scan-guard/port-scan";

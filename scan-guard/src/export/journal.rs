@@ -5,7 +5,7 @@
 //! `MESSAGE` and carry their main keys as fields of their own, so
 //! `journalctl SCAN_GUARD_SRC=192.0.2.7` finds them without parsing.
 
-use crate::events::EventRecord;
+use crate::export::events::EventRecord;
 
 /// Where journald listens for native entries.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";

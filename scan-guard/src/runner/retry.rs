@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use scan_guard_common::addr::Addr;
 
-use crate::{cidr::Cidr, events::EventRecord};
+use crate::{base::cidr::Cidr, export::events::EventRecord};
 
 /// Most sources waiting at once; beyond it the oldest is dropped.
 const MAX_PENDING: usize = 10_000;
@@ -37,15 +37,15 @@ impl Pending {
             rec: rec.clone(),
             kind,
             reason: reason.to_string(),
-            since_ns: crate::clock::monotonic_ns(),
+            since_ns: crate::base::clock::monotonic_ns(),
         }
     }
 }
 
 /// True when the enforcer refused a block for the rate cap.
-pub fn rate_capped(verdicts: &[crate::enforcer::Verdict]) -> bool {
+pub fn rate_capped(verdicts: &[crate::enforce::enforcer::Verdict]) -> bool {
     verdicts.iter().any(
-        |v| matches!(v, crate::enforcer::Verdict::Suppressed { why } if *why == "block_rate_cap"),
+        |v| matches!(v, crate::enforce::enforcer::Verdict::Suppressed { why } if *why == "block_rate_cap"),
     )
 }
 

@@ -1,5 +1,5 @@
-//! Events as JSON lines: one object per line, for people (`jq`) and pipelines.
-//! The schema is documented in docs/events.md.
+//! Where events go: files (appended), standard output, the syslog socket and
+//! journald, each event to every place given (`--events`, repeatable).
 
 use std::{
     collections::VecDeque,
@@ -7,217 +7,12 @@ use std::{
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     sync::LazyLock,
-    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
-use scan_guard_common::{
-    config::KernelConfig,
-    event::ScanEvent,
-    flags::{PROBE_KINDS, ProbeKind},
-    meta::{BlockMeta, MetaKey},
-    state::{BlockOrigin, Trigger},
-};
-use serde::Serialize;
-use serde_json::{Value, json};
 use syslog::{Facility, Formatter3164, LogFormat as _, Severity};
 
-use crate::{
-    clock,
-    config::Config,
-    detector::{self, DistributedHint, SlowScanFinding},
-    enforcer::{cidr_of, kind_name},
-};
-
-/// Human-facing address text (IPv4 for mapped addresses).
-pub fn addr_text(addr: &[u8; 16]) -> String {
-    let v6 = std::net::Ipv6Addr::from(*addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => v4.to_string(),
-        None => v6.to_string(),
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct EventRecord {
-    pub ts: String,
-    pub event: &'static str,
-    pub src: String,
-    pub kind: String,
-    pub ports: Vec<u16>,
-    pub probes: u32,
-    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
-    pub probes_by_kind: serde_json::Map<String, Value>,
-    pub score: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offences: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub origin: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sources: Vec<String>,
-    pub evidence: Value,
-}
-
-impl EventRecord {
-    fn base(
-        event: &'static str,
-        src: String,
-        kind: &str,
-        origin: &'static str,
-        evidence: Value,
-    ) -> Self {
-        Self {
-            ts: clock::rfc3339(std::time::SystemTime::now()),
-            event,
-            src,
-            kind: kind.to_string(),
-            ports: Vec::new(),
-            probes: 0,
-            probes_by_kind: serde_json::Map::new(),
-            score: 0,
-            ttl_s: None,
-            expires: None,
-            offences: None,
-            reason: None,
-            origin,
-            sources: Vec::new(),
-            evidence,
-        }
-    }
-
-    /// The same facts under another event name (e.g. `scan_detected` -> `blocked`).
-    pub fn as_event(&self, event: &'static str) -> Self {
-        Self {
-            event,
-            ..self.clone()
-        }
-    }
-
-    /// Adds the block lifetime (and the resulting end time).
-    pub fn with_ttl(mut self, ttl: Option<Duration>, offences: Option<u32>) -> Self {
-        if let Some(t) = ttl {
-            self.ttl_s = Some(t.as_secs());
-            self.expires = Some(clock::rfc3339_unix(clock::unix_now() + t.as_secs()));
-        }
-        self.offences = offences;
-        self
-    }
-
-    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
-        self
-    }
-
-    /// A kernel threshold crossing.
-    pub fn from_kernel(ev: &ScanEvent, cfg: &KernelConfig) -> Self {
-        let trigger = Trigger::from_u8(ev.trigger);
-        let evidence = json!({
-            "rule": trigger.map_or("unknown", Trigger::name),
-            "score": ev.score,
-            "score_threshold": cfg.score_threshold,
-            "distinct_ports": ev.distinct_ports,
-            "distinct_addrs": ev.distinct_addrs,
-            "sweep_threshold": cfg.sweep_threshold,
-            "window_s": cfg.window_ns as f64 / 1e9,
-            "flags_or": ev.flags_or,
-            "flags_and": ev.flags_and,
-            "os_stack_syns": ev.os_syns,
-        });
-        let mut rec = Self::base(
-            "scan_detected",
-            crate::cidr::Cidr::from_key(ev.src, ev.src_prefix_len()).to_string(),
-            detector::classify_event(ev),
-            "kernel",
-            evidence,
-        );
-        rec.ts = clock::rfc3339(clock::to_wall(ev.ts_ns));
-        rec.ports = ev.ports().to_vec();
-        rec.probes = ev.probes.iter().fold(0u32, |a, p| a.saturating_add(*p));
-        rec.probes_by_kind = by_kind(&ev.probes);
-        rec.score = ev.score;
-        rec
-    }
-
-    /// A slow scan found by the sequential test.
-    pub fn from_slow_scan(f: &SlowScanFinding, cfg: &Config) -> Self {
-        let evidence = json!({
-            "rule": "trw",
-            "likelihood_ratio": f.likelihood_ratio,
-            "threshold": cfg.slow_scan.threshold,
-            "failures": f.failures,
-            "successes": f.successes,
-            "benign_success": cfg.slow_scan.benign_success,
-            "scanner_success": cfg.slow_scan.scanner_success,
-        });
-        let mut rec = Self::base(
-            "scan_detected",
-            crate::cidr::Cidr::from_key(f.src, f.src_prefix).to_string(),
-            f.kind,
-            "detector",
-            evidence,
-        );
-        rec.ports = f.ports.clone();
-        rec.probes = f.failures + f.successes;
-        rec
-    }
-
-    /// A block record that ended or was lifted, or one that another process added.
-    pub fn from_meta(event: &'static str, key: &MetaKey, m: &BlockMeta) -> Self {
-        let origin = BlockOrigin::from_u8(m.origin).map_or("unknown", BlockOrigin::name);
-        let mut rec = Self::base(
-            event,
-            cidr_of(key).to_string(),
-            kind_name(m.kind),
-            origin,
-            json!({"rule": "block_record"}),
-        );
-        rec.offences = Some(m.offences);
-        if !m.reason().is_empty() {
-            rec.reason = Some(m.reason().to_string());
-        }
-        if m.expires_unix_s != 0 {
-            rec.expires = Some(clock::rfc3339_unix(m.expires_unix_s));
-            rec.ttl_s = Some(m.expires_unix_s.saturating_sub(m.since_unix_s));
-        }
-        rec
-    }
-
-    /// Several sources with one port pattern (reported, never blocked by itself).
-    pub fn from_hint(h: &DistributedHint, cfg: &Config) -> Self {
-        let evidence = json!({
-            "rule": "same_port_pattern",
-            "min_sources": cfg.detection.distributed_min_sources,
-            "window_s": cfg.detection.distributed_window.0.as_secs(),
-        });
-        let mut rec = Self::base(
-            "distributed_scan",
-            addr_text(&h.sources[0]),
-            "distributed",
-            "detector",
-            evidence,
-        );
-        rec.ports = h.ports.clone();
-        rec.sources = h.sources.iter().map(addr_text).collect();
-        rec
-    }
-}
-
-fn by_kind(probes: &[u32; PROBE_KINDS]) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    for (i, n) in probes.iter().enumerate() {
-        if *n > 0 {
-            if let Some(k) = ProbeKind::from_u8(i as u8) {
-                m.insert(k.name().to_string(), (*n).into());
-            }
-        }
-    }
-    m
-}
+use crate::export::events::EventRecord;
 
 /// Where events go.
 pub enum EventSink {
@@ -226,7 +21,7 @@ pub enum EventSink {
     /// A syslog socket (`/dev/log`: syslog daemons and journald listen there).
     Syslog(DatagramSink),
     /// journald's native socket: the JSON as MESSAGE plus fields of its own
-    /// (see `crate::journal`). Same reconnect and backlog as syslog.
+    /// (see `crate::export::journal`). Same reconnect and backlog as syslog.
     Journal(DatagramSink),
 }
 
@@ -384,7 +179,8 @@ impl EventSink {
             let hint = "is a syslog daemon or journald running?";
             return Ok(Self::Syslog(open_socket(&text, socket, hint)?));
         }
-        if let Some(socket) = socket_spec(&text, "journal", crate::journal::JOURNAL_SOCKET) {
+        if let Some(socket) = socket_spec(&text, "journal", crate::export::journal::JOURNAL_SOCKET)
+        {
             let hint = "is systemd-journald running?";
             return Ok(Self::Journal(open_socket(&text, socket, hint)?));
         }
@@ -419,7 +215,7 @@ impl EventSink {
             }
             Self::Journal(sink) => {
                 line.pop();
-                sink.send(crate::journal::entry(rec, &line));
+                sink.send(crate::export::journal::entry(rec, &line));
                 Ok(())
             }
         }
@@ -439,7 +235,7 @@ fn socket_spec(text: &str, name: &str, default: &str) -> Option<PathBuf> {
 /// At start a missing daemon is a usage error; later it is an outage.
 fn open_socket(spec: &str, socket: PathBuf, hint: &str) -> Result<DatagramSink> {
     DatagramSink::open(socket.clone()).map_err(|e| {
-        crate::error::usage(format!(
+        crate::base::error::usage(format!(
             "--events {spec}: nothing listens at {} ({e}); {hint}",
             socket.display()
         ))
@@ -465,7 +261,7 @@ impl EventOutputs {
     pub fn open(specs: &[PathBuf]) -> Result<Self> {
         for (i, spec) in specs.iter().enumerate() {
             if specs[..i].contains(spec) {
-                return Err(crate::error::usage(format!(
+                return Err(crate::base::error::usage(format!(
                     "--events {} given twice",
                     spec.display()
                 )));
@@ -515,51 +311,15 @@ impl EventOutputs {
 
 #[cfg(test)]
 mod tests {
-    use scan_guard_common::{addr::from_v4, state::SourceState};
+    use scan_guard_common::{
+        config::KernelConfig,
+        flags::{PROBE_KINDS, ProbeKind},
+    };
+    use serde_json::Value;
+    use std::time::Duration;
 
     use super::*;
-
-    fn event(probes: [u32; PROBE_KINDS], blocked: bool) -> ScanEvent {
-        let mut st = SourceState::new(crate::clock::monotonic_ns());
-        st.probes = probes;
-        st.score = 24;
-        st.port_samples[0] = 22;
-        st.sample_count = 1;
-        ScanEvent::from_state(
-            st.first_seen_ns,
-            &from_v4([10, 9, 0, 2]),
-            &from_v4([10, 9, 0, 1]),
-            &st,
-            Trigger::Score,
-            0,
-            blocked,
-            0,
-        )
-    }
-
-    #[test]
-    fn kernel_event_has_the_documented_fields() {
-        let mut p = [0; PROBE_KINDS];
-        p[ProbeKind::Syn as usize] = 6;
-        let rec = EventRecord::from_kernel(&event(p, true), &KernelConfig::default());
-        assert_eq!(rec.event, "scan_detected");
-        assert_eq!(rec.src, "10.9.0.2");
-        assert_eq!(rec.kind, "syn");
-        assert_eq!(rec.ports, vec![22]);
-        let blocked = rec
-            .as_event("blocked")
-            .with_ttl(Some(Duration::from_secs(600)), Some(1));
-        let json: Value = serde_json::from_str(&serde_json::to_string(&blocked).unwrap()).unwrap();
-        for key in [
-            "ts", "event", "src", "kind", "ports", "probes", "score", "ttl_s", "evidence",
-            "expires",
-        ] {
-            assert!(json.get(key).is_some(), "missing {key}");
-        }
-        assert_eq!(json["evidence"]["rule"], "port_score");
-        assert_eq!(json["ttl_s"], 600);
-        assert!(json["ts"].as_str().unwrap().ends_with('Z'));
-    }
+    use crate::export::events::tests::event;
 
     #[test]
     fn syslog_sink_sends_framed_json_lines() {
@@ -689,14 +449,5 @@ mod tests {
         assert_eq!(recv_text(&server), "0");
         assert_eq!(recv_text(&server), "1");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn ipv6_addresses_print_as_ipv6() {
-        let mut a = [0u8; 16];
-        a[0] = 0xfd;
-        a[15] = 2;
-        assert_eq!(addr_text(&a), "fd00::2");
-        assert_eq!(addr_text(&from_v4([192, 0, 2, 1])), "192.0.2.1");
     }
 }

@@ -23,6 +23,7 @@ pub mod decisions;
 pub mod endpoint;
 pub mod health;
 pub mod lapi;
+pub mod settings;
 pub mod tls;
 
 use std::{path::Path, sync::Arc};
@@ -37,12 +38,9 @@ use self::{
     lapi::{Client, Endpoint},
 };
 use crate::{
-    cidr::format_duration,
-    config::{Config, Crowdsec},
-    enforcer::Enforcer,
-    error::usage,
-    events::EventRecord,
-    kernel_maps::KernelMaps,
+    base::cidr::format_duration, base::error::usage, enforce::enforcer::Enforcer,
+    enforce::policy::Blocking, export::crowdsec::settings::Crowdsec, export::events::EventRecord,
+    kernel::maps::KernelMaps,
 };
 
 /// Answers the bouncer may have queued for the controller.
@@ -373,7 +371,7 @@ impl Link {
         batch: Batch,
         enforcer: &mut Enforcer,
         maps: &mut KernelMaps,
-        cfg: &Config,
+        cfg: &Blocking,
     ) -> Result<Vec<EventRecord>> {
         self.applier.apply(batch, enforcer, maps, cfg)
     }
@@ -420,6 +418,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text)
@@ -531,7 +530,7 @@ mod tests {
         assert!(secret("", path, "x").is_err());
         let missing = dir.join("missing");
         let e = secret("", missing.to_str().unwrap(), "bouncer_api_key_file").unwrap_err();
-        assert_eq!(crate::error::exit_code(&e), 2);
+        assert_eq!(crate::base::error::exit_code(&e), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
