@@ -50,6 +50,9 @@ pub enum Suppression {
     RateLimited = 2,
     /// The blocklist is full.
     BlocklistFull = 3,
+    /// The controller's cap on blocks (`blocking.max_blocks`) was reached
+    /// (the kernel never reports this one).
+    BlocklistCap = 4,
 }
 
 impl Suppression {
@@ -58,6 +61,7 @@ impl Suppression {
             1 => Some(Self::Protected),
             2 => Some(Self::RateLimited),
             3 => Some(Self::BlocklistFull),
+            4 => Some(Self::BlocklistCap),
             _ => None,
         }
     }
@@ -67,6 +71,7 @@ impl Suppression {
             Self::Protected => "never_block",
             Self::RateLimited => "block_rate_cap",
             Self::BlocklistFull => "blocklist_full",
+            Self::BlocklistCap => "blocklist_cap",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod rate;
 pub mod sketch;
 pub mod state;
 pub mod stats;
+pub mod vocab;
 
 /// Names of the maps as they appear in the object file and under the pin directory.
 pub mod map_names {

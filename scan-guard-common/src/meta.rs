@@ -25,7 +25,7 @@ pub struct BlockMeta {
     pub offences: u32,
     /// `BlockOrigin`.
     pub origin: u8,
-    /// `ProbeKind`, or `KIND_NONE`.
+    /// `vocab::ScanKind` code, or `KIND_NONE`.
     pub kind: u8,
     pub _pad: [u8; 2],
     /// UTF-8 reason, NUL-padded.

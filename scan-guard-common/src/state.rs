@@ -271,6 +271,12 @@ impl BlockOrigin {
         }
     }
 
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Kernel, Self::Detector, Self::Manual, Self::Crowdsec]
+            .into_iter()
+            .find(|o| o.name() == name)
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::Kernel => "kernel",
@@ -298,7 +304,8 @@ pub struct BlockEntry {
     pub prefix_len: u32,
     /// `BlockOrigin`.
     pub origin: u8,
-    /// `ProbeKind` of the probe that caused it, or `KIND_NONE`.
+    /// `vocab::ScanKind` code of the scan that caused it (the kernel writes
+    /// its probe kinds, the same codes), or `KIND_NONE`.
     pub kind: u8,
     pub _pad: [u8; 2],
 }

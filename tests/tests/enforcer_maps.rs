@@ -11,7 +11,9 @@ use scan_guard::{
     enforce::enforcer::{Change, Enforcer, Verdict, entry_for, key_of, new_meta},
     enforce::state_file::{STATE_VERSION, SavedBlock, SavedState},
 };
-use scan_guard_common::{config::KernelConfig, state::BlockOrigin};
+use scan_guard_common::{
+    config::KernelConfig, event::Suppression, state::BlockOrigin, vocab::ScanKind,
+};
 use scan_guard_tests::harness::{Harness, addr};
 
 /// One address as a source to block.
@@ -44,7 +46,13 @@ fn repeat_offenders_get_longer_blocks() {
     let mut ttls = Vec::new();
     for round in 0..3 {
         let v = e
-            .block_source(&mut h.maps, &src, 0, "test", &cfg.blocking)
+            .block_source(
+                &mut h.maps,
+                &src,
+                Some(ScanKind::Syn),
+                "test",
+                &cfg.blocking,
+            )
             .expect("block");
         match &v[..] {
             [
@@ -83,12 +91,29 @@ fn never_block_dry_run_and_caps() {
     let mut cfg = Config::default();
     let mut e = Enforcer::new(vec![cidr("10.61.0.0/24")]);
     let v = e
-        .block_source(&mut h.maps, &host("10.61.0.7"), 0, "t", &cfg.blocking)
+        .block_source(
+            &mut h.maps,
+            &host("10.61.0.7"),
+            Some(ScanKind::Syn),
+            "t",
+            &cfg.blocking,
+        )
         .expect("block");
-    assert_eq!(v, vec![Verdict::Suppressed { why: "never_block" }]);
+    assert_eq!(
+        v,
+        vec![Verdict::Suppressed {
+            why: Suppression::Protected
+        }]
+    );
     cfg.blocking.dry_run = true;
     let v = e
-        .block_source(&mut h.maps, &host("10.62.0.7"), 0, "t", &cfg.blocking)
+        .block_source(
+            &mut h.maps,
+            &host("10.62.0.7"),
+            Some(ScanKind::Syn),
+            "t",
+            &cfg.blocking,
+        )
         .expect("block");
     assert!(matches!(v[..], [Verdict::WouldBlock { .. }]), "{v:?}");
     assert!(blocks(&h).is_empty(), "nothing blocked so far");
@@ -103,7 +128,7 @@ fn never_block_dry_run_and_caps() {
             .block_source(
                 &mut h.maps,
                 &host(&format!("10.63.0.{i}")),
-                0,
+                Some(ScanKind::Syn),
                 "t",
                 &cfg.blocking,
             )
@@ -112,7 +137,7 @@ fn never_block_dry_run_and_caps() {
             [Verdict::Blocked { .. }] => blocked += 1,
             [
                 Verdict::Suppressed {
-                    why: "block_rate_cap",
+                    why: Suppression::RateLimited,
                 },
             ] => capped += 1,
             other => panic!("{other:?}"),
@@ -124,16 +149,28 @@ fn never_block_dry_run_and_caps() {
     cfg.blocking.max_new_blocks_per_sec = 0;
     cfg.blocking.max_blocks = 4;
     let first = e
-        .block_source(&mut h.maps, &host("10.64.0.1"), 0, "t", &cfg.blocking)
+        .block_source(
+            &mut h.maps,
+            &host("10.64.0.1"),
+            Some(ScanKind::Syn),
+            "t",
+            &cfg.blocking,
+        )
         .expect("block");
     assert!(matches!(first[..], [Verdict::Blocked { .. }]));
     let second = e
-        .block_source(&mut h.maps, &host("10.64.0.2"), 0, "t", &cfg.blocking)
+        .block_source(
+            &mut h.maps,
+            &host("10.64.0.2"),
+            Some(ScanKind::Syn),
+            "t",
+            &cfg.blocking,
+        )
         .expect("block");
     assert_eq!(
         second,
         vec![Verdict::Suppressed {
-            why: "blocklist_cap"
+            why: Suppression::BlocklistCap
         }]
     );
     assert_eq!(blocks(&h).len(), 4);
@@ -150,7 +187,7 @@ fn enough_blocked_addresses_block_their_prefix() {
             .block_source(
                 &mut h.maps,
                 &host(&format!("10.65.1.{i}")),
-                0,
+                Some(ScanKind::Syn),
                 "t",
                 &cfg.blocking,
             )
@@ -168,14 +205,20 @@ fn enough_blocked_addresses_block_their_prefix() {
         e.block_source(
             &mut h.maps,
             &host(&format!("2001:db8:65::{i}")),
-            0,
+            Some(ScanKind::Syn),
             "t",
             &cfg.blocking,
         )
         .expect("block");
     }
     let v = e
-        .block_source(&mut h.maps, &host("2001:db8:65::3"), 0, "t", &cfg.blocking)
+        .block_source(
+            &mut h.maps,
+            &host("2001:db8:65::3"),
+            Some(ScanKind::Syn),
+            "t",
+            &cfg.blocking,
+        )
         .expect("block");
     assert!(
         matches!(&v[..], [_, Verdict::Blocked { prefix, .. }] if prefix.to_string() == "2001:db8:65::/64"),
@@ -192,7 +235,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
     // A block that is already over, written as another process would.
     let mut old = new_meta(
         BlockOrigin::Manual,
-        0xff,
+        None,
         "old",
         Some(Duration::from_secs(60)),
         1,
@@ -203,8 +246,14 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         .put_meta(&key_of(&cidr("10.66.0.1")), &old)
         .expect("meta");
     // A block someone removed from the kernel behind our back (drift).
-    e.block_source(&mut h.maps, &host("10.66.0.2"), 0, "t", &cfg.blocking)
-        .expect("block");
+    e.block_source(
+        &mut h.maps,
+        &host("10.66.0.2"),
+        Some(ScanKind::Syn),
+        "t",
+        &cfg.blocking,
+    )
+    .expect("block");
     h.maps
         .remove_block(&addr("10.66.0.2"), 128)
         .expect("remove");
@@ -215,7 +264,7 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         &cidr("10.66.0.4"),
         &new_meta(
             BlockOrigin::Kernel,
-            0,
+            Some(ScanKind::Syn),
             "",
             Some(Duration::from_secs(600)),
             1,
@@ -250,7 +299,7 @@ fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
     // A manual /24 with hits of its own covers both sources below.
     let manual = new_meta(
         BlockOrigin::Manual,
-        0xff,
+        None,
         "m",
         Some(Duration::from_secs(600)),
         1,
@@ -263,7 +312,7 @@ fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
         let host = cidr("10.68.0.1");
         let meta = new_meta(
             BlockOrigin::Kernel,
-            0,
+            Some(ScanKind::Syn),
             "",
             Some(Duration::from_secs(600)),
             1,
@@ -284,15 +333,27 @@ fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
             .find(|(x, l, _)| *x == c.addr && *l == 128)
             .map(|(_, _, e)| e.hits)
     };
-    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.1"), 0, "k", &cfg.blocking)
-        .expect("adopt")
-        .expect("adopted");
+    e.adopt_kernel_block(
+        &mut h.maps,
+        &host("10.68.0.1"),
+        Some(ScanKind::Syn),
+        "k",
+        &cfg.blocking,
+    )
+    .expect("adopt")
+    .expect("adopted");
     assert_eq!(hits_of(&h, "10.68.0.1"), Some(5), "the kernel entry's hits");
     // No /128 of its own (gone before the event was handled): the /24's 40 hits
     // must not be taken for it.
-    e.adopt_kernel_block(&mut h.maps, &host("10.68.0.2"), 0, "k", &cfg.blocking)
-        .expect("adopt")
-        .expect("adopted");
+    e.adopt_kernel_block(
+        &mut h.maps,
+        &host("10.68.0.2"),
+        Some(ScanKind::Syn),
+        "k",
+        &cfg.blocking,
+    )
+    .expect("adopt")
+    .expect("adopted");
     assert_eq!(
         hits_of(&h, "10.68.0.2"),
         Some(0),
@@ -307,7 +368,7 @@ fn between_full_passes_expiries_run_from_memory() {
     let mut e = Enforcer::new(vec![]);
     let short = new_meta(
         BlockOrigin::Manual,
-        0xff,
+        None,
         "short",
         Some(Duration::from_secs(1)),
         1,
@@ -315,8 +376,14 @@ fn between_full_passes_expiries_run_from_memory() {
     h.maps
         .put_meta(&key_of(&cidr("10.67.0.1")), &short)
         .expect("meta");
-    e.block_source(&mut h.maps, &host("10.67.0.2"), 0, "t", &cfg.blocking)
-        .expect("block");
+    e.block_source(
+        &mut h.maps,
+        &host("10.67.0.2"),
+        Some(ScanKind::Syn),
+        "t",
+        &cfg.blocking,
+    )
+    .expect("block");
     let changes = e.reconcile(&mut h.maps, &cfg.blocking).expect("reconcile");
     assert!(
         changes.iter().any(|c| matches!(c, Change::Appeared(..))),

@@ -118,8 +118,8 @@ fn populate(m: &Metrics) {
     s[Stat::DroppedBlocked as usize] = 7;
     m.update_kernel(&s);
     m.set_occupancy(3, 1, 65536, 100_000, 5);
-    m.event("blocked");
-    m.detection("syn");
+    m.event(scan_guard_common::vocab::EventName::Blocked);
+    m.detection(Some(scan_guard_common::vocab::ScanKind::Syn));
     m.tick(Duration::from_millis(2));
 }
 

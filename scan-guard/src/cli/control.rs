@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use scan_guard_common::{
     flags::InvalidClass,
-    state::{BlockOrigin, KIND_NONE},
+    state::BlockOrigin,
     stats::{NAMED, Stat},
 };
 use serde_json::{Value, json};
@@ -267,7 +267,7 @@ pub fn block(
     let ttl_opt = (!ttl.is_zero()).then_some(ttl);
     let meta = enforcer::new_meta(
         BlockOrigin::Manual,
-        KIND_NONE,
+        None,
         reason.unwrap_or("manual"),
         ttl_opt,
         1,

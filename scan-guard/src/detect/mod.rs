@@ -3,5 +3,4 @@
 
 pub mod classify;
 pub mod correlate;
-pub mod kinds;
 pub mod slow_scan;

@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use scan_guard_common::{addr::Addr, event::Contact, flags::PROBE_KINDS};
+use scan_guard_common::{addr::Addr, event::Contact, flags::PROBE_KINDS, vocab::ScanKind};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,8 +49,7 @@ pub struct SlowScanFinding {
     pub src: Addr,
     /// Prefix length of `src` (128: one address; a /64 for IPv6 by default).
     pub src_prefix: u32,
-    pub kind: &'static str,
-    pub kind_byte: u8,
+    pub kind: ScanKind,
     pub likelihood_ratio: f64,
     pub failures: u32,
     pub successes: u32,
@@ -181,7 +180,6 @@ impl Trw {
             src: c.src,
             src_prefix: c.src_prefix_len(),
             kind,
-            kind_byte: crate::detect::kinds::code(kind),
             likelihood_ratio: w.log_ratio.exp(),
             failures: w.failures,
             successes: w.successes,
@@ -263,7 +261,7 @@ mod tests {
         assert_eq!(f.failures, 4);
         assert!(f.likelihood_ratio > 99.0);
         assert_eq!(f.ports, vec![1, 2, 3, 4]);
-        assert_eq!(f.kind, "syn");
+        assert_eq!(f.kind, ScanKind::Syn);
         assert!(t.observe(&contact(2, 5, false)).is_none(), "reported once");
     }
 
@@ -276,7 +274,7 @@ mod tests {
             c.os_stack = 1;
             last = t.observe(&c);
         }
-        assert_eq!(last.expect("flagged").kind, "connect");
+        assert_eq!(last.expect("flagged").kind, ScanKind::Connect);
     }
 
     #[test]

@@ -11,9 +11,11 @@ use std::{collections::HashMap, time::Duration};
 use anyhow::Result;
 use scan_guard_common::{
     addr::Addr,
+    event::Suppression,
     meta::{BlockMeta, MetaKey, REASON_LEN},
     rate::RateRing,
-    state::{BlockEntry, BlockOrigin},
+    state::{BlockEntry, BlockOrigin, KIND_NONE},
+    vocab::{self, ScanKind},
 };
 
 use crate::{
@@ -46,7 +48,7 @@ pub enum Verdict {
         offences: u32,
     },
     Suppressed {
-        why: &'static str,
+        why: Suppression,
     },
     AlreadyBlocked,
 }
@@ -61,8 +63,8 @@ pub enum External {
     /// A record of another origin (a detection, an operator) already blocks
     /// exactly this prefix; it is left as it is.
     Covered,
-    /// Not blocked: `never_block`, `blocklist_cap` or `blocklist_full`.
-    Suppressed(&'static str),
+    /// Not blocked: never-block set, the controller's cap, or a full map.
+    Suppressed(Suppression),
 }
 
 /// A change the reconcile pass found or made.
@@ -100,7 +102,7 @@ pub fn cidr_of(k: &MetaKey) -> Cidr {
 /// A fresh record.
 pub fn new_meta(
     origin: BlockOrigin,
-    kind: u8,
+    kind: Option<ScanKind>,
     reason: &str,
     ttl: Option<Duration>,
     offences: u32,
@@ -111,7 +113,7 @@ pub fn new_meta(
         expires_unix_s: ttl.map_or(0, |t| now.saturating_add(t.as_secs().max(1))),
         offences,
         origin: origin as u8,
-        kind,
+        kind: kind.map_or(KIND_NONE, ScanKind::code),
         _pad: [0; 2],
         reason: [0; REASON_LEN],
     };
@@ -132,9 +134,9 @@ pub fn entry_for(c: &Cidr, m: &BlockMeta, hits: u64) -> BlockEntry {
     }
 }
 
-/// Name of a kind byte (`-` for none).
+/// Name of a stored kind byte (`-` for none).
 pub fn kind_name(kind: u8) -> &'static str {
-    crate::detect::kinds::name(kind)
+    vocab::kind_name(ScanKind::from_code(kind))
 }
 
 impl Enforcer {
@@ -211,7 +213,7 @@ impl Enforcer {
         &mut self,
         maps: &mut KernelMaps,
         src: &Cidr,
-        kind: u8,
+        kind: Option<ScanKind>,
         reason: &str,
         cfg: &Blocking,
     ) -> Result<Option<(MetaKey, BlockMeta)>> {
@@ -250,12 +252,14 @@ impl Enforcer {
         &mut self,
         maps: &mut KernelMaps,
         src: &Cidr,
-        kind: u8,
+        kind: Option<ScanKind>,
         reason: &str,
         cfg: &Blocking,
     ) -> Result<Vec<Verdict>> {
         if self.protects(src) {
-            return Ok(vec![Verdict::Suppressed { why: "never_block" }]);
+            return Ok(vec![Verdict::Suppressed {
+                why: Suppression::Protected,
+            }]);
         }
         let c = *src;
         let src = &c.addr;
@@ -269,12 +273,12 @@ impl Enforcer {
         }
         if self.known.len() >= cfg.max_blocks as usize {
             return Ok(vec![Verdict::Suppressed {
-                why: "blocklist_cap",
+                why: Suppression::BlocklistCap,
             }]);
         }
         if !self.rate_ok(maps, cfg) {
             return Ok(vec![Verdict::Suppressed {
-                why: "block_rate_cap",
+                why: Suppression::RateLimited,
             }]);
         }
         self.put(
@@ -307,7 +311,7 @@ impl Enforcer {
         &mut self,
         maps: &mut KernelMaps,
         c: &Cidr,
-        kind: u8,
+        kind: Option<ScanKind>,
         cfg: &Blocking,
     ) -> Result<Option<Verdict>> {
         let k = cfg.aggregate_after;
@@ -410,9 +414,13 @@ impl Enforcer {
                 continue;
             }
             if e.origin == BlockOrigin::Kernel as u8 && !e.is_expired(clock::monotonic_ns()) {
-                if let Some((k, m)) =
-                    self.adopt_kernel_block(maps, &cidr_of(&k), e.kind, "kernel threshold", cfg)?
-                {
+                if let Some((k, m)) = self.adopt_kernel_block(
+                    maps,
+                    &cidr_of(&k),
+                    ScanKind::from_code(e.kind),
+                    "kernel threshold",
+                    cfg,
+                )? {
                     changes.push(Change::Adopted(k, m));
                 }
             } else {
@@ -525,13 +533,8 @@ impl Enforcer {
                 self.known.insert(key, live);
                 continue;
             }
-            let origin = match b.origin.as_str() {
-                "kernel" => BlockOrigin::Kernel,
-                "manual" => BlockOrigin::Manual,
-                "crowdsec" => BlockOrigin::Crowdsec,
-                _ => BlockOrigin::Detector,
-            };
-            let kind = crate::detect::kinds::code(&b.kind);
+            let origin = BlockOrigin::from_name(&b.origin).unwrap_or(BlockOrigin::Detector);
+            let kind = ScanKind::from_name(&b.kind);
             let mut m = new_meta(origin, kind, &b.reason, None, b.offences);
             m.since_unix_s = b.since_unix_s;
             m.expires_unix_s = b.expires_unix_s;
@@ -577,23 +580,23 @@ impl Enforcer {
             .iter()
             .any(|p| p.contains(&c.addr) || c.contains(&p.addr))
         {
-            return Ok(External::Suppressed("never_block"));
+            return Ok(External::Suppressed(Suppression::Protected));
         }
         if self.known.len() >= cfg.max_blocks as usize {
-            return Ok(External::Suppressed("blocklist_cap"));
+            return Ok(External::Suppressed(Suppression::BlocklistCap));
         }
-        let mut m = new_meta(origin, scan_guard_common::state::KIND_NONE, reason, None, 1);
+        let mut m = new_meta(origin, None, reason, None, 1);
         m.expires_unix_s = expires_unix_s;
         // A full map (sized when the instance was first created) refuses this one
         // block; it does not stop the controller.
         if let Err(e) = maps.put_meta(&key, &m) {
             tracing::warn!("blocking {c}: {e:#}");
-            return Ok(External::Suppressed("blocklist_full"));
+            return Ok(External::Suppressed(Suppression::BlocklistFull));
         }
         if let Err(e) = maps.insert_block(&c.addr, c.prefix_len, &entry_for(c, &m, 0)) {
             let _ = maps.remove_meta(&key);
             tracing::warn!("blocking {c}: {e:#}");
-            return Ok(External::Suppressed("blocklist_full"));
+            return Ok(External::Suppressed(Suppression::BlocklistFull));
         }
         self.known.insert(key, m);
         Ok(External::Blocked(m))

@@ -9,6 +9,7 @@ use scan_guard_common::{
     flags::{PROBE_KINDS, ProbeKind},
     meta::{BlockMeta, MetaKey},
     state::{BlockOrigin, Trigger},
+    vocab::{EventName, ScanKind, kind_name},
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -20,7 +21,7 @@ use crate::{
         correlate::DistributedHint,
         slow_scan::{SlowScan, SlowScanFinding},
     },
-    enforce::enforcer::{cidr_of, kind_name},
+    enforce::enforcer::cidr_of,
 };
 
 /// Human-facing address text (IPv4 for mapped addresses).
@@ -35,9 +36,10 @@ pub fn addr_text(addr: &[u8; 16]) -> String {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct EventRecord {
     pub ts: String,
-    pub event: &'static str,
+    pub event: EventName,
     pub src: String,
-    pub kind: String,
+    #[serde(serialize_with = "kind_text")]
+    pub kind: Option<ScanKind>,
     pub ports: Vec<u16>,
     pub probes: u32,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
@@ -51,25 +53,36 @@ pub struct EventRecord {
     pub offences: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    pub origin: &'static str,
+    #[serde(serialize_with = "origin_text")]
+    pub origin: Option<BlockOrigin>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
     pub evidence: Value,
 }
 
+/// `-` for no kind (a manual block), as docs/events.md says.
+fn kind_text<S: serde::Serializer>(k: &Option<ScanKind>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind_name(*k))
+}
+
+/// `unknown` for a record whose origin byte this version does not know.
+fn origin_text<S: serde::Serializer>(o: &Option<BlockOrigin>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(o.map_or("unknown", BlockOrigin::name))
+}
+
 impl EventRecord {
     fn base(
-        event: &'static str,
+        event: EventName,
         src: String,
-        kind: &str,
-        origin: &'static str,
+        kind: Option<ScanKind>,
+        origin: Option<BlockOrigin>,
         evidence: Value,
     ) -> Self {
         Self {
             ts: clock::rfc3339(std::time::SystemTime::now()),
             event,
             src,
-            kind: kind.to_string(),
+            kind,
             ports: Vec::new(),
             probes: 0,
             probes_by_kind: serde_json::Map::new(),
@@ -85,7 +98,7 @@ impl EventRecord {
     }
 
     /// The same facts under another event name (e.g. `scan_detected` -> `blocked`).
-    pub fn as_event(&self, event: &'static str) -> Self {
+    pub fn as_event(&self, event: EventName) -> Self {
         Self {
             event,
             ..self.clone()
@@ -123,10 +136,10 @@ impl EventRecord {
             "os_stack_syns": ev.os_syns,
         });
         let mut rec = Self::base(
-            "scan_detected",
+            EventName::ScanDetected,
             crate::base::cidr::Cidr::from_key(ev.src, ev.src_prefix_len()).to_string(),
-            classify_event(ev),
-            "kernel",
+            Some(classify_event(ev)),
+            Some(BlockOrigin::Kernel),
             evidence,
         );
         rec.ts = clock::rfc3339(clock::to_wall(ev.ts_ns));
@@ -149,10 +162,10 @@ impl EventRecord {
             "scanner_success": cfg.scanner_success,
         });
         let mut rec = Self::base(
-            "scan_detected",
+            EventName::ScanDetected,
             crate::base::cidr::Cidr::from_key(f.src, f.src_prefix).to_string(),
-            f.kind,
-            "detector",
+            Some(f.kind),
+            Some(BlockOrigin::Detector),
             evidence,
         );
         rec.ports = f.ports.clone();
@@ -161,13 +174,12 @@ impl EventRecord {
     }
 
     /// A block record that ended or was lifted, or one that another process added.
-    pub fn from_meta(event: &'static str, key: &MetaKey, m: &BlockMeta) -> Self {
-        let origin = BlockOrigin::from_u8(m.origin).map_or("unknown", BlockOrigin::name);
+    pub fn from_meta(event: EventName, key: &MetaKey, m: &BlockMeta) -> Self {
         let mut rec = Self::base(
             event,
             cidr_of(key).to_string(),
-            kind_name(m.kind),
-            origin,
+            ScanKind::from_code(m.kind),
+            BlockOrigin::from_u8(m.origin),
             json!({"rule": "block_record"}),
         );
         rec.offences = Some(m.offences);
@@ -189,10 +201,10 @@ impl EventRecord {
             "window_s": h.window_ns / 1_000_000_000,
         });
         let mut rec = Self::base(
-            "distributed_scan",
+            EventName::DistributedScan,
             addr_text(&h.sources[0]),
-            "distributed",
-            "detector",
+            Some(ScanKind::Distributed),
+            Some(BlockOrigin::Detector),
             evidence,
         );
         rec.ports = h.ports.clone();
@@ -242,12 +254,12 @@ pub(crate) mod tests {
         let mut p = [0; PROBE_KINDS];
         p[ProbeKind::Syn as usize] = 6;
         let rec = EventRecord::from_kernel(&event(p, true), &KernelConfig::default());
-        assert_eq!(rec.event, "scan_detected");
+        assert_eq!(rec.event, EventName::ScanDetected);
         assert_eq!(rec.src, "10.9.0.2");
-        assert_eq!(rec.kind, "syn");
+        assert_eq!(rec.kind, Some(ScanKind::Syn));
         assert_eq!(rec.ports, vec![22]);
         let blocked = rec
-            .as_event("blocked")
+            .as_event(EventName::Blocked)
             .with_ttl(Some(Duration::from_secs(600)), Some(1));
         let json: Value = serde_json::from_str(&serde_json::to_string(&blocked).unwrap()).unwrap();
         for key in [
@@ -257,6 +269,10 @@ pub(crate) mod tests {
             assert!(json.get(key).is_some(), "missing {key}");
         }
         assert_eq!(json["evidence"]["rule"], "port_score");
+        // The vocabulary leaves as the documented strings.
+        assert_eq!(json["event"], "blocked");
+        assert_eq!(json["kind"], "syn");
+        assert_eq!(json["origin"], "kernel");
         assert_eq!(json["ttl_s"], 600);
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
     }

@@ -5,6 +5,8 @@
 //! `MESSAGE` and carry their main keys as fields of their own, so
 //! `journalctl SCAN_GUARD_SRC=192.0.2.7` finds them without parsing.
 
+use scan_guard_common::{state::BlockOrigin, vocab::kind_name};
+
 use crate::export::events::EventRecord;
 
 /// Where journald listens for native entries.
@@ -22,12 +24,14 @@ pub fn entry(rec: &EventRecord, json: &str) -> Vec<u8> {
     field(&mut out, "SYSLOG_FACILITY", FACILITY);
     field(&mut out, "SYSLOG_IDENTIFIER", "scan-guard");
     field(&mut out, "SYSLOG_PID", &std::process::id().to_string());
-    field(&mut out, "SCAN_GUARD_EVENT", rec.event);
+    field(&mut out, "SCAN_GUARD_EVENT", rec.event.name());
     field(&mut out, "SCAN_GUARD_SRC", &rec.src);
-    field(&mut out, "SCAN_GUARD_ORIGIN", rec.origin);
-    if !rec.kind.is_empty() {
-        field(&mut out, "SCAN_GUARD_KIND", &rec.kind);
-    }
+    field(
+        &mut out,
+        "SCAN_GUARD_ORIGIN",
+        rec.origin.map_or("unknown", BlockOrigin::name),
+    );
+    field(&mut out, "SCAN_GUARD_KIND", kind_name(rec.kind));
     if let Some(reason) = &rec.reason {
         field(&mut out, "SCAN_GUARD_REASON", reason);
     }
@@ -81,9 +85,9 @@ mod tests {
     fn record(reason: Option<&str>) -> EventRecord {
         EventRecord {
             ts: "2026-11-27T09:00:00Z".into(),
-            event: "blocked",
+            event: scan_guard_common::vocab::EventName::Blocked,
             src: "192.0.2.7".into(),
-            kind: "syn".into(),
+            kind: Some(scan_guard_common::vocab::ScanKind::Syn),
             ports: vec![22],
             probes: 6,
             probes_by_kind: serde_json::Map::new(),
@@ -92,7 +96,7 @@ mod tests {
             expires: None,
             offences: None,
             reason: reason.map(str::to_owned),
-            origin: "detector",
+            origin: Some(BlockOrigin::Detector),
             sources: Vec::new(),
             evidence: serde_json::Value::Null,
         }

@@ -26,12 +26,13 @@ use prometheus_client::{
     registry::Registry,
 };
 use scan_guard_common::{
-    flags::{InvalidClass, ProbeKind},
+    flags::InvalidClass,
     stats::{NAMED, Stat, StatBlock},
+    vocab::{EventName, ScanKind, kind_name},
 };
 use tokio::net::TcpListener;
 
-use crate::{base::error::usage, detect::kinds, export::crowdsec::health::Snapshot};
+use crate::{base::error::usage, export::crowdsec::health::Snapshot};
 
 type Labels = Vec<(String, String)>;
 
@@ -290,8 +291,8 @@ impl Metrics {
         for (reason, _) in drop_reasons() {
             let _ = self.dropped.get_or_create(&label("reason", &reason));
         }
-        for event in EVENTS {
-            let _ = self.events.get_or_create(&label("event", event));
+        for event in EventName::ALL {
+            let _ = self.events.get_or_create(&label("event", event.name()));
         }
         for kind in detection_kinds() {
             let _ = self.detections.get_or_create(&label("kind", kind));
@@ -314,12 +315,12 @@ impl Metrics {
             .set(new_sources.saturating_sub(tracked as u64) as i64);
     }
 
-    pub fn event(&self, name: &str) {
-        Self::add(&self.events, "event", name, 1);
+    pub fn event(&self, name: EventName) {
+        Self::add(&self.events, "event", name.name(), 1);
     }
 
-    pub fn detection(&self, kind: &str) {
-        Self::add(&self.detections, "kind", kind, 1);
+    pub fn detection(&self, kind: Option<ScanKind>) {
+        Self::add(&self.detections, "kind", kind_name(kind), 1);
     }
 
     /// Every interface of the list with its attach status.
@@ -433,27 +434,10 @@ fn wants_text_format(headers: &HeaderMap) -> bool {
             .any(|v| v.contains("application/openmetrics-text"))
 }
 
-/// The event names of docs/events.md (others still count, from their first one).
-const EVENTS: [&str; 7] = [
-    "scan_detected",
-    "blocked",
-    "would_block",
-    "suppressed",
-    "unblocked",
-    "expired",
-    "distributed_scan",
-];
-
-/// Every `kind` a detection can carry: the kernel's probe kinds and the
-/// controller's own.
+/// Every `kind` a detection can carry, by its documented name.
 fn detection_kinds() -> Vec<&'static str> {
-    let codes = ProbeKind::ALL.iter().map(|k| *k as u8);
-    let mut v: Vec<&str> = codes
-        .chain([kinds::CONNECT, kinds::MIXED, kinds::SWEEP])
-        .map(kinds::name)
-        .collect();
+    let mut v: Vec<&str> = ScanKind::ALL.iter().map(|k| k.name()).collect();
     v.sort_unstable();
-    v.dedup();
     v
 }
 
@@ -650,8 +634,8 @@ mod tests {
         m.update_kernel(&s);
         s[Stat::Packets as usize] = 15;
         m.update_kernel(&s);
-        m.event("blocked");
-        m.detection("syn");
+        m.event(EventName::Blocked);
+        m.detection(Some(ScanKind::Syn));
         let text = m.render();
         assert!(
             text.contains("scan_guard_kernel_total{counter=\"packets\"} 15"),
@@ -675,7 +659,7 @@ mod tests {
     #[test]
     fn text_format_names_counter_families_after_their_samples() {
         let m = Metrics::new();
-        m.event("blocked");
+        m.event(EventName::Blocked);
         let text = m.render_text();
         assert!(
             text.contains("# TYPE scan_guard_events_total counter\nscan_guard_events_total{"),

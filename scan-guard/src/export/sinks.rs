@@ -370,7 +370,8 @@ mod tests {
         p[ProbeKind::Fin as usize] = 3;
         let rec = EventRecord::from_kernel(&event(p, false), &KernelConfig::default());
         outs.write(&rec).unwrap();
-        outs.write(&rec.as_event("blocked")).unwrap();
+        outs.write(&rec.as_event(scan_guard_common::vocab::EventName::Blocked))
+            .unwrap();
         let lines: Vec<Value> = std::fs::read_to_string(&file)
             .unwrap()
             .lines()
@@ -384,7 +385,8 @@ mod tests {
         let rotated = dir.join("events.jsonl.1");
         std::fs::rename(&file, &rotated).unwrap();
         assert_eq!(outs.reopen().unwrap(), 1);
-        outs.write(&rec.as_event("expired")).unwrap();
+        outs.write(&rec.as_event(scan_guard_common::vocab::EventName::Expired))
+            .unwrap();
         let _ = recv_text(&server);
         assert_eq!(
             std::fs::read_to_string(&rotated).unwrap().lines().count(),

@@ -16,7 +16,8 @@ use scan_guard_common::{
     config::KernelConfig,
     event::{Contact, ScanEvent, Suppression},
     map_names,
-    state::Trigger,
+    state::{BlockOrigin, Trigger},
+    vocab::{EventName, ScanKind},
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -609,8 +610,8 @@ async fn event_loop(
 impl Controller {
     fn emit(&mut self, rec: &EventRecord) -> Result<()> {
         self.metrics.event(rec.event);
-        if rec.event == "scan_detected" {
-            self.metrics.detection(&rec.kind);
+        if rec.event == EventName::ScanDetected {
+            self.metrics.detection(rec.kind);
         }
         self.crowdsec.observe(rec);
         self.sink.write(rec)
@@ -627,8 +628,10 @@ impl Controller {
         )?;
         for rec in &recs {
             match rec.event {
-                "blocked" => self.metrics.crowdsec_decision("block"),
-                "unblocked" | "expired" => self.metrics.crowdsec_decision("unblock"),
+                EventName::Blocked => self.metrics.crowdsec_decision("block"),
+                EventName::Unblocked | EventName::Expired => {
+                    self.metrics.crowdsec_decision("unblock");
+                }
                 _ => {}
             }
             self.emit(rec)?;
@@ -661,14 +664,14 @@ impl Controller {
             if let Some((_, meta)) = self.enforcer.adopt_kernel_block(
                 &mut self.maps,
                 &Cidr::from_key(ev.src, ev.src_prefix_len()),
-                crate::detect::kinds::code(&rec.kind),
+                rec.kind,
                 &reason,
                 &self.cfg.blocking,
             )? {
                 let ttl =
                     Duration::from_secs(meta.expires_unix_s.saturating_sub(meta.since_unix_s));
                 self.emit(
-                    &rec.as_event("blocked")
+                    &rec.as_event(EventName::Blocked)
                         .with_ttl(Some(ttl), Some(meta.offences))
                         .with_reason(reason),
                 )?;
@@ -681,15 +684,15 @@ impl Controller {
                 self.retries.push(Pending::new(
                     Cidr::from_key(ev.src, ev.src_prefix_len()),
                     &rec,
-                    crate::detect::kinds::code(&rec.kind),
+                    rec.kind,
                     &reason,
                 ));
             }
-            return self.emit(&rec.as_event("suppressed").with_reason(s.name()));
+            return self.emit(&rec.as_event(EventName::Suppressed).with_reason(s.name()));
         }
         // Kernel auto-block is off (dry run, or blocking left to userspace).
         let src = Cidr::from_key(ev.src, ev.src_prefix_len());
-        self.block_or_queue(src, &rec, crate::detect::kinds::code(&rec.kind), &reason)
+        self.block_or_queue(src, &rec, rec.kind, &reason)
     }
 
     /// A userspace decision to block `src`. While refused sources wait for budget,
@@ -699,7 +702,7 @@ impl Controller {
         &mut self,
         src: Cidr,
         rec: &EventRecord,
-        kind: u8,
+        kind: Option<ScanKind>,
         reason: &str,
     ) -> Result<()> {
         if !self.retries.is_empty() && !self.cfg.blocking.dry_run {
@@ -782,7 +785,7 @@ impl Controller {
             finding.successes
         );
         let src = Cidr::from_key(finding.src, finding.src_prefix);
-        self.block_or_queue(src, &rec, finding.kind_byte, &reason)
+        self.block_or_queue(src, &rec, Some(finding.kind), &reason)
     }
 
     fn emit_verdicts(
@@ -799,18 +802,20 @@ impl Controller {
                     offences,
                 } => {
                     let mut r = rec
-                        .as_event("blocked")
+                        .as_event(EventName::Blocked)
                         .with_ttl(ttl, Some(offences))
                         .with_reason(reason);
-                    r.origin = "detector";
+                    r.origin = Some(BlockOrigin::Detector);
                     r.src = prefix.to_string();
                     r
                 }
                 Verdict::WouldBlock { ttl, offences } => rec
-                    .as_event("would_block")
+                    .as_event(EventName::WouldBlock)
                     .with_ttl(Some(ttl), Some(offences))
                     .with_reason(reason),
-                Verdict::Suppressed { why } => rec.as_event("suppressed").with_reason(why),
+                Verdict::Suppressed { why } => {
+                    rec.as_event(EventName::Suppressed).with_reason(why.name())
+                }
                 Verdict::AlreadyBlocked => continue,
             };
             self.emit(&out)?;
@@ -944,10 +949,10 @@ impl Controller {
         let changed = !changes.is_empty();
         for ch in changes {
             let rec = match ch {
-                Change::Expired(k, m) => EventRecord::from_meta("expired", &k, &m),
-                Change::Unblocked(k, m) => EventRecord::from_meta("unblocked", &k, &m),
+                Change::Expired(k, m) => EventRecord::from_meta(EventName::Expired, &k, &m),
+                Change::Unblocked(k, m) => EventRecord::from_meta(EventName::Unblocked, &k, &m),
                 Change::Appeared(k, m) | Change::Adopted(k, m) => {
-                    EventRecord::from_meta("blocked", &k, &m)
+                    EventRecord::from_meta(EventName::Blocked, &k, &m)
                 }
             };
             self.emit(&rec)?;

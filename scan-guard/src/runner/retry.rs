@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use scan_guard_common::addr::Addr;
+use scan_guard_common::{addr::Addr, event::Suppression, vocab::ScanKind};
 
 use crate::{base::cidr::Cidr, export::events::EventRecord};
 
@@ -24,14 +24,14 @@ pub struct Pending {
     /// The source as it is scored: one address, or a prefix.
     pub src: Cidr,
     pub rec: EventRecord,
-    pub kind: u8,
+    pub kind: Option<ScanKind>,
     pub reason: String,
     pub since_ns: u64,
 }
 
 impl Pending {
     /// A block refused now.
-    pub fn new(src: Cidr, rec: &EventRecord, kind: u8, reason: &str) -> Self {
+    pub fn new(src: Cidr, rec: &EventRecord, kind: Option<ScanKind>, reason: &str) -> Self {
         Self {
             src,
             rec: rec.clone(),
@@ -45,7 +45,7 @@ impl Pending {
 /// True when the enforcer refused a block for the rate cap.
 pub fn rate_capped(verdicts: &[crate::enforce::enforcer::Verdict]) -> bool {
     verdicts.iter().any(
-        |v| matches!(v, crate::enforce::enforcer::Verdict::Suppressed { why } if *why == "block_rate_cap"),
+        |v| matches!(v, crate::enforce::enforcer::Verdict::Suppressed { why } if *why == Suppression::RateLimited),
     )
 }
 
@@ -119,7 +119,7 @@ mod tests {
         Pending {
             src: Cidr::from_key(a, 128),
             rec: EventRecord::from_kernel(&ev, &KernelConfig::default()),
-            kind: 0,
+            kind: Some(ScanKind::Syn),
             reason: String::new(),
             since_ns,
         }

@@ -11,11 +11,7 @@ use scan_guard::{
     kernel::loader,
     kernel::maps::KernelMaps,
 };
-use scan_guard_common::{
-    addr::from_v4,
-    meta::MetaKey,
-    state::{BlockOrigin, KIND_NONE},
-};
+use scan_guard_common::{addr::from_v4, meta::MetaKey, state::BlockOrigin};
 
 use super::{
     Sizes,
@@ -91,7 +87,7 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
             };
             let meta = new_meta(
                 BlockOrigin::Manual,
-                KIND_NONE,
+                None,
                 "bench",
                 Some(Duration::from_secs(3600)),
                 1,
@@ -122,7 +118,7 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
             &host,
             &new_meta(
                 BlockOrigin::Kernel,
-                KIND_NONE,
+                None,
                 "",
                 Some(Duration::from_secs(600)),
                 1,
@@ -137,7 +133,7 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
             .adopt_kernel_block(
                 &mut maps,
                 &scan_guard::base::cidr::Cidr::from_key(kernel_src, 128),
-                KIND_NONE,
+                None,
                 "bench",
                 &cfg.blocking,
             )

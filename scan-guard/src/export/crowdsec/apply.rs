@@ -12,7 +12,9 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use scan_guard_common::{meta::BlockMeta, state::BlockOrigin};
+use scan_guard_common::{
+    event::Suppression, meta::BlockMeta, state::BlockOrigin, vocab::EventName,
+};
 use serde_json::json;
 
 use super::decisions::{Ban, Batch};
@@ -124,7 +126,7 @@ impl Applier {
             External::Refreshed => State::Applied,
             External::Covered => State::Covered,
             External::Suppressed(why) => {
-                let state = if why == "never_block" {
+                let state = if why == Suppression::Protected {
                     State::Protected
                 } else {
                     State::Capped
@@ -166,29 +168,23 @@ fn evidence(ban: &Ban) -> serde_json::Value {
 }
 
 fn blocked(ban: &Ban, m: &BlockMeta, reason: &str) -> EventRecord {
-    let mut rec = EventRecord::from_meta("blocked", &key_of(&ban.prefix), m);
+    let mut rec = EventRecord::from_meta(EventName::Blocked, &key_of(&ban.prefix), m);
     rec.reason = Some(reason.to_string());
     rec.evidence = evidence(ban);
     rec
 }
 
-fn suppressed(ban: &Ban, why: &'static str) -> EventRecord {
-    let m = new_meta(
-        BlockOrigin::Crowdsec,
-        scan_guard_common::state::KIND_NONE,
-        "",
-        None,
-        0,
-    );
-    let mut rec = EventRecord::from_meta("suppressed", &key_of(&ban.prefix), &m);
+fn suppressed(ban: &Ban, why: Suppression) -> EventRecord {
+    let m = new_meta(BlockOrigin::Crowdsec, None, "", None, 0);
+    let mut rec = EventRecord::from_meta(EventName::Suppressed, &key_of(&ban.prefix), &m);
     rec.offences = None;
-    rec.reason = Some(why.to_string());
+    rec.reason = Some(why.name().to_string());
     rec.evidence = evidence(ban);
     rec
 }
 
 fn lifted(c: &Cidr, m: &BlockMeta, why: &str) -> EventRecord {
-    let mut rec = EventRecord::from_meta("unblocked", &key_of(c), m);
+    let mut rec = EventRecord::from_meta(EventName::Unblocked, &key_of(c), m);
     rec.reason = Some(format!("{why} ({})", m.reason()));
     rec
 }

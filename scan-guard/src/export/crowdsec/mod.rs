@@ -37,6 +37,8 @@ use self::{
     apply::Applier,
     lapi::{Client, Endpoint},
 };
+use scan_guard_common::{state::BlockOrigin, vocab::EventName};
+
 use crate::{
     base::cidr::format_duration, base::error::usage, enforce::enforcer::Enforcer,
     enforce::policy::Blocking, export::crowdsec::settings::Crowdsec, export::events::EventRecord,
@@ -382,19 +384,24 @@ impl Link {
         let Some(tx) = &self.alerts else {
             return;
         };
-        if rec.event != "blocked" || !matches!(rec.origin, "kernel" | "detector") {
+        if rec.event != EventName::Blocked
+            || !matches!(
+                rec.origin,
+                Some(BlockOrigin::Kernel | BlockOrigin::Detector)
+            )
+        {
             return;
         }
         let info = AlertInfo {
             ts: rec.ts.clone(),
             src: rec.src.clone(),
-            kind: rec.kind.clone(),
+            kind: scan_guard_common::vocab::kind_name(rec.kind).to_string(),
             ports: rec.ports.clone(),
             probes: rec.probes,
             score: rec.score,
             ttl_s: rec.ttl_s,
             reason: rec.reason.clone(),
-            origin: rec.origin.to_string(),
+            origin: rec.origin.map_or("unknown", BlockOrigin::name).to_string(),
         };
         match tx.try_send(info) {
             Ok(()) => {}
