@@ -6,12 +6,8 @@
 
 use std::net::IpAddr;
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
-pub const URG: u8 = 0x20;
+/// The TCP flag bits, from the classifier the XDP program shares.
+pub use scan_guard_common::flags::{ACK, FIN, PSH, RST, SYN, URG};
 
 /// Transport protocol numbers.
 pub const TCP: u8 = 6;
