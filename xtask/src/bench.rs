@@ -1,6 +1,6 @@
 //! `cargo xtask bench [--smoke] [--only PART,...]`: set up, install the lab and
 //! baseline packages, build the controller and the benchmark runner (release),
-//! run every benchmark (`scan-guard-bench run`, tests/src/bench/), then regenerate
+//! run every benchmark (`scan-guard-bench run`, lab/src/bench/), then regenerate
 //! BENCHMARKS.md and the charts under bench/ from `target/bench/results.json`.
 //!
 //! `--smoke` runs every part with tiny sizes (seconds; CI) and writes its results,
@@ -160,7 +160,7 @@ fn build(ws: &Workspace) -> Result<(PathBuf, PathBuf)> {
     let mut cmd = ws.cargo();
     cmd.args(["build", "--release"])
         .args(["--package", "scan-guard", "--bin", "scan-guard"])
-        .args(["--package", "scan-guard-tests", "--bin", "scan-guard-bench"])
+        .args(["--package", "scan-guard-lab", "--bin", "scan-guard-bench"])
         .arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped());
     let mut child = cmd

@@ -1,9 +1,9 @@
 //! `cargo xtask demo`: the scripted story in the network-namespace lab.
 //!
 //! As root: install the lab's Debian packages if missing, bootstrap the eBPF
-//! toolchain, build scan-guard and the demo driver (`scan-guard-demo` in the
-//! tests crate) in release mode, then run the driver and exit with its status.
-//! The driver builds the lab, plays the story and tears the lab down, also on
+//! toolchain, build scan-guard and the demo driver (`scan-guard-demo` of the lab
+//! crate, lab/src/bin/) in release mode, then run the driver and exit with its
+//! status. The driver builds the lab, plays the story and tears the lab down, also on
 //! Ctrl-C: the terminal's SIGINT reaches it directly (same process group), so
 //! xtask only ignores SIGINT while it waits, and passes a SIGTERM sent to xtask
 //! on to the driver.
@@ -51,7 +51,7 @@ pub fn run(ws: &Workspace) -> Result<()> {
             "build",
             "--release",
             "--package",
-            "scan-guard-tests",
+            "scan-guard-lab",
             "--bin",
             "scan-guard-demo",
         ]),

@@ -1,14 +1,20 @@
 //! `cargo xtask test [-- CARGO_TEST_ARGS]`: the whole suite on the real kernel.
 //!
-//! Builds and tests the workspace's default members: every crate except
-//! scan-guard-ebpf, which only builds for the BPF target (through scan-guard's
-//! build.rs). `--workspace` would try to build it for the host and fail.
+//! Builds and tests every crate of the workspace but scan-guard-ebpf, which only
+//! builds for the BPF target (through scan-guard's build.rs): the default members
+//! (unit tests) and the integration tests (`scan-guard-tests`, not a default
+//! member so that a plain `cargo test` needs no root). Arguments that pick packages
+//! themselves (`-p`, `--workspace`) are passed on as given.
 
 use anyhow::Result;
 
 use crate::{apt, privilege, process, setup, workspace::Workspace};
 
 const CARGO_FIX: &str = "install Rust with rustup (https://rustup.rs)";
+
+/// Every crate that builds for the host: the default members and the
+/// integration tests.
+const EVERY_HOST_CRATE: [&str; 3] = ["--workspace", "--exclude", "scan-guard-ebpf"];
 
 pub fn run(ws: &Workspace, args: &[String]) -> Result<()> {
     privilege::require_root(
@@ -31,11 +37,12 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<()> {
     crate::package::build(ws)?;
 
     eprintln!("running the tests");
-    process::run(
-        ws.cargo().arg("test").args(args),
-        CARGO_FIX,
-        "see the failures above",
-    )?;
+    let mut cmd = ws.cargo();
+    cmd.arg("test");
+    if !picks_packages(args) {
+        cmd.args(EVERY_HOST_CRATE);
+    }
+    process::run(cmd.args(args), CARGO_FIX, "see the failures above")?;
 
     // A full run also checks the package's contents (install_service.rs ran it).
     if args.is_empty() {
@@ -43,4 +50,30 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<()> {
         crate::package::verify(ws)?;
     }
     Ok(())
+}
+
+/// True when `args` (cargo's own, before any `--`) choose the packages themselves:
+/// `-p NAME`, `-pNAME`, `--package NAME`, `--package=NAME`, `--workspace`.
+fn picks_packages(args: &[String]) -> bool {
+    args.iter().take_while(|a| *a != "--").any(|a| {
+        a.starts_with("-p") || a.starts_with("--package") || a == "--workspace" || a == "--all"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::picks_packages;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn package_choices_are_seen_before_the_test_binary_args_only() {
+        assert!(picks_packages(&args(&["-p", "scan-guard-common"])));
+        assert!(picks_packages(&args(&["--package=scan-guard"])));
+        assert!(picks_packages(&args(&["--workspace"])));
+        assert!(!picks_packages(&args(&["--test", "veth_attach"])));
+        assert!(!picks_packages(&args(&["--release", "--", "-p"])));
+    }
 }
