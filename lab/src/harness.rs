@@ -149,13 +149,7 @@ impl Harness {
     pub fn protect(&mut self, text: &str, prefix_len: u32) {
         let plen = family_prefix(text, prefix_len);
         let a = scan_guard_common::addr::mask(&addr(text), plen);
-        let mut keys: Vec<(Addr, u32)> = self
-            .maps
-            .protected
-            .keys()
-            .filter_map(|k| k.ok())
-            .map(|k| (k.data(), k.prefix_len()))
-            .collect();
+        let mut keys: Vec<(Addr, u32)> = self.maps.protected();
         keys.push((a, plen));
         self.maps.write_protected(&keys).expect("write protected");
     }

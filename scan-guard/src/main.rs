@@ -67,7 +67,10 @@ enum Command {
     Stats(Query),
     /// Blocked sources: address or prefix, kind, reason, since, expires.
     List(Query),
-    /// Block an address or prefix now.
+    /// Block an address or prefix now. The rules of every other block apply:
+    /// a prefix overlapping the never-block set (the host's own addresses,
+    /// gateways, resolvers, blocking.never_block) or past the blocklist's
+    /// capacity is refused (exit 1).
     Block {
         /// ADDR or ADDR/LEN (IPv4 or IPv6).
         target: String,

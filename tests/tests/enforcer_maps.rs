@@ -8,7 +8,7 @@ use scan_guard::{
     base::cidr::Cidr,
     cli::control,
     config::{Config, Dur},
-    enforce::enforcer::{Change, Enforcer, Verdict, entry_for, key_of, new_meta},
+    enforce::enforcer::{Change, Enforcer, Request, Verdict, entry_for, key_of, new_meta},
     enforce::state_file::{STATE_VERSION, SavedBlock, SavedState},
 };
 use scan_guard_common::{
@@ -46,24 +46,20 @@ fn repeat_offenders_get_longer_blocks() {
     let mut ttls = Vec::new();
     for round in 0..3 {
         let v = e
-            .block_source(
+            .block(
                 &mut h.maps,
-                &src,
-                Some(ScanKind::Syn),
-                "test",
+                Request::Detection {
+                    src,
+                    kind: Some(ScanKind::Syn),
+                    reason: "test",
+                },
                 &cfg.blocking,
             )
             .expect("block");
         match &v[..] {
-            [
-                Verdict::Blocked {
-                    ttl: Some(t),
-                    offences,
-                    ..
-                },
-            ] => {
-                assert_eq!(*offences, round + 1);
-                ttls.push(*t);
+            [Verdict::Blocked { meta, .. }] => {
+                assert_eq!(meta.offences, round + 1);
+                ttls.push(Verdict::ttl_of(meta).expect("a lifetime"));
             }
             other => panic!("round {round}: {other:?}"),
         }
@@ -91,11 +87,13 @@ fn never_block_dry_run_and_caps() {
     let mut cfg = Config::default();
     let mut e = Enforcer::new(vec![cidr("10.61.0.0/24")]);
     let v = e
-        .block_source(
+        .block(
             &mut h.maps,
-            &host("10.61.0.7"),
-            Some(ScanKind::Syn),
-            "t",
+            Request::Detection {
+                src: host("10.61.0.7"),
+                kind: Some(ScanKind::Syn),
+                reason: "t",
+            },
             &cfg.blocking,
         )
         .expect("block");
@@ -107,11 +105,13 @@ fn never_block_dry_run_and_caps() {
     );
     cfg.blocking.dry_run = true;
     let v = e
-        .block_source(
+        .block(
             &mut h.maps,
-            &host("10.62.0.7"),
-            Some(ScanKind::Syn),
-            "t",
+            Request::Detection {
+                src: host("10.62.0.7"),
+                kind: Some(ScanKind::Syn),
+                reason: "t",
+            },
             &cfg.blocking,
         )
         .expect("block");
@@ -125,11 +125,13 @@ fn never_block_dry_run_and_caps() {
     let mut capped = 0;
     for i in 1..=10u8 {
         match &e
-            .block_source(
+            .block(
                 &mut h.maps,
-                &host(&format!("10.63.0.{i}")),
-                Some(ScanKind::Syn),
-                "t",
+                Request::Detection {
+                    src: host(&format!("10.63.0.{i}")),
+                    kind: Some(ScanKind::Syn),
+                    reason: "t",
+                },
                 &cfg.blocking,
             )
             .expect("block")[..]
@@ -149,21 +151,25 @@ fn never_block_dry_run_and_caps() {
     cfg.blocking.max_new_blocks_per_sec = 0;
     cfg.blocking.max_blocks = 4;
     let first = e
-        .block_source(
+        .block(
             &mut h.maps,
-            &host("10.64.0.1"),
-            Some(ScanKind::Syn),
-            "t",
+            Request::Detection {
+                src: host("10.64.0.1"),
+                kind: Some(ScanKind::Syn),
+                reason: "t",
+            },
             &cfg.blocking,
         )
         .expect("block");
     assert!(matches!(first[..], [Verdict::Blocked { .. }]));
     let second = e
-        .block_source(
+        .block(
             &mut h.maps,
-            &host("10.64.0.2"),
-            Some(ScanKind::Syn),
-            "t",
+            Request::Detection {
+                src: host("10.64.0.2"),
+                kind: Some(ScanKind::Syn),
+                reason: "t",
+            },
             &cfg.blocking,
         )
         .expect("block");
@@ -184,11 +190,13 @@ fn enough_blocked_addresses_block_their_prefix() {
     let mut e = Enforcer::new(vec![]);
     for i in 1..=3u8 {
         let v = e
-            .block_source(
+            .block(
                 &mut h.maps,
-                &host(&format!("10.65.1.{i}")),
-                Some(ScanKind::Syn),
-                "t",
+                Request::Detection {
+                    src: host(&format!("10.65.1.{i}")),
+                    kind: Some(ScanKind::Syn),
+                    reason: "t",
+                },
                 &cfg.blocking,
             )
             .expect("block");
@@ -202,21 +210,25 @@ fn enough_blocked_addresses_block_their_prefix() {
         }
     }
     for i in 1..=2u16 {
-        e.block_source(
+        e.block(
             &mut h.maps,
-            &host(&format!("2001:db8:65::{i}")),
-            Some(ScanKind::Syn),
-            "t",
+            Request::Detection {
+                src: host(&format!("2001:db8:65::{i}")),
+                kind: Some(ScanKind::Syn),
+                reason: "t",
+            },
             &cfg.blocking,
         )
         .expect("block");
     }
     let v = e
-        .block_source(
+        .block(
             &mut h.maps,
-            &host("2001:db8:65::3"),
-            Some(ScanKind::Syn),
-            "t",
+            Request::Detection {
+                src: host("2001:db8:65::3"),
+                kind: Some(ScanKind::Syn),
+                reason: "t",
+            },
             &cfg.blocking,
         )
         .expect("block");
@@ -246,11 +258,13 @@ fn reconcile_expires_repairs_drift_and_adopts_kernel_blocks() {
         .put_meta(&key_of(&cidr("10.66.0.1")), &old)
         .expect("meta");
     // A block someone removed from the kernel behind our back (drift).
-    e.block_source(
+    e.block(
         &mut h.maps,
-        &host("10.66.0.2"),
-        Some(ScanKind::Syn),
-        "t",
+        Request::Detection {
+            src: host("10.66.0.2"),
+            kind: Some(ScanKind::Syn),
+            reason: "t",
+        },
         &cfg.blocking,
     )
     .expect("block");
@@ -333,26 +347,34 @@ fn adoption_keeps_the_kernel_entry_hits_and_never_a_covering_prefix() {
             .find(|(x, l, _)| *x == c.addr && *l == 128)
             .map(|(_, _, e)| e.hits)
     };
-    e.adopt_kernel_block(
+    e.block(
         &mut h.maps,
-        &host("10.68.0.1"),
-        Some(ScanKind::Syn),
-        "k",
+        Request::Kernel {
+            src: host("10.68.0.1"),
+            kind: Some(ScanKind::Syn),
+            reason: "k",
+        },
         &cfg.blocking,
     )
     .expect("adopt")
+    .into_iter()
+    .find(|v| matches!(v, Verdict::Blocked { .. }))
     .expect("adopted");
     assert_eq!(hits_of(&h, "10.68.0.1"), Some(5), "the kernel entry's hits");
     // No /128 of its own (gone before the event was handled): the /24's 40 hits
     // must not be taken for it.
-    e.adopt_kernel_block(
+    e.block(
         &mut h.maps,
-        &host("10.68.0.2"),
-        Some(ScanKind::Syn),
-        "k",
+        Request::Kernel {
+            src: host("10.68.0.2"),
+            kind: Some(ScanKind::Syn),
+            reason: "k",
+        },
         &cfg.blocking,
     )
     .expect("adopt")
+    .into_iter()
+    .find(|v| matches!(v, Verdict::Blocked { .. }))
     .expect("adopted");
     assert_eq!(
         hits_of(&h, "10.68.0.2"),
@@ -376,11 +398,13 @@ fn between_full_passes_expiries_run_from_memory() {
     h.maps
         .put_meta(&key_of(&cidr("10.67.0.1")), &short)
         .expect("meta");
-    e.block_source(
+    e.block(
         &mut h.maps,
-        &host("10.67.0.2"),
-        Some(ScanKind::Syn),
-        "t",
+        Request::Detection {
+            src: host("10.67.0.2"),
+            kind: Some(ScanKind::Syn),
+            reason: "t",
+        },
         &cfg.blocking,
     )
     .expect("block");
@@ -482,4 +506,63 @@ fn saved_state_is_restored_and_expired_entries_are_skipped() {
             .is_empty(),
         "no spurious events"
     );
+}
+
+#[test]
+fn every_door_meets_the_never_block_set_and_the_cap() {
+    let mut h = Harness::new(KernelConfig::default());
+    let mut cfg = Config::default();
+    let gateway = cidr("10.70.0.1");
+    let mut e = Enforcer::new(vec![gateway]);
+    // An operator's block of a prefix holding the gateway is refused, like a
+    // CrowdSec decision's; the address next to it is not.
+    let manual = |prefix: &str| Request::Manual {
+        prefix: prefix.parse().expect("prefix"),
+        ttl: Some(Duration::from_secs(60)),
+        reason: "op",
+    };
+    for door in [
+        manual("10.70.0.0/24"),
+        Request::Decided {
+            prefix: "10.70.0.0/16".parse().expect("prefix"),
+            origin: BlockOrigin::Crowdsec,
+            expires_unix_s: u64::MAX / 2,
+            reason: "cs",
+        },
+        Request::Detection {
+            src: gateway,
+            kind: Some(ScanKind::Syn),
+            reason: "scan",
+        },
+    ] {
+        let v = e.block(&mut h.maps, door, &cfg.blocking).expect("block");
+        assert_eq!(
+            v,
+            [Verdict::Suppressed {
+                why: Suppression::Protected
+            }],
+            "{door:?}"
+        );
+    }
+    assert!(blocks(&h).is_empty(), "{:?}", blocks(&h));
+    let v = e
+        .block(&mut h.maps, manual("10.70.0.2"), &cfg.blocking)
+        .expect("block");
+    assert!(matches!(v[..], [Verdict::Blocked { .. }]), "{v:?}");
+    // The cap holds for the operator too.
+    cfg.blocking.max_blocks = 1;
+    let v = e
+        .block(&mut h.maps, manual("10.70.0.3"), &cfg.blocking)
+        .expect("block");
+    assert_eq!(
+        v,
+        [Verdict::Suppressed {
+            why: Suppression::BlocklistCap
+        }]
+    );
+    // An operator's word replaces an existing record of the same prefix.
+    let v = e
+        .block(&mut h.maps, manual("10.70.0.2"), &cfg.blocking)
+        .expect("block");
+    assert!(matches!(v[..], [Verdict::Blocked { .. }]), "{v:?}");
 }

@@ -164,6 +164,16 @@ fn manual_block_and_unblock_steer_the_running_controller() {
     // block: listed, reported, enforced; the other client is not affected.
     let out = c.cli_ok(&["block", &att, "--ttl", "90s", "--reason", "lab manual"]);
     assert!(out.contains(&att), "[{tag}] block said: {out}");
+    // The operator's door has the rules of every other: the host's own address
+    // (never-block set) and a prefix covering it are refused, nothing written.
+    let own = lab.tgt.v4.to_string();
+    c.cli_fails(&["block", &own], 1, "never-block set");
+    c.cli_fails(&["block", "10.200.0.0/16"], 1, "never-block set");
+    assert!(
+        c.listed(&own).is_none() && c.listed("10.200.0.0/16").is_none(),
+        "[{tag}] a refused block was written: {:?}",
+        c.list()
+    );
     let ev = lab.wait_event(&c, EVENT_LIMIT, "manual blocked", |e| {
         is_event(e, "blocked", &att)
     });

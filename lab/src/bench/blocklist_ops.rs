@@ -131,17 +131,22 @@ pub fn run(sizes: &Sizes) -> BlocklistOps {
         maps.insert_block(&kernel_src, 128, &entry)
             .expect("kernel entry");
         let t = Instant::now();
+        let request = scan_guard::enforce::enforcer::Request::Kernel {
+            src: scan_guard::base::cidr::Cidr::from_key(kernel_src, 128),
+            kind: None,
+            reason: "bench",
+        };
         let adopted = enforcer
-            .adopt_kernel_block(
-                &mut maps,
-                &scan_guard::base::cidr::Cidr::from_key(kernel_src, 128),
-                None,
-                "bench",
-                &cfg.blocking,
-            )
+            .block(&mut maps, request, &cfg.blocking)
             .expect("adopt");
         let adopt = t.elapsed().as_secs_f64();
-        assert!(adopted.is_some(), "the kernel block was not adopted");
+        assert!(
+            matches!(
+                adopted.first(),
+                Some(scan_guard::enforce::enforcer::Verdict::Blocked { .. })
+            ),
+            "the kernel block was not adopted: {adopted:?}"
+        );
         maps.remove_block(&kernel_src, 128).expect("remove");
         let in_kernel = maps.blocks().expect("blocks").len();
         assert_eq!(in_kernel, n, "reconcile left {in_kernel} of {n} blocks");

@@ -318,12 +318,7 @@ impl BlockInstance {
         let insert_secs = started.elapsed().as_secs_f64();
         // Every part of the blocklist: both hash maps and the LPM trie.
         let blocklist_bytes = {
-            use aya::maps::IterableMap as _;
-            let ids = [
-                maps.blocklist.map().info().ok().map(|i| i.id()),
-                maps.block_v4.map().info().ok().map(|i| i.id()),
-                maps.block_v6.map().info().ok().map(|i| i.id()),
-            ];
+            let ids = maps.blocklist_map_ids();
             let mine = super::sys::maps_of_pid(std::process::id());
             let found: Vec<u64> = mine
                 .iter()

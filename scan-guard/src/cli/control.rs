@@ -4,8 +4,9 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use scan_guard_common::{
+    event::Suppression,
     flags::InvalidClass,
     state::BlockOrigin,
     stats::{NAMED, Stat},
@@ -16,7 +17,10 @@ use crate::{
     base::cidr::{Cidr, format_duration},
     base::clock,
     base::error::usage,
-    enforce::enforcer::{self, cidr_of, kind_name},
+    enforce::{
+        enforcer::{self, Enforcer, Request, Verdict, cidr_of, kind_name},
+        policy::Blocking,
+    },
     kernel::attachments::IfaceStatus,
     kernel::instance,
     kernel::loader,
@@ -265,20 +269,31 @@ pub fn block(
         None => Duration::from_nanos(maps.read_config()?.block_ttl_ns),
     };
     let ttl_opt = (!ttl.is_zero()).then_some(ttl);
-    let meta = enforcer::new_meta(
-        BlockOrigin::Manual,
-        None,
-        reason.unwrap_or("manual"),
-        ttl_opt,
-        1,
-    );
-    maps.put_meta(&enforcer::key_of(target), &meta)?;
-    maps.insert_block(
-        &target.addr,
-        target.prefix_len,
-        &enforcer::entry_for(target, &meta, 0),
-    )
-    .with_context(|| format!("blocking {target}"))?;
+    // The same door as every other block, with the rules the running instance
+    // gave the kernel: its never-block set (PROTECTED) and, as the cap, the
+    // blocklist's size.
+    let mut enforcer = Enforcer::for_maps(&maps);
+    let cfg = Blocking {
+        max_blocks: maps.block_capacity(),
+        ..Blocking::default()
+    };
+    let request = Request::Manual {
+        prefix: *target,
+        ttl: ttl_opt,
+        reason: reason.unwrap_or("manual"),
+    };
+    match enforcer.block(&mut maps, request, &cfg)?.first() {
+        Some(Verdict::Blocked { .. }) => {}
+        Some(Verdict::Suppressed {
+            why: Suppression::Protected,
+        }) => bail!(
+            "{target} overlaps the never-block set (the host's own addresses, gateways, resolvers and blocking.never_block; see `scan-guard status` and docs/config.md): not blocked"
+        ),
+        Some(Verdict::Suppressed { why }) => {
+            bail!("{target} not blocked: {}", why.name())
+        }
+        other => bail!("{target} not blocked ({other:?})"),
+    }
     instance::notify_changed(pin_dir);
     match ttl_opt {
         Some(t) => println!("blocked {target} for {}", format_duration(t)),
@@ -290,9 +305,7 @@ pub fn block(
 /// Lifts a block in the maps (record and kernel entry); false if there was none.
 /// The running controller notices and reports `unblocked`.
 pub fn unblock_maps(maps: &mut KernelMaps, target: &Cidr) -> Result<bool> {
-    let had_meta = maps.remove_meta(&enforcer::key_of(target))?;
-    let had_entry = maps.remove_block(&target.addr, target.prefix_len)?;
-    Ok(had_meta || had_entry)
+    maps.lift(target)
 }
 
 pub fn unblock(pin_dir: &Path, target: &Cidr) -> Result<()> {

@@ -13,7 +13,6 @@ use scan_guard_common::{
     addr::Addr,
     event::Suppression,
     meta::{BlockMeta, MetaKey, REASON_LEN},
-    rate::RateRing,
     state::{BlockEntry, BlockOrigin, KIND_NONE},
     vocab::{self, ScanKind},
 };
@@ -25,6 +24,9 @@ use crate::{
     enforce::state_file::{STATE_VERSION, SavedBlock, SavedOffence, SavedState},
     kernel::maps::KernelMaps,
 };
+// Where a block's key and kernel entry come from (the maps' own helpers), for
+// the users of the enforcer.
+pub use crate::kernel::maps::{cidr_of, entry_for, key_of};
 
 /// Tolerance when comparing kernel and desired expiry (clock granularity, rounding).
 const EXPIRY_SLACK_NS: u64 = 2_000_000_000;
@@ -35,14 +37,56 @@ pub struct Offence {
     pub last_unix_s: u64,
 }
 
+/// Who asks for a block. Every block, whoever decides it, goes through
+/// [`Enforcer::block`] with one of these; the rules each one meets are
+/// written here and nowhere else.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// The kernel blocked `src` itself on a threshold crossing (auto-block; it
+    /// checked the never-block set and the rate budget): the block gets its
+    /// escalated lifetime and a record.
+    Kernel {
+        src: Cidr,
+        kind: Option<ScanKind>,
+        reason: &'a str,
+    },
+    /// A userspace detection (slow scan, a crossing the kernel did not block, a
+    /// retry): never-block set, dry run, the cap, the rate cap and escalation;
+    /// enough blocked addresses in one prefix block the prefix.
+    Detection {
+        src: Cidr,
+        kind: Option<ScanKind>,
+        reason: &'a str,
+    },
+    /// An operator (`scan-guard block`): the never-block set (any overlap) and
+    /// the cap; the lifetime is the operator's (`None`: until lifted), and it
+    /// replaces a record of the same prefix.
+    Manual {
+        prefix: Cidr,
+        ttl: Option<Duration>,
+        reason: &'a str,
+    },
+    /// A decision taken elsewhere (a CrowdSec decision): the never-block set (any
+    /// overlap) and the cap; escalation, dry run and the rate cap do not apply
+    /// (it was not decided from packets we saw). A record of the same origin
+    /// gets the new end; one of another origin is left as it is.
+    Decided {
+        prefix: Cidr,
+        origin: BlockOrigin,
+        expires_unix_s: u64,
+        reason: &'a str,
+    },
+}
+
 /// What became of a request to block.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
+    /// Blocked now, with this record.
     Blocked {
         prefix: Cidr,
-        ttl: Option<Duration>,
-        offences: u32,
+        meta: BlockMeta,
     },
+    /// Dry run: this block would have started.
     WouldBlock {
         ttl: Duration,
         offences: u32,
@@ -50,21 +94,19 @@ pub enum Verdict {
     Suppressed {
         why: Suppression,
     },
+    /// A record of this prefix exists already (for a decided block: one of
+    /// another origin, left as it is).
     AlreadyBlocked,
+    /// A decided block of the same origin: its record got the new end.
+    Refreshed,
 }
 
-/// What became of a block decided elsewhere ([`Enforcer::block_external`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum External {
-    /// Blocked now, with this record.
-    Blocked(BlockMeta),
-    /// Already blocked by a record of the same origin (its end was updated).
-    Refreshed,
-    /// A record of another origin (a detection, an operator) already blocks
-    /// exactly this prefix; it is left as it is.
-    Covered,
-    /// Not blocked: never-block set, the controller's cap, or a full map.
-    Suppressed(Suppression),
+impl Verdict {
+    /// The lifetime of a block that started (`None`: until lifted).
+    pub fn ttl_of(meta: &BlockMeta) -> Option<Duration> {
+        (meta.expires_unix_s != 0)
+            .then(|| Duration::from_secs(meta.expires_unix_s.saturating_sub(meta.since_unix_s)))
+    }
 }
 
 /// A change the reconcile pass found or made.
@@ -86,17 +128,6 @@ pub struct Enforcer {
     /// `BLOCK_META` as of the last reconcile (to tell other processes' edits apart).
     known: HashMap<MetaKey, BlockMeta>,
     never_block: Vec<Cidr>,
-}
-
-pub fn key_of(c: &Cidr) -> MetaKey {
-    MetaKey {
-        prefix_len: c.prefix_len,
-        addr: c.addr,
-    }
-}
-
-pub fn cidr_of(k: &MetaKey) -> Cidr {
-    Cidr::from_key(k.addr, k.prefix_len)
 }
 
 /// A fresh record.
@@ -122,18 +153,6 @@ pub fn new_meta(
 }
 
 /// The kernel entry for a record, keeping the hit count of an existing one.
-pub fn entry_for(c: &Cidr, m: &BlockMeta, hits: u64) -> BlockEntry {
-    BlockEntry {
-        expires_ns: clock::mono_deadline(m.expires_unix_s),
-        created_ns: clock::monotonic_ns(),
-        hits,
-        prefix_len: c.prefix_len,
-        origin: m.origin,
-        kind: m.kind,
-        _pad: [0; 2],
-    }
-}
-
 /// Name of a stored kind byte (`-` for none).
 pub fn kind_name(kind: u8) -> &'static str {
     vocab::kind_name(ScanKind::from_code(kind))
@@ -145,6 +164,19 @@ impl Enforcer {
             never_block,
             ..Self::default()
         }
+    }
+
+    /// An enforcer for a process that is not the controller (`scan-guard
+    /// block`): the records and the never-block set as the maps hold them.
+    pub fn for_maps(maps: &KernelMaps) -> Self {
+        let never = maps
+            .protected()
+            .into_iter()
+            .map(|(a, l)| Cidr::from_key(a, l))
+            .collect();
+        let mut e = Self::new(never);
+        e.known = maps.metas().into_iter().collect();
+        e
     }
 
     pub fn never_block(&self) -> &[Cidr] {
@@ -198,30 +230,63 @@ impl Enforcer {
         if cap == 0 {
             return true;
         }
-        let mut ring = maps.rate.get(&0, 0).unwrap_or(RateRing::EMPTY);
+        let mut ring = maps.rate_ring();
         if !ring.take(clock::monotonic_ns(), cap) {
             return false;
         }
         // A lost race with the kernel lets at most one extra block through.
-        let _ = maps.rate.set(0, ring, 0);
+        let _ = maps.set_rate_ring(ring);
         true
     }
 
-    /// The kernel has already blocked `src` (auto-block): give the block its
-    /// escalated lifetime and record it. `None` if it was already recorded.
-    pub fn adopt_kernel_block(
+    /// The one door: every block goes through here (see [`Request`] for the
+    /// rules of each kind of request).
+    pub fn block(
         &mut self,
         maps: &mut KernelMaps,
-        src: &Cidr,
+        request: Request<'_>,
+        cfg: &Blocking,
+    ) -> Result<Vec<Verdict>> {
+        match request {
+            Request::Kernel { src, kind, reason } => self.adopt(maps, src, kind, reason, cfg),
+            Request::Detection { src, kind, reason } => {
+                self.detection(maps, src, kind, reason, cfg)
+            }
+            Request::Manual {
+                prefix,
+                ttl,
+                reason,
+            } => {
+                let meta = new_meta(BlockOrigin::Manual, None, reason, ttl, 1);
+                self.decided(maps, prefix, meta, true, cfg)
+            }
+            Request::Decided {
+                prefix,
+                origin,
+                expires_unix_s,
+                reason,
+            } => {
+                let mut meta = new_meta(origin, None, reason, None, 1);
+                meta.expires_unix_s = expires_unix_s;
+                self.decided(maps, prefix, meta, false, cfg)
+            }
+        }
+    }
+
+    /// The kernel has already blocked `c` (auto-block): give the block its
+    /// escalated lifetime and record it. Nothing if it was already recorded.
+    fn adopt(
+        &mut self,
+        maps: &mut KernelMaps,
+        c: Cidr,
         kind: Option<ScanKind>,
         reason: &str,
         cfg: &Blocking,
-    ) -> Result<Option<(MetaKey, BlockMeta)>> {
-        let c = *src;
+    ) -> Result<Vec<Verdict>> {
         let src = &c.addr;
         let key = key_of(&c);
-        if maps.meta.get(&key, 0).is_ok() {
-            return Ok(None);
+        if maps.meta_of(&key).is_some() {
+            return Ok(vec![Verdict::AlreadyBlocked]);
         }
         let n = self.next_offence(src, cfg);
         let meta = new_meta(
@@ -239,31 +304,29 @@ impl Enforcer {
             .block_for_host(&c.addr)
             .filter(|e| e.origin == BlockOrigin::Kernel as u8 && e.prefix_len == c.prefix_len)
             .map_or(0, |e| e.hits);
-        maps.put_meta(&key, &meta)?;
-        maps.insert_block(&c.addr, c.prefix_len, &entry_for(&c, &meta, hits))?;
+        maps.block(&c, &meta, hits)?;
         self.note_offence(src, n);
         self.known.insert(key, meta);
-        Ok(Some((key, meta)))
+        Ok(vec![Verdict::Blocked { prefix: c, meta }])
     }
 
-    /// A userspace detection wants `src` blocked: apply never-block, dry-run, caps
+    /// A userspace detection wants `c` blocked: apply never-block, dry-run, caps
     /// and escalation, then block (and maybe its whole prefix).
-    pub fn block_source(
+    fn detection(
         &mut self,
         maps: &mut KernelMaps,
-        src: &Cidr,
+        c: Cidr,
         kind: Option<ScanKind>,
         reason: &str,
         cfg: &Blocking,
     ) -> Result<Vec<Verdict>> {
-        if self.protects(src) {
+        if self.protects(&c) {
             return Ok(vec![Verdict::Suppressed {
                 why: Suppression::Protected,
             }]);
         }
-        let c = *src;
         let src = &c.addr;
-        if maps.meta.get(&key_of(&c), 0).is_ok() {
+        if maps.meta_of(&key_of(&c)).is_some() {
             return Ok(vec![Verdict::AlreadyBlocked]);
         }
         let n = self.next_offence(src, cfg);
@@ -281,17 +344,10 @@ impl Enforcer {
                 why: Suppression::RateLimited,
             }]);
         }
-        self.put(
-            maps,
-            &c,
-            &new_meta(BlockOrigin::Detector, kind, reason, Some(ttl), n),
-        )?;
+        let meta = new_meta(BlockOrigin::Detector, kind, reason, Some(ttl), n);
+        self.put(maps, &c, &meta)?;
         self.note_offence(src, n);
-        let mut out = vec![Verdict::Blocked {
-            prefix: c,
-            ttl: Some(ttl),
-            offences: n,
-        }];
+        let mut out = vec![Verdict::Blocked { prefix: c, meta }];
         if let Some(v) = self.aggregate(maps, &c, kind, cfg)? {
             out.push(v);
         }
@@ -299,10 +355,8 @@ impl Enforcer {
     }
 
     fn put(&mut self, maps: &mut KernelMaps, c: &Cidr, meta: &BlockMeta) -> Result<()> {
-        let key = key_of(c);
-        maps.put_meta(&key, meta)?;
-        maps.insert_block(&c.addr, c.prefix_len, &entry_for(c, meta, 0))?;
-        self.known.insert(key, *meta);
+        maps.block(c, meta, 0)?;
+        self.known.insert(key_of(c), *meta);
         Ok(())
     }
 
@@ -340,16 +394,9 @@ impl Enforcer {
         }
         let ttl = cfg.ttl_for_offence(1);
         let reason = format!("aggregate: {inside} blocked addresses inside {net}");
-        self.put(
-            maps,
-            &net,
-            &new_meta(BlockOrigin::Detector, kind, &reason, Some(ttl), 1),
-        )?;
-        Ok(Some(Verdict::Blocked {
-            prefix: net,
-            ttl: Some(ttl),
-            offences: 1,
-        }))
+        let meta = new_meta(BlockOrigin::Detector, kind, &reason, Some(ttl), 1);
+        self.put(maps, &net, &meta)?;
+        Ok(Some(Verdict::Blocked { prefix: net, meta }))
     }
 
     /// Makes the kernel blocklist equal to `BLOCK_META`: expires what is due, writes
@@ -375,7 +422,7 @@ impl Enforcer {
         for (k, m) in &self.known {
             if !metas.contains_key(k) {
                 if kernel.contains_key(k) {
-                    maps.remove_block(&k.addr, k.prefix_len)?;
+                    maps.lift(&cidr_of(k))?;
                 }
                 if m.expires_unix_s == 0 || now < m.expires_unix_s {
                     changes.push(Change::Unblocked(*k, *m));
@@ -387,8 +434,7 @@ impl Enforcer {
             // Expiry first: a record that ran out while nobody watched is reported
             // once, as expired, not also as a new block.
             if m.expires_unix_s != 0 && now >= m.expires_unix_s {
-                maps.remove_block(&k.addr, k.prefix_len)?;
-                maps.remove_meta(&k)?;
+                maps.lift(&cidr_of(&k))?;
                 // Handled: the pass over kernel entries below must not see it again.
                 kernel.remove(&k);
                 changes.push(Change::Expired(k, m));
@@ -404,7 +450,7 @@ impl Enforcer {
             });
             if !ok {
                 let hits = kernel.get(&k).map_or(0, |e| e.hits);
-                maps.insert_block(&c.addr, c.prefix_len, &entry_for(&c, &m, hits))?;
+                maps.block(&c, &m, hits)?;
             }
             live.insert(k, m);
         }
@@ -414,21 +460,22 @@ impl Enforcer {
                 continue;
             }
             if e.origin == BlockOrigin::Kernel as u8 && !e.is_expired(clock::monotonic_ns()) {
-                if let Some((k, m)) = self.adopt_kernel_block(
-                    maps,
-                    &cidr_of(&k),
-                    ScanKind::from_code(e.kind),
-                    "kernel threshold",
-                    cfg,
-                )? {
-                    changes.push(Change::Adopted(k, m));
+                let request = Request::Kernel {
+                    src: cidr_of(&k),
+                    kind: ScanKind::from_code(e.kind),
+                    reason: "kernel threshold",
+                };
+                for v in self.block(maps, request, cfg)? {
+                    if let Verdict::Blocked { meta, .. } = v {
+                        changes.push(Change::Adopted(k, meta));
+                    }
                 }
             } else {
                 tracing::info!(
                     "removing blocklist entry {} that no record asks for",
                     cidr_of(&k)
                 );
-                maps.remove_block(&k.addr, k.prefix_len)?;
+                maps.lift(&cidr_of(&k))?;
             }
         }
         Ok(changes)
@@ -447,8 +494,7 @@ impl Enforcer {
             .collect();
         let mut changes = Vec::with_capacity(due.len());
         for (k, m) in due {
-            maps.remove_block(&k.addr, k.prefix_len)?;
-            maps.remove_meta(&k)?;
+            maps.lift(&cidr_of(&k))?;
             self.known.remove(&k);
             changes.push(Change::Expired(k, m));
         }
@@ -528,7 +574,7 @@ impl Enforcer {
                 }
             };
             let key = key_of(&c);
-            if let Ok(live) = maps.meta.get(&key, 0) {
+            if let Some(live) = maps.meta_of(&key) {
                 // A re-adopted instance still has it: known, not new.
                 self.known.insert(key, live);
                 continue;
@@ -538,68 +584,67 @@ impl Enforcer {
             let mut m = new_meta(origin, kind, &b.reason, None, b.offences);
             m.since_unix_s = b.since_unix_s;
             m.expires_unix_s = b.expires_unix_s;
-            maps.put_meta(&key, &m)?;
-            maps.insert_block(&c.addr, c.prefix_len, &entry_for(&c, &m, 0))?;
+            maps.block(&c, &m, 0)?;
             self.known.insert(key, m);
             restored += 1;
         }
         Ok(restored)
     }
 
-    /// A block decided outside this host (a CrowdSec decision): the never-block set
-    /// (any overlap) and the blocklist cap apply; escalation, dry run and the rate
-    /// cap do not (the decision was taken elsewhere, not from packets we saw). An
-    /// existing record of the same origin gets the new end; one of another origin
-    /// is left as it is.
-    pub fn block_external(
+    /// A block decided elsewhere (an operator, a CrowdSec decision), with its
+    /// record `meta` made: the never-block set (any overlap: a covering prefix
+    /// must not cut off the gateway) and the cap apply. An existing record of
+    /// the same prefix is replaced when `replace` (an operator's word is final),
+    /// else refreshed when of the same origin and left alone otherwise.
+    fn decided(
         &mut self,
         maps: &mut KernelMaps,
-        c: &Cidr,
-        origin: BlockOrigin,
-        expires_unix_s: u64,
-        reason: &str,
+        c: Cidr,
+        meta: BlockMeta,
+        replace: bool,
         cfg: &Blocking,
-    ) -> Result<External> {
-        let key = key_of(c);
-        if let Ok(live) = maps.meta.get(&key, 0) {
-            if live.origin != origin as u8 {
-                return Ok(External::Covered);
+    ) -> Result<Vec<Verdict>> {
+        let key = key_of(&c);
+        let live = maps.meta_of(&key);
+        if let (Some(live), false) = (live, replace) {
+            if live.origin != meta.origin {
+                return Ok(vec![Verdict::AlreadyBlocked]);
             }
-            if live.expires_unix_s != expires_unix_s {
-                // The next reconcile moves the kernel entry's end (keeping its hits).
+            if live.expires_unix_s != meta.expires_unix_s {
+                // Only the record: the next reconcile moves the kernel entry's
+                // end and keeps its hits.
                 let mut m = live;
-                m.expires_unix_s = expires_unix_s;
-                m.set_reason(reason);
+                m.expires_unix_s = meta.expires_unix_s;
+                m.set_reason(meta.reason());
                 maps.put_meta(&key, &m)?;
                 self.known.insert(key, m);
             }
-            return Ok(External::Refreshed);
+            return Ok(vec![Verdict::Refreshed]);
         }
         if self
             .never_block
             .iter()
             .any(|p| p.contains(&c.addr) || c.contains(&p.addr))
         {
-            return Ok(External::Suppressed(Suppression::Protected));
+            return Ok(vec![Verdict::Suppressed {
+                why: Suppression::Protected,
+            }]);
         }
-        if self.known.len() >= cfg.max_blocks as usize {
-            return Ok(External::Suppressed(Suppression::BlocklistCap));
+        if live.is_none() && self.known.len() >= cfg.max_blocks as usize {
+            return Ok(vec![Verdict::Suppressed {
+                why: Suppression::BlocklistCap,
+            }]);
         }
-        let mut m = new_meta(origin, None, reason, None, 1);
-        m.expires_unix_s = expires_unix_s;
         // A full map (sized when the instance was first created) refuses this one
         // block; it does not stop the controller.
-        if let Err(e) = maps.put_meta(&key, &m) {
+        if let Err(e) = maps.block(&c, &meta, 0) {
             tracing::warn!("blocking {c}: {e:#}");
-            return Ok(External::Suppressed(Suppression::BlocklistFull));
+            return Ok(vec![Verdict::Suppressed {
+                why: Suppression::BlocklistFull,
+            }]);
         }
-        if let Err(e) = maps.insert_block(&c.addr, c.prefix_len, &entry_for(c, &m, 0)) {
-            let _ = maps.remove_meta(&key);
-            tracing::warn!("blocking {c}: {e:#}");
-            return Ok(External::Suppressed(Suppression::BlocklistFull));
-        }
-        self.known.insert(key, m);
-        Ok(External::Blocked(m))
+        self.known.insert(key, meta);
+        Ok(vec![Verdict::Blocked { prefix: c, meta }])
     }
 
     /// Lifts a block of `origin` (a deleted CrowdSec decision); blocks of other
@@ -611,14 +656,13 @@ impl Enforcer {
         origin: BlockOrigin,
     ) -> Result<Option<BlockMeta>> {
         let key = key_of(c);
-        let Ok(live) = maps.meta.get(&key, 0) else {
+        let Some(live) = maps.meta_of(&key) else {
             return Ok(None);
         };
         if live.origin != origin as u8 {
             return Ok(None);
         }
-        maps.remove_meta(&key)?;
-        maps.remove_block(&c.addr, c.prefix_len)?;
+        maps.lift(c)?;
         self.known.remove(&key);
         Ok(Some(live))
     }
@@ -634,7 +678,7 @@ impl Enforcer {
 
     /// Whether a block record exists for exactly this prefix.
     pub fn has_record(maps: &KernelMaps, c: &Cidr) -> bool {
-        maps.meta.get(&key_of(c), 0).is_ok()
+        maps.meta_of(&key_of(c)).is_some()
     }
 
     /// Number of blocks in the desired state.

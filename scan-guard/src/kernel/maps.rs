@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, IterableMap as _, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key},
 };
 use scan_guard_common::{
     addr::Addr,
@@ -20,30 +20,57 @@ use scan_guard_common::{
     stats::{STAT_COUNT, StatBlock},
 };
 
+use crate::base::{cidr::Cidr, clock};
+
+/// The record key of a block's prefix.
+pub fn key_of(c: &Cidr) -> MetaKey {
+    MetaKey {
+        prefix_len: c.prefix_len,
+        addr: c.addr,
+    }
+}
+
+pub fn cidr_of(k: &MetaKey) -> Cidr {
+    Cidr::from_key(k.addr, k.prefix_len)
+}
+
+/// The kernel entry of a block record (its end on the kernel's clock).
+pub fn entry_for(c: &Cidr, m: &BlockMeta, hits: u64) -> BlockEntry {
+    BlockEntry {
+        expires_ns: clock::mono_deadline(m.expires_unix_s),
+        created_ns: clock::monotonic_ns(),
+        hits,
+        prefix_len: c.prefix_len,
+        origin: m.origin,
+        kind: m.kind,
+        _pad: [0; 2],
+    }
+}
+
 pub struct KernelMaps {
-    pub config: Array<MapData, KernelConfig>,
-    pub stats: PerCpuArray<MapData, StatBlock>,
-    pub sources: HashMap<MapData, Addr, SourceState>,
+    config: Array<MapData, KernelConfig>,
+    stats: PerCpuArray<MapData, StatBlock>,
+    sources: HashMap<MapData, Addr, SourceState>,
     /// Prefix blocks other than host and source-prefix ones.
-    pub blocklist: LpmTrie<MapData, Addr, BlockEntry>,
+    blocklist: LpmTrie<MapData, Addr, BlockEntry>,
     /// IPv4 host and source-prefix blocks (`blocklist::is_hashed`).
-    pub block_v4: HashMap<MapData, u64, BlockEntry>,
+    block_v4: HashMap<MapData, u64, BlockEntry>,
     /// IPv6 host and source-prefix blocks.
-    pub block_v6: HashMap<MapData, BlockKey, BlockEntry>,
+    block_v6: HashMap<MapData, BlockKey, BlockEntry>,
     /// Which /16s the blocks the controller wrote cover (the kernel asks no
     /// map for a source elsewhere, unless it auto-blocked there itself).
-    pub presence: Array<MapData, u64>,
-    pub allowlist: LpmTrie<MapData, Addr, u8>,
-    pub protected: LpmTrie<MapData, Addr, u8>,
-    pub listening: Array<MapData, u64>,
-    pub meta: HashMap<MapData, MetaKey, BlockMeta>,
+    presence: Array<MapData, u64>,
+    allowlist: LpmTrie<MapData, Addr, u8>,
+    protected: LpmTrie<MapData, Addr, u8>,
+    listening: Array<MapData, u64>,
+    meta: HashMap<MapData, MetaKey, BlockMeta>,
     /// Start times of the latest blocks: the block-rate budget the kernel and
     /// the controller share.
-    pub rate: Array<MapData, RateRing>,
+    rate: Array<MapData, RateRing>,
     /// The host's own unicast addresses (only traffic to them is evidence).
-    pub local: HashMap<MapData, Addr, u8>,
+    local: HashMap<MapData, Addr, u8>,
     /// Source prefixes scored per address (they hold addresses judged alone).
-    pub no_aggregate: HashMap<MapData, Addr, u8>,
+    no_aggregate: HashMap<MapData, Addr, u8>,
     /// Bumped whenever a block is lifted or replaced: the kernel's per-CPU
     /// verdict cache holds nothing of an older generation.
     generation: Array<MapData, u64>,
@@ -205,6 +232,66 @@ impl KernelMaps {
     }
 
     /// Every block record.
+    /// The record of exactly this prefix, if there is one.
+    pub fn meta_of(&self, key: &MetaKey) -> Option<BlockMeta> {
+        self.meta.get(key, 0).ok()
+    }
+
+    /// The never-block set as written to `PROTECTED`.
+    pub fn protected(&self) -> Vec<(Addr, u32)> {
+        self.protected
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| (k.data(), k.prefix_len()))
+            .collect()
+    }
+
+    /// How many blocks the maps hold at most (sized when the instance was made).
+    pub fn block_capacity(&self) -> u32 {
+        self.meta.map().info().map_or(0, |i| i.max_entries())
+    }
+
+    /// The shared block-rate ring (kernel and controller spend one budget).
+    pub fn rate_ring(&self) -> RateRing {
+        self.rate.get(&0, 0).unwrap_or(RateRing::EMPTY)
+    }
+
+    pub fn set_rate_ring(&mut self, ring: RateRing) -> Result<()> {
+        self.rate.set(0, ring, 0).context("writing RATE")
+    }
+
+    /// Kernel map ids of the blocklist maps (trie, IPv4 hash, IPv6 hash), for
+    /// the benchmarks that run a reference filter against the same maps.
+    pub fn blocklist_map_ids(&self) -> [Option<u32>; 3] {
+        let id = |m: &MapData| m.info().ok().map(|i| i.id());
+        [
+            id(self.blocklist.map()),
+            id(self.block_v4.map()),
+            id(self.block_v6.map()),
+        ]
+    }
+
+    /// The one writer of a block: its record, then its kernel entry with `hits`
+    /// carried over. If the entry cannot be written the record goes too, so a
+    /// block is in both maps or in neither.
+    pub fn block(&mut self, c: &Cidr, meta: &BlockMeta, hits: u64) -> Result<()> {
+        let key = key_of(c);
+        self.put_meta(&key, meta)?;
+        if let Err(e) = self.insert_block(&c.addr, c.prefix_len, &entry_for(c, meta, hits)) {
+            let _ = self.remove_meta(&key);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The one way a block ends: its record and its kernel entry go. False if
+    /// there was neither.
+    pub fn lift(&mut self, c: &Cidr) -> Result<bool> {
+        let had_meta = self.remove_meta(&key_of(c))?;
+        let had_entry = self.remove_block(&c.addr, c.prefix_len)?;
+        Ok(had_meta || had_entry)
+    }
+
     pub fn metas(&self) -> Vec<(MetaKey, BlockMeta)> {
         self.meta.iter().filter_map(|r| r.ok()).collect()
     }

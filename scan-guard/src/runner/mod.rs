@@ -30,7 +30,7 @@ use crate::{
     base::clock,
     config::Config,
     detect::{correlate::Correlator, slow_scan::Trw},
-    enforce::enforcer::{Change, Enforcer, Verdict},
+    enforce::enforcer::{Change, Enforcer, Request, Verdict},
     enforce::{neverblock, state_file as persist},
     export::metrics::Metrics,
     export::{events::EventRecord, sinks::EventOutputs},
@@ -661,21 +661,23 @@ impl Controller {
             ev.distinct_addrs
         );
         if ev.blocked != 0 {
-            if let Some((_, meta)) = self.enforcer.adopt_kernel_block(
-                &mut self.maps,
-                &Cidr::from_key(ev.src, ev.src_prefix_len()),
-                rec.kind,
-                &reason,
-                &self.cfg.blocking,
-            )? {
-                let ttl =
-                    Duration::from_secs(meta.expires_unix_s.saturating_sub(meta.since_unix_s));
-                self.emit(
-                    &rec.as_event(EventName::Blocked)
-                        .with_ttl(Some(ttl), Some(meta.offences))
-                        .with_reason(reason),
-                )?;
-                self.trw.forget(&ev.src);
+            let request = Request::Kernel {
+                src: Cidr::from_key(ev.src, ev.src_prefix_len()),
+                kind: rec.kind,
+                reason: &reason,
+            };
+            for v in self
+                .enforcer
+                .block(&mut self.maps, request, &self.cfg.blocking)?
+            {
+                if let Verdict::Blocked { meta, .. } = v {
+                    self.emit(
+                        &rec.as_event(EventName::Blocked)
+                            .with_ttl(Verdict::ttl_of(&meta), Some(meta.offences))
+                            .with_reason(reason.as_str()),
+                    )?;
+                    self.trw.forget(&ev.src);
+                }
             }
             return Ok(());
         }
@@ -709,9 +711,10 @@ impl Controller {
             self.retries.push(Pending::new(src, rec, kind, reason));
             return Ok(());
         }
-        let verdicts =
-            self.enforcer
-                .block_source(&mut self.maps, &src, kind, reason, &self.cfg.blocking)?;
+        let request = Request::Detection { src, kind, reason };
+        let verdicts = self
+            .enforcer
+            .block(&mut self.maps, request, &self.cfg.blocking)?;
         // A block the rate cap refused waits for budget (see `retry.rs`).
         if retry::rate_capped(&verdicts) {
             self.retries.push(Pending::new(src, rec, kind, reason));
@@ -739,13 +742,14 @@ impl Controller {
                 continue;
             };
             let reason = format!("{}; retried after the block rate cap", p.reason);
-            let verdicts = self.enforcer.block_source(
-                &mut self.maps,
-                &p.src,
-                p.kind,
-                &reason,
-                &self.cfg.blocking,
-            )?;
+            let request = Request::Detection {
+                src: p.src,
+                kind: p.kind,
+                reason: &reason,
+            };
+            let verdicts = self
+                .enforcer
+                .block(&mut self.maps, request, &self.cfg.blocking)?;
             if retry::rate_capped(&verdicts) {
                 // The budget of this second is spent: the rest waits for the next.
                 break;
@@ -796,14 +800,10 @@ impl Controller {
     ) -> Result<()> {
         for v in verdicts {
             let out = match v {
-                Verdict::Blocked {
-                    prefix,
-                    ttl,
-                    offences,
-                } => {
+                Verdict::Blocked { prefix, meta } => {
                     let mut r = rec
                         .as_event(EventName::Blocked)
-                        .with_ttl(ttl, Some(offences))
+                        .with_ttl(Verdict::ttl_of(&meta), Some(meta.offences))
                         .with_reason(reason);
                     r.origin = Some(BlockOrigin::Detector);
                     r.src = prefix.to_string();
@@ -816,7 +816,7 @@ impl Controller {
                 Verdict::Suppressed { why } => {
                     rec.as_event(EventName::Suppressed).with_reason(why.name())
                 }
-                Verdict::AlreadyBlocked => continue,
+                Verdict::AlreadyBlocked | Verdict::Refreshed => continue,
             };
             self.emit(&out)?;
         }

@@ -21,7 +21,7 @@ use super::decisions::{Ban, Batch};
 use crate::{
     base::cidr::Cidr,
     base::clock,
-    enforce::enforcer::{Enforcer, External, key_of, new_meta},
+    enforce::enforcer::{Enforcer, Request, Verdict, key_of, new_meta},
     enforce::policy::Blocking,
     export::events::EventRecord,
     kernel::maps::KernelMaps,
@@ -111,21 +111,21 @@ impl Applier {
     ) -> Result<()> {
         let before = before.or_else(|| self.wanted.get(&ban.prefix).map(|w| w.state));
         let reason = ban.reason();
-        let state = match enforcer.block_external(
-            maps,
-            &ban.prefix,
-            BlockOrigin::Crowdsec,
-            ban.expires_unix_s,
-            &reason,
-            cfg,
-        )? {
-            External::Blocked(m) => {
-                out.push(blocked(&ban, &m, &reason));
+        let request = Request::Decided {
+            prefix: ban.prefix,
+            origin: BlockOrigin::Crowdsec,
+            expires_unix_s: ban.expires_unix_s,
+            reason: &reason,
+        };
+        let verdict = enforcer.block(maps, request, cfg)?.into_iter().next();
+        let state = match verdict {
+            Some(Verdict::Blocked { meta, .. }) => {
+                out.push(blocked(&ban, &meta, &reason));
                 State::Applied
             }
-            External::Refreshed => State::Applied,
-            External::Covered => State::Covered,
-            External::Suppressed(why) => {
+            Some(Verdict::Refreshed | Verdict::WouldBlock { .. }) | None => State::Applied,
+            Some(Verdict::AlreadyBlocked) => State::Covered,
+            Some(Verdict::Suppressed { why }) => {
                 let state = if why == Suppression::Protected {
                     State::Protected
                 } else {
