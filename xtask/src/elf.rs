@@ -92,15 +92,27 @@ fn invalid(what: &str) -> io::Error {
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
+    u16::from_le_bytes(
+        b[at..at + 2]
+            .try_into()
+            .expect("a slice of exactly this length"),
+    )
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    u32::from_le_bytes(
+        b[at..at + 4]
+            .try_into()
+            .expect("a slice of exactly this length"),
+    )
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    u64::from_le_bytes(
+        b[at..at + 8]
+            .try_into()
+            .expect("a slice of exactly this length"),
+    )
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! builds for the BPF target (through scan-guard's build.rs): the default members
 //! (unit tests) and the integration tests (`scan-guard-tests`, not a default
 //! member so that a plain `cargo test` needs no root). Arguments that pick packages
-//! themselves (`-p`, `--workspace`) are passed on as given.
+//! themselves (`-p`, `--workspace`) are passed on as given. A full run (no
+//! arguments) checks formatting and clippy (`-D warnings`) first.
 
 use anyhow::Result;
 
@@ -23,6 +24,27 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<()> {
     )?;
     setup::ensure(ws)?;
     apt::ensure(ws, apt::LAB_PACKAGES, "the test lab")?;
+
+    // Style first (a full run only): formatting and every clippy warning fail
+    // the suite, as in CI.
+    if args.is_empty() {
+        eprintln!("style: cargo fmt --check, cargo clippy -D warnings");
+        process::run(
+            ws.cargo().args(["fmt", "--all", "--check"]),
+            "rustup component add rustfmt",
+            "run `cargo fmt --all`",
+        )?;
+        process::run(
+            ws.cargo().arg("clippy").args(EVERY_HOST_CRATE).args([
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+            "rustup component add clippy",
+            "fix the clippy findings above",
+        )?;
+    }
 
     // The lab tests exec target/debug/scan-guard: build every binary first.
     eprintln!("building the binaries");

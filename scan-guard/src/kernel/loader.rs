@@ -344,3 +344,27 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
     let _ = std::fs::remove_dir(pin_dir);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Map names live in one place, `scan_guard_common::map_names`: the kernel's
+    /// `#[map]` statics are named by their identifiers, so this compares the
+    /// list with the maps of the compiled object, both ways.
+    #[test]
+    fn the_object_has_exactly_the_maps_map_names_lists() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        let in_object: BTreeSet<&str> = object
+            .maps
+            .keys()
+            .map(String::as_str)
+            // aya-log's own ring and the sections the compiler adds are not ours.
+            .filter(|n| !n.starts_with('.') && *n != "AYA_LOGS")
+            .collect();
+        let listed: BTreeSet<&str> = map_names::ALL.into_iter().collect();
+        assert_eq!(in_object, listed);
+    }
+}
