@@ -121,6 +121,13 @@ fn populate(m: &Metrics) {
     m.event(scan_guard_common::vocab::EventName::Blocked);
     m.detection(Some(scan_guard_common::vocab::ScanKind::Syn));
     m.tick(Duration::from_millis(2));
+    // The controller sets every interface of its list at start.
+    m.set_attached(&[scan_guard::kernel::attachments::IfaceStatus {
+        name: "eth0".into(),
+        attached: true,
+        mode: "native".into(),
+        bond: None,
+    }]);
 }
 
 /// Names of the sample lines of an exposition.
