@@ -66,6 +66,11 @@ fn ring_buffers_overflow_is_counted_and_detection_recovers() {
     );
 
     // The controller drains what it can; wait until its events file stops growing.
+    // It grows for a while after the rings are empty: the slow-scan test flags
+    // thousands of spoofed sources, and the blocks the rate cap refused are
+    // retried at up to `max_new_blocks_per_sec` (100) a second, so the file keeps
+    // growing for about (refused blocks / 100) s: 25 s in one run here, over 40 s
+    // in another, depending on how many first contacts the 4 MiB ring delivered.
     let mut last = (usize::MAX, Instant::now());
     let drain_start = Instant::now();
     loop {
@@ -77,7 +82,7 @@ fn ring_buffers_overflow_is_counted_and_detection_recovers() {
             break;
         }
         assert!(
-            drain_start.elapsed() < Duration::from_secs(40),
+            drain_start.elapsed() < Duration::from_secs(120),
             "[{tag}] the controller is still writing events {:?} after the flood ({n} so far)",
             drain_start.elapsed()
         );
