@@ -22,12 +22,19 @@ use super::{
     xdp_filter::XdpFilter,
 };
 use crate::{
-    harness::{XDP_DROP, XDP_PASS},
+    harness::{Harness, XDP_DROP, XDP_PASS},
     lab::describe,
     packet::Pkt,
 };
 
 pub const EMPTY_DROP: &str = "empty XDP_DROP";
+/// Rows of the random-source SYN flood (see [`random_source_rows`]).
+pub const RANDOM_OPEN: &str = "random-source SYN flood, open port";
+pub const RANDOM_CLOSED: &str = "random-source SYN flood, closed port";
+/// The layer of those rows: what is compared is the host's SYN handling rate.
+pub const RANDOM_LAYER: &str = "random-source";
+pub const VIA_EMPTY_PASS: &str = "driver -> empty XDP_PASS";
+pub const VIA_SCAN_GUARD: &str = "driver -> scan-guard";
 pub const IPTABLES_RAW: &str = "iptables raw PREROUTING DROP";
 
 /// The flood frame: a 60-byte SYN from the blocked source to the target's address,
@@ -187,6 +194,101 @@ fn verify(row: &mut FloodRow, counted: Option<u64>, expected: u64, what: &str) {
 
 fn verdict_of(prog: &Xdp, frame: &[u8]) -> u32 {
     cost::repeat_cost(prog, frame, 1).0
+}
+
+/// The random-source SYN flood: every frame a SYN from a new source (the
+/// random-source driver rewrites the source from a per-CPU counter, fixes the
+/// checksums and tail-calls the program under test), passed up to the target
+/// namespace's own TCP stack, which answers it (SYN-ACK or SYN cookie on the
+/// open port, RST on the closed one). Each port is measured twice in the same
+/// lab: the driver tail-calling an empty XDP_PASS program (the host's own SYN
+/// handling rate) and the driver tail-calling scan-guard with the product's
+/// kernel configuration (the target's address as the host's own, port 80
+/// listening, the shipped new-source budget). Nobody drains the first-contact
+/// ring here: once it is full, a record costs a failed reserve and a counter.
+fn random_source_rows(
+    sizes: &Sizes,
+    lab: &BenchLab,
+    ifindex: u32,
+    notes: &mut Vec<String>,
+) -> Vec<FloodRow> {
+    const OPEN: u16 = 80;
+    const CLOSED: u16 = 81;
+    let listener = sys::in_netns(&lab.t.ns, None, || {
+        std::net::TcpListener::bind((lab.t.v4, OPEN))
+    });
+    let _listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            notes.push(format!("random-source SYN flood skipped: listening on {OPEN}: {e}"));
+            return Vec::new();
+        }
+    };
+    let product = scan_guard::config::Config::default().kernel_config(32_768, 0);
+    let mut sg = Harness::new(product);
+    sg.set_local(&[&lab.t.v4.to_string()]);
+    sg.set_listening(&[OPEN], &[]);
+    let empty = cost::baseline();
+    let mut rows = Vec::new();
+    for (name, port) in [(RANDOM_OPEN, OPEN), (RANDOM_CLOSED, CLOSED)] {
+        let mut frame = Pkt::tcp("10.128.0.1", &lab.t.v4.to_string(), port, 0x02)
+            .os_options()
+            .build();
+        frame[0..6].copy_from_slice(&lab.t.mac);
+        frame[6..12].copy_from_slice(&lab.a.mac);
+        ipv4_tcp_checksums(&mut frame);
+        for (via, target) in [
+            (VIA_EMPTY_PASS, cost::baseline_prog(&empty)),
+            (VIA_SCAN_GUARD, cost::scan_guard_prog(&sg.ebpf)),
+        ] {
+            let mut driver = cost::random_source_driver(target);
+            let prog: &mut Xdp = driver
+                .program_mut(cost::RANDOM_SOURCE_DRIVER)
+                .expect("driver program")
+                .try_into()
+                .expect("XDP program");
+            assert_eq!(verdict_of(prog, &frame), XDP_PASS, "{name} {via}");
+            let before = sg.stats();
+            let m = measure(sizes, &lab.t, ifindex, Prog::Attach(prog), &frame);
+            let after = sg.stats();
+            let mut r = row(&format!("{name}: {via}"), RANDOM_LAYER, None, &m);
+            if via == VIA_SCAN_GUARD {
+                let d = |s: Stat| after[s as usize].saturating_sub(before[s as usize]);
+                let seen = d(Stat::Packets);
+                r.verified = seen >= m.total;
+                r.verification = format!(
+                    "STATS packets: {seen} of {} injected (new sources {}, admitted untracked {}, over budget {}, contacts {} + lost {})",
+                    m.total,
+                    d(Stat::NewSources),
+                    d(Stat::AdmittedUntracked),
+                    d(Stat::OverBudget),
+                    d(Stat::Contacts),
+                    d(Stat::ContactsLost),
+                );
+            } else {
+                r.verified = true;
+                r.verification = "verdict XDP_PASS (the empty program has no counter)".into();
+            }
+            rows.push(r);
+        }
+    }
+    rows
+}
+
+/// The random-source rows' ratio: the host's SYN handling rate through
+/// scan-guard over its rate through the empty program, per port.
+pub fn random_source_ratios(rows: &[FloodRow]) -> Vec<(&'static str, f64, f64)> {
+    [RANDOM_OPEN, RANDOM_CLOSED]
+        .into_iter()
+        .filter_map(|name| {
+            let rate = |via: &str| {
+                rows.iter()
+                    .find(|r| r.name == format!("{name}: {via}"))
+                    .map(|r| r.mpps)
+            };
+            Some((name, rate(VIA_SCAN_GUARD)?, rate(VIA_EMPTY_PASS)?))
+        })
+        .collect()
 }
 
 /// A netfilter configuration to measure: setup commands, the command that prints
@@ -399,6 +501,7 @@ pub fn run(sizes: &Sizes) -> Flood {
             }
             Err(why) => notes.push(format!("xdp-filter rows skipped: {why}")),
         }
+        rows.extend(random_source_rows(sizes, &lab, ifindex, &mut notes));
         drop(empty_drop);
         drop(drop_fd);
         pass_obj = cost::baseline();

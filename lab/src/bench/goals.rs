@@ -225,6 +225,27 @@ pub fn goals(r: &Results) -> Vec<Goal> {
                 .all(|x| x.vs_iptables_raw.unwrap_or(0.0) >= 5.0)
         }),
     ));
+    let ratios = fl
+        .map(|f| flood::random_source_ratios(&f.rows))
+        .unwrap_or_default();
+    g.push(goal(
+        "random-source SYN flood (open and closed port): the host's SYN handling >= 95% of its rate through an empty XDP_PASS program",
+        if ratios.is_empty() {
+            missing()
+        } else {
+            ratios
+                .iter()
+                .map(|(name, sg, empty)| {
+                    format!(
+                        "{name}: {:.0}% ({sg:.2} vs {empty:.2} Mpps)",
+                        100.0 * sg / empty
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        },
+        (ratios.len() == 2).then(|| ratios.iter().all(|(_, sg, empty)| sg / empty >= 0.95)),
+    ));
     match &r.throughput {
         Some(t) => {
             let sg: Vec<_> = t
