@@ -220,7 +220,9 @@ fn random_source_rows(
     let _listener = match listener {
         Ok(l) => l,
         Err(e) => {
-            notes.push(format!("random-source SYN flood skipped: listening on {OPEN}: {e}"));
+            notes.push(format!(
+                "random-source SYN flood skipped: listening on {OPEN}: {e}"
+            ));
             return Vec::new();
         }
     };
@@ -478,6 +480,9 @@ pub fn run(sizes: &Sizes) -> Flood {
             rows.push(r);
         }
 
+        // Before xdp-filter, which stays attached to the veth once loaded.
+        rows.extend(random_source_rows(sizes, &lab, ifindex, &mut notes));
+
         match XdpFilter::load(&lab, &lab.t, BLOCKED_EXACT.0) {
             Ok(mut f) => {
                 for &n in &sizes.flood_entries {
@@ -501,7 +506,6 @@ pub fn run(sizes: &Sizes) -> Flood {
             }
             Err(why) => notes.push(format!("xdp-filter rows skipped: {why}")),
         }
-        rows.extend(random_source_rows(sizes, &lab, ifindex, &mut notes));
         drop(empty_drop);
         drop(drop_fd);
         pass_obj = cost::baseline();
