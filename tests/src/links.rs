@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::lab::{Lab, Side, add_veth_pair, ip_ok};
+use crate::lab::{Lab, Side, add_veth_pair, address_side, ip_ok};
 
 /// Link `n` (2..=9): `sg<id>a<n>` / `sg<id>t<n>`, 10.200.<10+n>.1 and .2/24.
 pub fn add_link(lab: &Lab, n: u8) -> (Side, Side) {
@@ -34,16 +34,7 @@ pub fn add_link(lab: &Lab, n: u8) -> (Side, Side) {
     add_veth_pair(&att.ns, &att.iface, att.mac, &tgt.ns, &tgt.iface, tgt.mac);
     for s in [&att, &tgt] {
         no_rp_filter(lab, s);
-        ip_ok(&[
-            "-n",
-            &s.ns,
-            "addr",
-            "add",
-            &format!("{}/24", s.v4),
-            "dev",
-            &s.iface,
-        ]);
-        ip_ok(&["-n", &s.ns, "link", "set", &s.iface, "up"]);
+        address_side(s);
     }
     (att, tgt)
 }

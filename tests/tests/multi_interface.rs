@@ -280,61 +280,6 @@ fn globbed_interfaces_are_followed_as_they_come_and_go_and_readopted_after_sigki
     eprintln!("[{tag}] passed in {:.1} s", t0.elapsed().as_secs_f64());
 }
 
-/// `scan-guard run` with the config's `ifaces` only (no `--iface`), in the
-/// target namespace.
-fn start_from_config(lab: &Lab, cfg: &std::path::Path) -> Controller {
-    let mut opts = ControllerOptions::new(XdpMode::Native).config(cfg);
-    let pin_dir = opts
-        .pin_dir
-        .get_or_insert_with(|| lab.bpffs.join("cfg"))
-        .clone();
-    let events = opts
-        .events
-        .get_or_insert_with(|| lab.file("events", "jsonl"))
-        .clone();
-    let state_file = opts
-        .state_file
-        .get_or_insert_with(|| lab.file("state", "json"))
-        .clone();
-    let log = lab.file("controller", "log");
-    let bin = scan_guard_tests::lab::controller_bin();
-    let s = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
-    let args = [
-        s(&bin),
-        "run".into(),
-        "--config".into(),
-        s(cfg),
-        "--xdp-mode".into(),
-        "native".into(),
-        "--pin-dir".into(),
-        s(&pin_dir),
-        "--events".into(),
-        s(&events),
-        "--state-file".into(),
-        s(&state_file),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proc = lab.spawn_in_env(&lab.tgt.ns, &args, &[("SCAN_GUARD_LOG", "info")], &log);
-    let c = Controller {
-        proc,
-        mode: XdpMode::Native,
-        pin_dir,
-        events,
-        log,
-        state_file,
-        opts,
-    };
-    lab.wait_started(
-        proc,
-        "controller (interfaces from the config)",
-        "a runtime file",
-        &[&c.log],
-        Duration::from_secs(10),
-        || scan_guard::kernel::instance::read(&c.pin_dir).is_some(),
-    );
-    c
-}
-
 #[test]
 fn sighup_applies_a_changed_interface_list() {
     require_root();
@@ -347,7 +292,11 @@ fn sighup_applies_a_changed_interface_list() {
         format!("ifaces = [{}]\n", quoted.join(", "))
     };
     let cfg = lab.write_file("config", "toml", &text(&[&lab.tgt.iface]));
-    let c = start_from_config(&lab, &cfg);
+    let c = lab.start_controller_with(
+        &ControllerOptions::new(XdpMode::Native)
+            .config(&cfg)
+            .ifaces_from_config(),
+    );
     wait_until(
         Duration::from_secs(5),
         "the first interface attached",

@@ -85,6 +85,8 @@ pub struct ControllerOptions {
     pub extra_args: Vec<String>,
     /// `SCAN_GUARD_LOG`.
     pub log_level: &'static str,
+    /// No `--iface`: the interfaces come from the config file's `ifaces`.
+    pub ifaces_from_config: bool,
 }
 
 impl ControllerOptions {
@@ -99,6 +101,7 @@ impl ControllerOptions {
             state_file: None,
             extra_args: Vec::new(),
             log_level: "info",
+            ifaces_from_config: false,
         }
     }
 
@@ -119,6 +122,11 @@ impl ControllerOptions {
 
     pub fn state_file(mut self, path: &Path) -> Self {
         self.state_file = Some(path.to_path_buf());
+        self
+    }
+
+    pub fn ifaces_from_config(mut self) -> Self {
+        self.ifaces_from_config = true;
         self
     }
 

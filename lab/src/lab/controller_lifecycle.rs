@@ -50,11 +50,11 @@ impl Lab {
             .get_or_insert_with(|| self.file("state", "json"))
             .clone();
         let log = self.file("controller", "log");
-        let mut args: Vec<&str> = vec![
-            path_str(&bin),
-            "run",
-            "--iface",
-            &self.tgt.iface,
+        let mut args: Vec<&str> = vec![path_str(&bin), "run"];
+        if !opts.ifaces_from_config {
+            args.extend(["--iface", &self.tgt.iface]);
+        }
+        args.extend([
             "--xdp-mode",
             opts.mode.as_str(),
             "--pin-dir",
@@ -63,7 +63,7 @@ impl Lab {
             path_str(&events),
             "--state-file",
             path_str(&state_file),
-        ];
+        ]);
         if let Some(cfg) = &opts.config {
             args.extend(["--config", path_str(cfg)]);
         }

@@ -163,11 +163,9 @@ impl Attachments {
         // Known and not refused before: it was attached and went away (or was
         // recreated between two passes).
         let returned = known.as_ref().is_some_and(|e| e.failed_at.is_none());
-        let result = if known.is_some() {
-            loader::reattach(ebpf, iface, mode, &self.pin_dir).map(|m| (m, false))
-        } else {
-            loader::attach(ebpf, iface, mode, &self.pin_dir).map(|a| (a.mode, a.readopted))
-        };
+        // A link that died with its interface is replaced by a new one there.
+        let result =
+            loader::attach(ebpf, iface, mode, &self.pin_dir).map(|a| (a.mode, a.readopted));
         match result {
             Ok((mode, readopted)) => {
                 self.entries.insert(

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::attachments::IfaceStatus;
+
 const RUN_DIR: &str = "/run/scan-guard";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -17,7 +19,7 @@ pub struct InstanceInfo {
     pub mode: String,
     /// Every interface of the list, attached or not, with its own mode.
     #[serde(default)]
-    pub ifaces: Vec<crate::kernel::attachments::IfaceStatus>,
+    pub ifaces: Vec<IfaceStatus>,
     pub started_unix_s: u64,
     pub pin_dir: PathBuf,
     pub state_file: PathBuf,
@@ -26,6 +28,29 @@ pub struct InstanceInfo {
     /// would die of it, so the CLI signals only when this says so).
     #[serde(default)]
     pub notify_sigusr2: bool,
+}
+
+impl InstanceInfo {
+    /// The interfaces, with the summary fields derived from them: `iface` the
+    /// names comma-separated, `mode` the one mode of all attached interfaces
+    /// or `mixed`.
+    pub fn set_interfaces(&mut self, status: Vec<IfaceStatus>) {
+        self.iface = status
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut modes = status
+            .iter()
+            .filter(|s| s.attached)
+            .map(|s| s.mode.as_str());
+        self.mode = match modes.next() {
+            None => String::new(),
+            Some(first) if modes.all(|m| m == first) => first.to_owned(),
+            Some(_) => "mixed".to_owned(),
+        };
+        self.ifaces = status;
+    }
 }
 
 /// Runtime file of the instance pinned at `pin_dir`.
@@ -90,4 +115,45 @@ pub fn alive(pid: u32) -> bool {
     }
     // EPERM: it exists, we just may not signal it.
     std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_follows_the_interfaces() {
+        let iface = |name: &str, attached, mode: &str| IfaceStatus {
+            name: name.into(),
+            attached,
+            mode: mode.into(),
+            bond: None,
+        };
+        let mut info = InstanceInfo {
+            pid: 1,
+            iface: String::new(),
+            mode: String::new(),
+            ifaces: Vec::new(),
+            started_unix_s: 0,
+            pin_dir: PathBuf::new(),
+            state_file: PathBuf::new(),
+            dry_run: false,
+            notify_sigusr2: true,
+        };
+        info.set_interfaces(vec![
+            iface("eth0", true, "native"),
+            iface("eth1", false, ""),
+        ]);
+        assert_eq!(
+            (info.iface.as_str(), info.mode.as_str()),
+            ("eth0,eth1", "native")
+        );
+        info.set_interfaces(vec![
+            iface("eth0", true, "native"),
+            iface("eth1", true, "skb"),
+        ]);
+        assert_eq!(info.mode, "mixed");
+        info.set_interfaces(vec![iface("eth0", false, "")]);
+        assert_eq!(info.mode, "");
+    }
 }

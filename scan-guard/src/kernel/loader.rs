@@ -223,9 +223,10 @@ pub struct Attachment {
     pub readopted: bool,
 }
 
-/// Attaches the loaded program to `iface` and pins the link as `pin_dir/link`. When
+/// Attaches the loaded program to `iface` and pins the link as `link-IFACE`. When
 /// such a link already exists, the program inside it is replaced atomically instead,
-/// so the interface is never unprotected and never carries two copies.
+/// so the interface is never unprotected and never carries two copies; a link that
+/// died with its interface (recreated since) is unpinned and a new one made.
 pub fn attach(
     ebpf: &mut Ebpf,
     iface: &str,
@@ -292,21 +293,6 @@ fn replace_in_link(prog: &mut Xdp, link_path: &Path) -> Result<()> {
     // The pin holds the link; our handle can go.
     drop(prog.take_link(id).context("taking the XDP link")?);
     Ok(())
-}
-
-/// Attaches afresh after the interface was recreated: the old pinned link died
-/// with the old interface, so it is removed and a new one made and pinned.
-pub fn reattach(
-    ebpf: &mut Ebpf,
-    iface: &str,
-    mode: AttachMode,
-    pin_dir: &Path,
-) -> Result<&'static str> {
-    let link_path = link_pin(pin_dir, iface);
-    if link_path.exists() {
-        unpin(&link_path)?;
-    }
-    attach(ebpf, iface, mode, pin_dir).map(|a| a.mode)
 }
 
 /// Detaches the program from `iface` only (its link pin goes; the maps stay).

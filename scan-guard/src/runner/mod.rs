@@ -40,7 +40,7 @@ use crate::{
     kernel::loader::{self, AttachMode},
     kernel::maps::KernelMaps,
     kernel::{
-        attachments::{self, AttachChange, Attachments, IfaceStatus},
+        attachments::{self, AttachChange, Attachments},
         ifaces::{self, IfacePattern},
     },
 };
@@ -368,21 +368,18 @@ fn start(
     }
     let status = attachments.status();
     metrics.set_attached(&status);
-    let info = InstanceInfo {
+    let mut info = InstanceInfo {
         pid: std::process::id(),
-        iface: status
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-        mode: summary_mode(&status),
-        ifaces: status,
+        iface: String::new(),
+        mode: String::new(),
+        ifaces: Vec::new(),
         started_unix_s: clock::unix_now(),
         pin_dir: opts.pin_dir.clone(),
         state_file: opts.state_file.clone(),
         dry_run: cfg.blocking.dry_run,
         notify_sigusr2: true,
     };
+    info.set_interfaces(status);
     let ctl = Controller {
         ebpf,
         attachments,
@@ -411,20 +408,6 @@ fn start(
         crowdsec: crate::export::crowdsec::Link::disabled(),
     };
     Ok((ctl, events, contacts, klog))
-}
-
-/// The one mode of all attached interfaces, or "mixed" (the per-interface
-/// modes are in `ifaces`).
-fn summary_mode(status: &[IfaceStatus]) -> String {
-    let mut modes = status
-        .iter()
-        .filter(|s| s.attached)
-        .map(|s| s.mode.as_str());
-    match modes.next() {
-        None => String::new(),
-        Some(first) if modes.all(|m| m == first) => first.to_owned(),
-        Some(_) => "mixed".to_owned(),
-    }
 }
 
 /// A fresh random key for the kernel's port sketch (getrandom(2); a clock-derived
@@ -834,13 +817,7 @@ impl Controller {
         changes.iter().for_each(attachments::log_change);
         let status = self.attachments.status();
         self.metrics.set_attached(&status);
-        self.info.iface = status
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
-        self.info.mode = summary_mode(&status);
-        self.info.ifaces = status;
+        self.info.set_interfaces(status);
         self.write_info();
     }
 
