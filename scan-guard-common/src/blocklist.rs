@@ -71,7 +71,7 @@ unsafe impl aya::Pod for BlockKey {}
 pub const PRESENCE_SLOTS: u32 = 1 << 17;
 /// Words of the `PREFIX_PRESENCE` array.
 pub const PRESENCE_WORDS: u32 = PRESENCE_SLOTS / 64;
-const V6_BASE: u32 = 1 << 16;
+pub(crate) const V6_BASE: u32 = 1 << 16;
 
 /// True when a block of `prefix_len` on `addr` goes to a hash map: a host, a
 /// source prefix, or an aggregate prefix (the controller's /24s).

@@ -1,6 +1,11 @@
 //! The kernel's per-CPU fast-path record (`FAST` map): a clock read once per
-//! tick, the budget of new per-source states, and a small cache of blocked
-//! sources so a flood from one costs no helper call per packet.
+//! tick, the budget of new per-source states, and a small cache of blocklist
+//! verdicts, so a flood from a blocked source, and the packets of a client
+//! near blocked sources, cost no helper call each.
+//!
+//! Sources are handled here as the two native words of their 16-byte
+//! (IPv4-mapped) form, which the kernel reads straight from the frame with
+//! word loads.
 
 /// Slots of the per-CPU verdict cache (a power of two).
 pub const VERDICT_SLOTS: usize = 256;
@@ -14,19 +19,31 @@ pub const HIT_BATCH: u32 = 64;
 /// HZ=250), so the coarse clock moves the window on most ticks.
 pub const BUDGET_WINDOW_SHIFT: u32 = 22;
 
-/// One cached "blocked" verdict.
+/// `VerdictSlot::verdict`: nothing cached.
+pub const SLOT_EMPTY: u32 = 0;
+/// `VerdictSlot::verdict`: a block covers the source (and no allowlist entry
+/// did when the slot was filled).
+pub const SLOT_BLOCKED: u32 = 1;
+/// `VerdictSlot::verdict`: no block covers the source.
+pub const SLOT_CLEAR: u32 = 2;
+
+/// One cached verdict.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VerdictSlot {
     /// The source, as the two words of its 16-byte form.
     pub src: [u64; 2],
-    /// When the covering block lapses (coarse monotonic ns; `u64::MAX`: never).
-    /// 0: the slot is empty.
+    /// For a blocked source: when the covering block lapses (coarse monotonic
+    /// ns; `u64::MAX`: never). Unused for a clear one: a new block always
+    /// moves the generation.
     pub expires_ns: u64,
-    /// `BLOCK_GENERATION` when the slot was filled: any other value means the
-    /// controller lifted a block or allowed a source since, and the slot is void.
-    pub generation: u32,
-    /// Hits not yet added to the block entry.
+    /// `BLOCK_GENERATION` when the slot was read for filling: any other value
+    /// means a block was added, lifted or replaced, or the allowlist changed,
+    /// since, and the slot is void.
+    pub generation: u64,
+    /// `SLOT_EMPTY`, `SLOT_BLOCKED` or `SLOT_CLEAR`.
+    pub verdict: u32,
+    /// Hits not yet added to the block entry (blocked slots).
     pub pending_hits: u32,
 }
 
@@ -54,6 +71,58 @@ pub fn slot_index(src: &[u64; 2]) -> usize {
     (h >> 56) as usize & (VERDICT_SLOTS - 1)
 }
 
+/// The words of the IPv4-mapped form of an IPv4 address whose four octets,
+/// in packet order, load as the native word `octets` (`::ffff:a.b.c.d`:
+/// ten zero bytes, two 0xff bytes, the octets).
+#[inline(always)]
+pub const fn mapped_v4_words(octets: u32) -> [u64; 2] {
+    let mark = u64::from_ne_bytes([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    let high = u64::from_ne_bytes([0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    let word = octets as u64;
+    let shifted = if cfg!(target_endian = "little") {
+        word << 32
+    } else {
+        word
+    };
+    [0, mark | (shifted & high)]
+}
+
+/// True when the words hold an IPv4-mapped address (`addr::is_v4`).
+#[inline(always)]
+pub fn words_are_v4(w: &[u64; 2]) -> bool {
+    let low = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    let mark = u64::from_ne_bytes([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+    w[0] == 0 && w[1] & low == mark
+}
+
+/// The blocklist presence slot of a source (`blocklist::presence_slot`),
+/// from its words: its first two octets (IPv4) or bytes (IPv6).
+#[inline(always)]
+pub fn presence_slot_of_words(w: &[u64; 2]) -> u32 {
+    let v4 = words_are_v4(w);
+    let bytes = if v4 {
+        w[1].to_ne_bytes()
+    } else {
+        w[0].to_ne_bytes()
+    };
+    let (i, base) = if v4 {
+        (4, 0)
+    } else {
+        (0, crate::blocklist::V6_BASE)
+    };
+    base + ((bytes[i] as u32) << 8 | bytes[i + 1] as u32)
+}
+
+/// The 16-byte form of a source's words.
+#[inline(always)]
+pub fn addr_of_words(w: &[u64; 2]) -> crate::addr::Addr {
+    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
+        b[7],
+    ]
+}
+
 /// New states one CPU may allocate per budget window for a per-second cap.
 pub fn budget_per_window(per_cpu_per_sec: u32) -> u32 {
     if per_cpu_per_sec == 0 {
@@ -75,7 +144,48 @@ mod tests {
     fn the_record_fits_a_per_cpu_value() {
         // The kernel refuses per-CPU values over 32 KiB.
         assert!(core::mem::size_of::<FastPath>() <= 32 * 1024);
-        assert_eq!(core::mem::size_of::<VerdictSlot>(), 32);
+        assert_eq!(core::mem::size_of::<VerdictSlot>(), 40);
+    }
+
+    fn words_of(a: &crate::addr::Addr) -> [u64; 2] {
+        [
+            u64::from_ne_bytes(a[..8].try_into().unwrap()),
+            u64::from_ne_bytes(a[8..].try_into().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn mapped_words_are_the_words_of_the_mapped_form() {
+        for octets in [[10, 0, 0, 1], [192, 168, 7, 200], [0, 0, 0, 0], [255; 4]] {
+            let addr = crate::addr::from_v4(octets);
+            let w = mapped_v4_words(u32::from_ne_bytes(octets));
+            assert_eq!(w, words_of(&addr));
+            assert!(words_are_v4(&w));
+            assert_eq!(addr_of_words(&w), addr);
+            assert_eq!(
+                presence_slot_of_words(&w),
+                crate::blocklist::presence_slot(&addr)
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_words_give_the_ipv6_presence_slot() {
+        let addrs: [crate::addr::Addr; 3] = [
+            [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4],
+            // Zero-prefixed but not mapped: IPv6.
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 1, 2, 3, 4],
+        ];
+        for addr in addrs {
+            let w = words_of(&addr);
+            assert!(!words_are_v4(&w));
+            assert_eq!(addr_of_words(&w), addr);
+            assert_eq!(
+                presence_slot_of_words(&w),
+                crate::blocklist::presence_slot(&addr)
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub mod map_names {
     pub const LISTENING: &str = "LISTENING";
     pub const EVENTS: &str = "EVENTS";
     pub const SCRATCH: &str = "SCRATCH";
+    /// Kernel-only scratch: the probe a packet makes, between its protocol
+    /// handler and the evidence update.
+    pub const PROBE: &str = "PROBE";
     pub const PROTECTED: &str = "PROTECTED";
     pub const RATE: &str = "RATE";
     pub const CONTACTS: &str = "CONTACTS";
@@ -51,11 +54,13 @@ pub mod map_names {
     /// Per CPU: the cached clock, the new-source budget and the verdict cache
     /// (`fastpath::FastPath`). Only the kernel writes it.
     pub const FAST: &str = "FAST";
-    /// Bumped by the controller on every unblock and allowlist change: verdict
-    /// cache slots of an older generation are void.
+    /// One counter (memory-mappable, added to atomically by the controller
+    /// and the kernel alike), bumped on every block added, lifted or replaced
+    /// and every allowlist change: verdict cache slots of an older generation
+    /// are void.
     pub const BLOCK_GENERATION: &str = "BLOCK_GENERATION";
     /// Every map, in the order the controller pins them.
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         CONFIG,
         STATS,
         SOURCES,
@@ -64,6 +69,7 @@ pub mod map_names {
         LISTENING,
         EVENTS,
         SCRATCH,
+        PROBE,
         PROTECTED,
         RATE,
         CONTACTS,

@@ -1,13 +1,14 @@
-//! Allowlist, blocklist (with expiry enforced here, so blocks lapse even with no
-//! controller running) and the listening-port bitmap.
+//! Allowlist, blocklist lookups (with expiry enforced here, so blocks lapse
+//! even with no controller running) and the listening-port bitmap. The
+//! blocklist is asked here only when the front door (`front`) cannot answer.
 
 use aya_ebpf::maps::{Array, HashMap, lpm_trie::Key};
 use scan_guard_common::{
     addr::Addr,
     addr::is_v4,
-    blocklist::{BlockKey, presence_slot, presence_slot_of, v4_key, v4_word},
+    blocklist::{BlockKey, presence_slot, v4_key, v4_word},
     config::KernelConfig,
-    fastpath::{HIT_BATCH, slot_index},
+    fastpath::{SLOT_BLOCKED, SLOT_CLEAR, slot_index},
     ports,
     state::BlockEntry,
     stats::{Stat, StatBlock},
@@ -66,10 +67,35 @@ fn hashed_block<K>(map: &HashMap<K, BlockEntry>, key: &K, n: u64, stats: &mut St
 
 /// True when bit `slot` of a presence bitmap is set.
 #[inline(always)]
-fn marked(map: &Array<u64>, slot: u32) -> bool {
+pub fn marked(map: &Array<u64>, slot: u32) -> bool {
     match map.get(slot >> 6) {
         Some(word) => *word & (1u64 << (slot & 63)) != 0,
         None => false,
+    }
+}
+
+/// The block generation now (read afresh: another CPU or the controller may
+/// have moved it since this run began).
+#[inline(always)]
+pub fn generation() -> u64 {
+    match BLOCK_GENERATION.get_ptr(0) {
+        // SAFETY: a live map value; a plain aligned 8-byte read.
+        Some(g) => unsafe { g.read_volatile() },
+        None => 0,
+    }
+}
+
+/// Moves the block generation on, so that no CPU keeps a cached "clear" for a
+/// source blocked now. Atomic: the controller adds to the same counter.
+#[inline(always)]
+pub fn bump_generation() {
+    if let Some(g) = BLOCK_GENERATION.get_ptr_mut(0) {
+        let one: u64 = 1;
+        // SAFETY: `g` points at an 8-byte aligned u64 inside a map value that
+        // stays valid for this run; the instruction is BPF_ATOMIC | BPF_ADD.
+        unsafe {
+            core::arch::asm!("lock *(u64 *)({g} + 0) += {one}", g = in(reg) g, one = in(reg) one);
+        }
     }
 }
 
@@ -89,48 +115,29 @@ pub fn mark_kernel_presence(src: &Addr) {
     }
 }
 
-/// True when an unexpired entry covers `src`. Only for sources whose /16 holds
-/// a block (the presence bitmaps: the controller's for everything it wrote,
-/// the kernel's for its auto-blocks) is anything asked at all: first this
-/// CPU's verdict cache (no helper call on a hit), then the maps (`lookup`).
-/// A cached verdict is void once its block lapses or the controller bumps the
-/// block generation (an unblock or an allowlist change); every `HIT_BATCH`th
-/// hit of a slot goes to the maps, which adds the batch to the entry's hits
-/// and checks the block is still there.
+/// The maps' verdict on `src` when the front door could not give one (its
+/// /16 holds a block, and this CPU's cache had nothing current), written
+/// back into the cache either way. A cached blocked slot's pending hits are
+/// added to the entry found. The generation is read before the lookups, so
+/// a block added while they run voids what they found.
 // A subprogram of its own: the verifier then meets one return value, not every
 // state of the lookups, at each packet path that follows.
 #[inline(never)]
-pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
-    let v4 = is_v4(src);
-    let slot = presence_slot_of(src, v4);
-    let by_controller = marked(&BLOCK_PRESENCE, slot);
-    if !by_controller && !marked(&KERNEL_PRESENCE, slot) {
-        return false;
-    }
-    let generation = BLOCK_GENERATION.get(0).map_or(0, |g| *g as u32);
+pub fn settle(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
+    bump(stats, Stat::VerdictCacheMisses as usize);
+    let generation = generation();
     let mut hits = 1;
     if let Some(f) = fast::record() {
-        let now = fast::now_in(f);
         let words = addr_words(src);
         if let Some(s) = f.slots.get_mut(slot_index(&words)) {
-            if s.expires_ns != 0 && s.src == words && s.generation == generation {
-                if now < s.expires_ns {
-                    s.pending_hits += 1;
-                    if s.pending_hits < HIT_BATCH {
-                        bump(stats, Stat::VerdictCacheHits as usize);
-                        return true;
-                    }
-                    hits = u64::from(s.pending_hits);
-                }
-                s.expires_ns = 0;
+            if s.src == words && s.verdict == SLOT_BLOCKED && s.pending_hits > 0 {
+                hits = u64::from(s.pending_hits);
+                s.pending_hits = 0;
             }
         }
     }
-    bump(stats, Stat::VerdictCacheMisses as usize);
+    let by_controller = marked(&BLOCK_PRESENCE, presence_slot(src));
     let lapses = lookup(src, by_controller, cfg, hits, stats);
-    if lapses == 0 {
-        return false;
-    }
     // The words and the slot are worked out again rather than kept live
     // across the lookups' helper calls (each kept value is a stack slot).
     if let Some(f) = fast::record() {
@@ -139,10 +146,15 @@ pub fn is_blocked(src: &Addr, cfg: &KernelConfig, stats: &mut StatBlock) -> bool
             s.src = words;
             s.expires_ns = lapses;
             s.generation = generation;
+            s.verdict = if lapses == 0 {
+                SLOT_CLEAR
+            } else {
+                SLOT_BLOCKED
+            };
             s.pending_hits = 0;
         }
     }
-    true
+    lapses != 0
 }
 
 /// The address as two native words, read in place.
@@ -160,7 +172,7 @@ fn addr_words(src: &Addr) -> [u64; 2] {
 /// lookup each), then, where the controller marked the /16, its aggregate
 /// prefix (hash) and the LPM trie. An expired entry is removed and the next
 /// place is still asked, so a broader block underneath still applies.
-// Inlined: a frame of its own on top of `is_blocked`'s would pass the stack
+// Inlined: a frame of its own on top of `settle`'s would pass the stack
 // the verifier allows this call chain.
 #[inline(always)]
 fn lookup(

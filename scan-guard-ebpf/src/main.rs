@@ -1,5 +1,6 @@
 //! The scan-guard XDP program. Per packet:
-//! parse -> allowlisted? pass -> blocked? drop -> sane TCP flags? -> track -> verdict.
+//! source words -> cached blocked? drop -> parse -> allowlisted? pass ->
+//! blocked? drop -> sane TCP flags? -> track -> verdict.
 //! Policy lives in userspace; this program only applies the config it is given.
 #![no_std]
 #![no_main]
@@ -7,6 +8,7 @@
 #![feature(asm_experimental_arch)]
 
 mod fast;
+mod front;
 mod lists;
 mod maps;
 mod parse;
@@ -28,8 +30,8 @@ use scan_guard_common::{
 };
 
 use crate::{
-    maps::{CONFIG, STATS},
-    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, L3, Parsed},
+    maps::{CONFIG, PROBE, STATS},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, L3},
 };
 
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -67,10 +69,12 @@ pub(crate) fn bump(stats: &mut StatBlock, index: usize) {
 fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
     // Only what the addresses need is parsed before the lists are checked, so a
     // blocked source is dropped whatever follows (an extension-header chain too
-    // long to walk, a malformed header): nothing it sends can pass on parse trouble.
-    let mut l3 = match parse::parse_l3(ctx) {
-        Ok(Parsed::Ip(l3)) => l3,
-        Ok(Parsed::NotIp) => {
+    // long to walk, a malformed header): nothing it sends can pass on parse
+    // trouble. The front door reads the source with word loads and asks no
+    // helper for a source its CPU already judged.
+    let at = match parse::locate(ctx) {
+        Ok(Some(at)) => at,
+        Ok(None) => {
             bump(stats, Stat::NotIp as usize);
             return XDP_PASS;
         }
@@ -79,6 +83,18 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
             return XDP_PASS;
         }
     };
+    let front = match parse::source_words(ctx, &at) {
+        Some([w0, w1]) => front::verdict(w0, w1, stats),
+        None => front::ASK,
+    };
+    if front == front::DROP {
+        bump(stats, Stat::DroppedBlocked as usize);
+        return XDP_DROP;
+    }
+    let Ok(mut l3) = parse::ip(ctx, &at) else {
+        bump(stats, Stat::ParseFailed as usize);
+        return XDP_PASS;
+    };
     let Some(cfg) = CONFIG.get(0) else {
         return XDP_PASS;
     };
@@ -86,7 +102,7 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         bump(stats, Stat::Allowlisted as usize);
         return XDP_PASS;
     }
-    if lists::is_blocked(&l3.src, cfg, stats) {
+    if front == front::ASK && lists::settle(&l3.src, cfg, stats) {
         bump(stats, Stat::DroppedBlocked as usize);
         return XDP_DROP;
     }
@@ -102,22 +118,79 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         bump(stats, Stat::Fragments as usize);
         return XDP_PASS;
     }
-    let verdict = match l3.proto {
-        IPPROTO_TCP => tcp(ctx, &l3, cfg, stats),
-        IPPROTO_UDP => udp(ctx, &l3, cfg, stats),
-        IPPROTO_ICMP => icmp(ctx, &l3, ICMP_ECHO_REQUEST, cfg, stats),
-        IPPROTO_ICMPV6 => icmp(ctx, &l3, ICMPV6_ECHO_REQUEST, cfg, stats),
-        IPPROTO_SCTP => sctp(ctx, &l3, cfg, stats),
-        proto => Ok(other_protocol(&l3, proto, cfg, stats)),
+    // The probe is built in a per-CPU map value, not on the stack: the
+    // verifier knows nothing of what a map value holds, so `record` meets one
+    // state whatever the handler and the kind of probe (on the stack, every
+    // constant kind would be walked through `record` again).
+    let Some(probe) = PROBE.get_ptr_mut(0) else {
+        return XDP_PASS;
     };
-    let verdict = verdict.unwrap_or_else(|()| {
+    // SAFETY: per-CPU slot, valid for the whole program run, touched by nobody else.
+    let probe = unsafe { &mut *probe };
+    let step = match l3.proto {
+        IPPROTO_TCP => tcp(ctx, &l3, cfg, stats, probe),
+        IPPROTO_UDP => udp(ctx, &l3, cfg, stats, probe),
+        IPPROTO_ICMP => icmp(ctx, &l3, ICMP_ECHO_REQUEST, cfg, stats, probe),
+        IPPROTO_ICMPV6 => icmp(ctx, &l3, ICMPV6_ECHO_REQUEST, cfg, stats, probe),
+        IPPROTO_SCTP => sctp(ctx, &l3, cfg, stats, probe),
+        proto => Ok(other_protocol(&l3, proto, cfg, stats, probe)),
+    };
+    let step = step.unwrap_or_else(|()| {
         bump(stats, Stat::ParseFailed as usize);
-        XDP_PASS
+        Step::pass()
     });
-    if verdict & track::AUTO_BLOCKED != 0 {
-        log_auto_block(ctx, &l3.src);
+    if !step.probe {
+        return step.verdict;
     }
-    verdict & !track::AUTO_BLOCKED
+    // The one place a probe is recorded: the verifier walks `record` once
+    // for every path that reaches here, not once per protocol handler.
+    if track::record(&l3, probe, cfg, stats) != XDP_PASS {
+        // This very probe got its source blocked in the kernel.
+        log_auto_block(ctx, &l3.src);
+        return XDP_DROP;
+    }
+    if step.stealth {
+        bump(stats, Stat::DroppedStealth as usize);
+        return XDP_DROP;
+    }
+    step.verdict
+}
+
+/// What a protocol handler made of a packet: its verdict, unless the probe it
+/// wrote (if any) gets the source blocked.
+struct Step {
+    verdict: u32,
+    /// The handler wrote a probe to record.
+    probe: bool,
+    /// Dropped when the probe leaves its source unblocked (stealth mode: a
+    /// SYN to a closed port gets no answer).
+    stealth: bool,
+}
+
+impl Step {
+    #[inline(always)]
+    fn pass() -> Self {
+        Self::verdict(XDP_PASS)
+    }
+
+    #[inline(always)]
+    fn verdict(verdict: u32) -> Self {
+        Self {
+            verdict,
+            probe: false,
+            stealth: false,
+        }
+    }
+
+    /// `verdict`, and a probe the handler wrote.
+    #[inline(always)]
+    fn probe(verdict: u32) -> Self {
+        Self {
+            verdict,
+            probe: true,
+            stealth: false,
+        }
+    }
 }
 
 /// Rare (once per blocked source): worth a log line for operators.
@@ -138,15 +211,14 @@ fn evidence_dst(l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
     false
 }
 
-/// A socket of the host explains the packet (counted).
 #[inline(always)]
-fn explained(stats: &mut StatBlock) -> u32 {
-    bump(stats, Stat::SocketExplained as usize);
-    XDP_PASS
-}
-
-#[inline(always)]
-fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
+fn tcp(
+    ctx: &XdpContext,
+    l3: &L3,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+    out: &mut Probe,
+) -> Result<Step, ()> {
     let (sport, port, flags, os_stack) = match parse::header::<14>(ctx, l3.l4_off) {
         Ok(h) => {
             // A header of 32+ bytes (12+ option bytes: MSS, SACK, timestamps, window
@@ -158,37 +230,37 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 parse::byte(h, 12) >> 4 >= 8,
             )
         }
-        Err(()) if l3.first_fragment => return Ok(tiny_fragment(ctx, l3, cfg, stats)),
+        Err(()) if l3.first_fragment => return Ok(tiny_fragment(ctx, l3, cfg, stats, out)),
         Err(()) => return Err(()),
     };
     Ok(match tcp_role(flags) {
         TcpRole::Invalid(class, kind) => {
-            let tracked = if evidence_dst(l3, cfg, stats) {
-                let listening = lists::is_listening(PROTO_TCP, port);
-                let probe = probe(
-                    l3,
-                    kind,
-                    port,
-                    cfg.port_weight(port, listening, true),
-                    Some(flags),
-                    listening,
-                    false,
-                );
-                track::record(l3, &probe, cfg, stats)
-            } else {
-                XDP_PASS
-            };
-            if cfg.drops(class) {
+            let verdict = if cfg.drops(class) {
                 bump(stats, Stat::dropped_invalid(class));
-                XDP_DROP | (tracked & track::AUTO_BLOCKED)
+                XDP_DROP
             } else {
                 bump(stats, Stat::counted_invalid(class));
-                tracked
+                XDP_PASS
+            };
+            if !evidence_dst(l3, cfg, stats) {
+                return Ok(Step::verdict(verdict));
             }
+            let listening = lists::is_listening(PROTO_TCP, port);
+            probe(
+                out,
+                l3,
+                kind,
+                port,
+                cfg.port_weight(port, listening, true),
+                Some(flags),
+                listening,
+                false,
+            );
+            Step::probe(verdict)
         }
         TcpRole::Syn => {
             if !evidence_dst(l3, cfg, stats) {
-                return Ok(XDP_PASS);
+                return Ok(Step::pass());
             }
             let mut listening = lists::is_listening(PROTO_TCP, port);
             if !listening && sockets::tcp(ctx, l3, sport, port) {
@@ -196,7 +268,8 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 bump(stats, Stat::SocketExplained as usize);
                 listening = true;
             }
-            let probe = probe(
+            probe(
+                out,
                 l3,
                 ProbeKind::Syn,
                 port,
@@ -205,12 +278,10 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 listening,
                 os_stack,
             );
-            let tracked = track::record(l3, &probe, cfg, stats);
-            if tracked == XDP_PASS && cfg.stealth() && !listening {
-                bump(stats, Stat::DroppedStealth as usize);
-                XDP_DROP
-            } else {
-                tracked
+            Step {
+                verdict: XDP_PASS,
+                probe: true,
+                stealth: cfg.stealth() && !listening,
             }
         }
         TcpRole::Stray(kind) => {
@@ -221,11 +292,13 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                 || lists::is_listening(PROTO_TCP, port)
                 || !evidence_dst(l3, cfg, stats)
             {
-                XDP_PASS
+                Step::pass()
             } else if sockets::tcp(ctx, l3, sport, port) {
-                explained(stats)
+                bump(stats, Stat::SocketExplained as usize);
+                Step::pass()
             } else {
-                let probe = probe(
+                probe(
+                    out,
                     l3,
                     kind,
                     port,
@@ -234,10 +307,10 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
                     false,
                     false,
                 );
-                track::record(l3, &probe, cfg, stats)
+                Step::probe(XDP_PASS)
             }
         }
-        TcpRole::Ignore => XDP_PASS,
+        TcpRole::Ignore => Step::pass(),
     })
 }
 
@@ -245,17 +318,24 @@ fn tcp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> 
 /// (RFC 1858: no conforming stack sends one) and scored like invalid flags to a
 /// closed port; the source's later fragments are then dropped too.
 #[inline(always)]
-fn tiny_fragment(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
+fn tiny_fragment(
+    ctx: &XdpContext,
+    l3: &L3,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+    out: &mut Probe,
+) -> Step {
     bump(stats, Stat::DroppedTinyFragment as usize);
     if !evidence_dst(l3, cfg, stats) {
-        return XDP_DROP;
+        return Step::verdict(XDP_DROP);
     }
     // Eight bytes (nmap's fragments) hold the ports; fewer leave port 0.
     let port = match parse::header::<4>(ctx, l3.l4_off) {
         Ok(h) => parse::be16(h, 2),
         Err(()) => 0,
     };
-    let probe = probe(
+    probe(
+        out,
         l3,
         ProbeKind::Fragment,
         port,
@@ -264,37 +344,39 @@ fn tiny_fragment(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut Stat
         false,
         false,
     );
-    XDP_DROP | (track::record(l3, &probe, cfg, stats) & track::AUTO_BLOCKED)
+    Step::probe(XDP_DROP)
 }
 
 #[inline(always)]
-fn udp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
+fn udp(
+    ctx: &XdpContext,
+    l3: &L3,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+    out: &mut Probe,
+) -> Result<Step, ()> {
     let h = parse::header::<4>(ctx, l3.l4_off)?;
     let (sport, port) = (parse::be16(h, 0), parse::be16(h, 2));
     if port as u32 >= cfg.ephemeral_port_min
         || lists::is_listening(PROTO_UDP, port)
         || !evidence_dst(l3, cfg, stats)
     {
-        return Ok(XDP_PASS);
+        return Ok(Step::pass());
     }
     // A socket bound since the last refresh: a resolver's fresh query port, a
     // collector that just restarted.
     if sockets::udp(ctx, l3, sport, port) {
-        return Ok(explained(stats));
+        bump(stats, Stat::SocketExplained as usize);
+        return Ok(Step::pass());
     }
-    Ok(closed_port(l3, ProbeKind::Udp, port, cfg, stats))
+    Ok(closed_port(l3, ProbeKind::Udp, port, cfg, out))
 }
 
-/// Records a probe of `kind` to a `port` (or protocol number) with no listener.
+/// A probe of `kind` to a `port` (or protocol number) with no listener.
 #[inline(always)]
-fn closed_port(
-    l3: &L3,
-    kind: ProbeKind,
-    port: u16,
-    cfg: &KernelConfig,
-    stats: &mut StatBlock,
-) -> u32 {
-    let probe = probe(
+fn closed_port(l3: &L3, kind: ProbeKind, port: u16, cfg: &KernelConfig, out: &mut Probe) -> Step {
+    probe(
+        out,
         l3,
         kind,
         port,
@@ -303,7 +385,7 @@ fn closed_port(
         false,
         false,
     );
-    track::record(l3, &probe, cfg, stats)
+    Step::probe(XDP_PASS)
 }
 
 #[inline(always)]
@@ -313,7 +395,8 @@ fn icmp(
     echo_request: u8,
     cfg: &KernelConfig,
     stats: &mut StatBlock,
-) -> Result<u32, ()> {
+    out: &mut Probe,
+) -> Result<Step, ()> {
     let icmp_type = parse::byte(parse::header::<2>(ctx, l3.l4_off)?, 0);
     let kind = if icmp_type == echo_request {
         ProbeKind::IcmpEcho
@@ -322,39 +405,43 @@ fn icmp(
     {
         ProbeKind::IcmpDiscovery
     } else {
-        return Ok(XDP_PASS);
+        return Ok(Step::pass());
     };
     if !evidence_dst(l3, cfg, stats) {
-        return Ok(XDP_PASS);
+        return Ok(Step::pass());
     }
-    let probe = Probe {
-        kind: kind as u8,
-        dst: l3.dst,
-        port: None,
-        weight: 0,
-        tcp_flags: None,
-        listening: false,
-        os_stack: false,
-    };
-    Ok(track::record(l3, &probe, cfg, stats))
+    out.kind = kind as u8;
+    out.dst = l3.dst;
+    out.port = None;
+    out.weight = 0;
+    out.tcp_flags = None;
+    out.listening = false;
+    out.os_stack = false;
+    Ok(Step::probe(XDP_PASS))
 }
 
 /// SCTP INIT and COOKIE ECHO open associations (nmap -sY, -sZ); the host keeps
 /// no SCTP listener list, so every port counts as closed (a client of one SCTP
 /// service adds one port's weight, once per window).
 #[inline(always)]
-fn sctp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) -> Result<u32, ()> {
+fn sctp(
+    ctx: &XdpContext,
+    l3: &L3,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+    out: &mut Probe,
+) -> Result<Step, ()> {
     let h = parse::header::<16>(ctx, l3.l4_off)?;
     let chunk = parse::byte(h, 12);
     if (chunk != SCTP_INIT && chunk != SCTP_COOKIE_ECHO) || !evidence_dst(l3, cfg, stats) {
-        return Ok(XDP_PASS);
+        return Ok(Step::pass());
     }
     Ok(closed_port(
         l3,
         ProbeKind::Sctp,
         parse::be16(h, 2),
         cfg,
-        stats,
+        out,
     ))
 }
 
@@ -362,15 +449,24 @@ fn sctp(ctx: &XdpContext, l3: &L3, cfg: &KernelConfig, stats: &mut StatBlock) ->
 /// distinct protocol counts like a closed privileged port. A tunnel peer (GRE,
 /// ESP) uses one or two, far below the threshold.
 #[inline(always)]
-fn other_protocol(l3: &L3, proto: u8, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
+fn other_protocol(
+    l3: &L3,
+    proto: u8,
+    cfg: &KernelConfig,
+    stats: &mut StatBlock,
+    out: &mut Probe,
+) -> Step {
     if !evidence_dst(l3, cfg, stats) {
-        return XDP_PASS;
+        return Step::pass();
     }
-    closed_port(l3, ProbeKind::Protocol, u16::from(proto), cfg, stats)
+    closed_port(l3, ProbeKind::Protocol, u16::from(proto), cfg, out)
 }
 
+/// Writes a probe of `kind` to `port` into `out`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn probe(
+    out: &mut Probe,
     l3: &L3,
     kind: ProbeKind,
     port: u16,
@@ -378,16 +474,14 @@ fn probe(
     tcp_flags: Option<u8>,
     listening: bool,
     os_stack: bool,
-) -> Probe {
-    Probe {
-        kind: kind as u8,
-        dst: l3.dst,
-        port: Some(port),
-        weight,
-        tcp_flags,
-        listening,
-        os_stack,
-    }
+) {
+    out.kind = kind as u8;
+    out.dst = l3.dst;
+    out.port = Some(port);
+    out.weight = weight;
+    out.tcp_flags = tcp_flags;
+    out.listening = listening;
+    out.os_stack = os_stack;
 }
 
 #[cfg(not(test))]

@@ -2,6 +2,7 @@
 //! LRU and the lists at load time and pins every map under the instance directory.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -14,7 +15,7 @@ use scan_guard_common::{
     meta::{BlockMeta, MetaKey},
     ports::LISTENING_WORDS,
     rate::RateRing,
-    state::{BlockEntry, SourceState},
+    state::{BlockEntry, Probe, SourceState},
     stats::StatBlock,
 };
 
@@ -64,6 +65,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENT_RING_BYTES, 0
 #[map]
 pub static SCRATCH: PerCpuArray<SourceState> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU slot where a protocol handler writes the probe `track::record`
+/// reads (see `inspect`: one verifier state for every kind of probe).
+#[map]
+pub static PROBE: PerCpuArray<Probe> = PerCpuArray::with_max_entries(1, 0);
+
 /// Never-block set: a crossing from one of these is reported, never blocked.
 #[map]
 pub static PROTECTED: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(limits::MAX_PROTECTED, 0);
@@ -98,7 +104,9 @@ pub static BLOCK_META: HashMap<MetaKey, BlockMeta> =
 #[map]
 pub static FAST: PerCpuArray<FastPath> = PerCpuArray::with_max_entries(1, 0);
 
-/// The controller's block generation: bumped on every unblock and allowlist
-/// change, it voids every cached verdict of an older one.
+/// The block generation: bumped (atomically, by the controller through a
+/// memory mapping and by the kernel on an auto-block) on every block added,
+/// lifted or replaced and every allowlist change; it voids every cached
+/// verdict of an older one.
 #[map]
-pub static BLOCK_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+pub static BLOCK_GENERATION: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);

@@ -4,6 +4,7 @@
 use aya_ebpf::programs::XdpContext;
 use scan_guard_common::{
     addr::{Addr, from_v4},
+    fastpath::mapped_v4_words,
     limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
 };
 
@@ -27,7 +28,7 @@ const IPPROTO_DSTOPTS: u8 = 60;
 /// the verifier and is far above any sane header stack.
 const MAX_L4_OFFSET: usize = 1024;
 
-/// Layer-3 facts the rest of the program needs. `parse_l3` fills the addresses
+/// Layer-3 facts the rest of the program needs. `ip` fills the addresses
 /// (all the blocklist needs) and whatever else the fixed IP header holds;
 /// `complete` then does what can still fail (IPv6 extension headers, a malformed
 /// IPv4 header), after the source has been checked against the blocklist.
@@ -50,11 +51,11 @@ pub struct L3 {
     bad_header: bool,
 }
 
-/// Outcome of the layer-2/3 parse.
-pub enum Parsed {
-    Ip(L3),
-    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed untouched.
-    NotIp,
+/// Where the IP header starts, after Ethernet and any VLAN tags.
+pub struct Located {
+    /// Offset of the IP header.
+    off: usize,
+    v6: bool,
 }
 
 /// A checked view of `N` header bytes at `offset`. Checking whole headers (N >= 2)
@@ -94,9 +95,10 @@ fn addr16<const N: usize>(h: *const [u8; N], i: usize) -> Addr {
     a
 }
 
-/// Ethernet, up to two VLAN tags, then IPv4 or IPv6.
+/// Ethernet and up to two VLAN tags: where an IPv4 or IPv6 header starts,
+/// `None` for other protocols (ARP, LLDP, ...: passed untouched).
 #[inline(always)]
-pub fn parse_l3(ctx: &XdpContext) -> Result<Parsed, ()> {
+pub fn locate(ctx: &XdpContext) -> Result<Option<Located>, ()> {
     let eth = header::<ETH_HDR>(ctx, 0)?;
     let mut ethertype = be16(eth, 12);
     let mut off = ETH_HDR;
@@ -108,11 +110,57 @@ pub fn parse_l3(ctx: &XdpContext) -> Result<Parsed, ()> {
         off += 4;
     }
     match ethertype {
-        ETH_P_IPV4 => parse_ipv4(ctx, off).map(Parsed::Ip),
-        ETH_P_IPV6 => parse_ipv6(ctx, off).map(Parsed::Ip),
+        ETH_P_IPV4 => Ok(Some(Located { off, v6: false })),
+        ETH_P_IPV6 => Ok(Some(Located { off, v6: true })),
         // A third VLAN tag is beyond what we parse: count it as a parse failure.
         ETH_P_8021Q | ETH_P_8021AD => Err(()),
-        _ => Ok(Parsed::NotIp),
+        _ => Ok(None),
+    }
+}
+
+/// The source address as the two native words of its 16-byte form
+/// (`fastpath::mapped_v4_words` for IPv4), read with word loads; `None` when
+/// the frame is too short for the fixed IP header (the full parse says why).
+#[inline(always)]
+pub fn source_words(ctx: &XdpContext, at: &Located) -> Option<[u64; 2]> {
+    if at.v6 {
+        let h = header::<40>(ctx, at.off).ok()?;
+        let p = h as usize + 8;
+        Some([load_u64(p), load_u64(p + 8)])
+    } else {
+        let h = header::<20>(ctx, at.off).ok()?;
+        Some(mapped_v4_words(load_u32(h as usize + 12)))
+    }
+}
+
+/// One 4-byte load from the frame at `p` (bounds-checked by the caller). A
+/// Rust read would either assume an alignment the frame does not promise or
+/// split into byte loads; the instruction itself does neither, and the
+/// kernel allows unaligned packet loads where the CPU does.
+#[inline(always)]
+fn load_u32(p: usize) -> u32 {
+    let v: u64;
+    // SAFETY: `p` lies inside a range the caller checked against data_end.
+    unsafe { core::arch::asm!("{v} = *(u32 *)({p} + 0)", v = out(reg) v, p = in(reg) p) };
+    v as u32
+}
+
+/// One 8-byte load from the frame at `p`, as `load_u32`.
+#[inline(always)]
+fn load_u64(p: usize) -> u64 {
+    let v: u64;
+    // SAFETY: as for `load_u32`.
+    unsafe { core::arch::asm!("{v} = *(u64 *)({p} + 0)", v = out(reg) v, p = in(reg) p) };
+    v
+}
+
+/// The fixed IP header at `at`: addresses, protocol, fragment bits.
+#[inline(always)]
+pub fn ip(ctx: &XdpContext, at: &Located) -> Result<L3, ()> {
+    if at.v6 {
+        parse_ipv6(ctx, at.off)
+    } else {
+        parse_ipv4(ctx, at.off)
     }
 }
 

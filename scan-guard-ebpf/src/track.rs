@@ -253,6 +253,9 @@ fn auto_block(
     };
     if inserted.is_ok() {
         crate::lists::mark_kernel_presence(key);
+        // After the entry and the presence bit: no CPU may keep a cached
+        // "clear" for this source from before it.
+        crate::lists::bump_generation();
         bump(stats, Stat::AutoBlocks as usize);
         (true, 0)
     } else {

@@ -267,3 +267,62 @@ fn cached_verdicts_follow_every_block_change_at_once() {
     h.block("10.30.0.20", 32, 1);
     assert_eq!(h.run(&ack("10.30.0.20")), XDP_PASS);
 }
+
+/// A cached "clear" never outlives a block, whichever CPU makes it: a client
+/// whose /16 holds a block is judged clear on one CPU, scans from the other
+/// until the kernel blocks it there, and its very next packet on the first
+/// CPU is dropped. The same for a block the controller writes, and an
+/// allowlist entry over a cached drop lets the next packet pass.
+#[test]
+fn cached_clear_verdicts_end_with_a_block_from_any_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (home, away) = (0, cpus.min(2) - 1);
+    let pin = |cpu: usize| {
+        scan_guard_lab::bench::sys::pin_thread_to_cpu(cpu)
+            .unwrap_or_else(|e| panic!("pinning to CPU {cpu}: {e}"))
+    };
+    let mut h = Harness::new(KernelConfig::default());
+    h.set_listening(&[443], &[]);
+    // A neighbour's block marks the clients' /16.
+    h.block("10.40.0.99", 32, 0);
+    let ack = |src: &str| Pkt::tcp(src, "10.40.0.1", 443, ACK).build();
+
+    pin(home);
+    for _ in 0..3 {
+        assert_eq!(h.run(&ack("10.40.0.10")), XDP_PASS);
+    }
+    let hits = h.stats()[Stat::VerdictCacheHits as usize];
+    assert!(hits >= 2, "the clear verdict is cached ({hits} hits)");
+
+    pin(away);
+    let mut port = 1u16;
+    while h.stats()[Stat::AutoBlocks as usize] == 0 {
+        assert!(port < 200, "no auto-block after {port} probes");
+        h.run(&Pkt::tcp("10.40.0.10", "10.40.0.1", port, SYN).build());
+        port += 1;
+    }
+    pin(home);
+    assert_eq!(
+        h.run(&ack("10.40.0.10")),
+        XDP_DROP,
+        "a kernel auto-block on CPU {away} ends the clear verdict cached on CPU {home}"
+    );
+
+    // The controller's block of a client cached as clear.
+    assert_eq!(h.run(&ack("10.40.0.11")), XDP_PASS);
+    assert_eq!(h.run(&ack("10.40.0.11")), XDP_PASS);
+    let before = h.maps.generation();
+    h.block("10.40.0.11", 32, 0);
+    assert!(
+        h.maps.generation() > before,
+        "a new block moves the generation"
+    );
+    assert_eq!(h.run(&ack("10.40.0.11")), XDP_DROP);
+
+    // An allowlist entry over a cached drop.
+    for _ in 0..3 {
+        assert_eq!(h.run(&ack("10.40.0.11")), XDP_DROP);
+    }
+    h.allow("10.40.0.11", 32);
+    assert_eq!(h.run(&ack("10.40.0.11")), XDP_PASS);
+}

@@ -86,7 +86,8 @@ fn unpin(path: &Path) -> Result<()> {
 
 /// Why the maps pinned under `pin_dir` cannot be reused by this version (a
 /// scan-guard with another map layout made them: a map is missing or its key
-/// or value has another size), or `None` (they fit, or there are none).
+/// or value has another size, or other creation flags), or `None` (they fit,
+/// or there are none).
 pub fn pins_of_other_layout(pin_dir: &Path) -> Option<String> {
     if !pin_dir.join(map_names::CONFIG).exists() {
         return None;
@@ -110,6 +111,14 @@ pub fn pins_of_other_layout(pin_dir: &Path) -> Option<String> {
         if (k, v) != (key, value) {
             return Some(format!(
                 "map {name} holds {k}-byte keys and {v}-byte values, this version {key} and {value}"
+            ));
+        }
+        // Creation flags say how a map may be used (BLOCK_GENERATION is
+        // memory-mapped, for one).
+        let (f, flags) = (info.map_flags(), def.map_flags());
+        if f != flags {
+            return Some(format!(
+                "map {name} was made with flags {f:#x}, this version uses {flags:#x}"
             ));
         }
     }

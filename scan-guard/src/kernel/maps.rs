@@ -20,6 +20,7 @@ use scan_guard_common::{
     stats::{STAT_COUNT, StatBlock},
 };
 
+use super::generation::Generation;
 use crate::base::{cidr::Cidr, clock};
 
 /// The record key of a block's prefix.
@@ -71,9 +72,10 @@ pub struct KernelMaps {
     local: HashMap<MapData, Addr, u8>,
     /// Source prefixes scored per address (they hold addresses judged alone).
     no_aggregate: HashMap<MapData, Addr, u8>,
-    /// Bumped whenever a block is lifted or replaced: the kernel's per-CPU
-    /// verdict cache holds nothing of an older generation.
-    generation: Array<MapData, u64>,
+    /// Bumped whenever a block is added, lifted or replaced, or the allowlist
+    /// changes: the kernel's per-CPU verdict cache holds nothing of an older
+    /// generation.
+    generation: Generation,
     /// The config as last read or written: it says which blocks are hashed.
     kcfg: KernelConfig,
 }
@@ -104,33 +106,6 @@ fn replace_set(map: &mut HashMap<MapData, Addr, u8>, set: &[Addr], name: &str) -
         }
     }
     Ok(())
-}
-
-/// `BPF_NOEXIST`: insert only when the key is new.
-const NOEXIST: u64 = 1;
-
-/// True when an insert with `NOEXIST` met an existing key.
-fn is_exists(e: &aya::maps::MapError) -> bool {
-    matches!(e, aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST))
-}
-
-/// Writes `entry` under `key`; true when it replaced an entry already there
-/// (a new key costs one syscall, as a plain insert does).
-fn insert_or_replace<K: aya::Pod>(
-    map: &mut HashMap<MapData, K, BlockEntry>,
-    key: K,
-    entry: &BlockEntry,
-    name: &str,
-) -> Result<bool> {
-    match map.insert(key, entry, NOEXIST) {
-        Ok(()) => Ok(false),
-        Err(e) if is_exists(&e) => {
-            map.insert(key, entry, 0)
-                .with_context(|| format!("inserting into {name}"))?;
-            Ok(true)
-        }
-        Err(e) => Err(e).with_context(|| format!("inserting into {name}")),
-    }
 }
 
 fn typed<T>(map: Map, name: &str) -> Result<T>
@@ -169,7 +144,7 @@ impl KernelMaps {
             rate: field!(map_names::RATE),
             local: field!(map_names::LOCAL_ADDRS),
             no_aggregate: field!(map_names::NO_AGGREGATE),
-            generation: field!(map_names::BLOCK_GENERATION),
+            generation: Generation::new(open(map_names::BLOCK_GENERATION)?.0)?,
         })
     }
 
@@ -368,55 +343,38 @@ impl KernelMaps {
 
     /// Writes a block where the kernel looks for it: the hash map for a host or
     /// a source prefix, else the LPM trie (and its /16s into the presence bits).
-    /// A block that replaces one in place (a new expiry, perhaps an earlier
-    /// one) bumps the generation, so no CPU keeps dropping on a cached verdict.
+    /// Every write bumps the generation: no CPU keeps a cached "clear" for a
+    /// source it now covers, nor drops on a cached verdict of the entry it
+    /// replaces (a new expiry, perhaps an earlier one).
     pub fn insert_block(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
         // Presence first: the kernel must never meet a block it would skip.
         self.mark_presence(addr, prefix_len)?;
         if is_hashed(&self.kcfg, addr, prefix_len) {
-            return self.insert_hashed(addr, prefix_len, entry);
-        }
-        let key = Key::new(prefix_len, *addr);
-        match self.blocklist.insert(&key, entry, NOEXIST) {
-            Err(e) if is_exists(&e) => {
-                self.blocklist
-                    .insert(&key, entry, 0)
-                    .context("inserting into BLOCKLIST")?;
-                self.bump_generation()
-            }
-            r => r.context("inserting into BLOCKLIST"),
-        }
-    }
-
-    fn insert_hashed(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
-        let replaced = if is_v4(addr) {
-            insert_or_replace(
-                &mut self.block_v4,
-                v4_key_of(addr, prefix_len),
-                entry,
-                "BLOCK_V4",
-            )?
+            self.insert_hashed(addr, prefix_len, entry)?;
         } else {
-            insert_or_replace(
-                &mut self.block_v6,
-                BlockKey::new(addr, prefix_len),
-                entry,
-                "BLOCK_V6",
-            )?
-        };
-        if replaced {
-            self.bump_generation()?;
+            self.blocklist
+                .insert(&Key::new(prefix_len, *addr), entry, 0)
+                .context("inserting into BLOCKLIST")?;
         }
+        self.generation.bump();
         Ok(())
     }
 
-    /// Voids every verdict the kernel cached so far (after a block is lifted
-    /// or replaced).
-    pub fn bump_generation(&mut self) -> Result<()> {
-        let g = self.generation.get(&0, 0).unwrap_or(0);
-        self.generation
-            .set(0, g.wrapping_add(1), 0)
-            .context("writing BLOCK_GENERATION")
+    fn insert_hashed(&mut self, addr: &Addr, prefix_len: u32, entry: &BlockEntry) -> Result<()> {
+        if is_v4(addr) {
+            self.block_v4
+                .insert(v4_key_of(addr, prefix_len), entry, 0)
+                .context("inserting into BLOCK_V4")
+        } else {
+            self.block_v6
+                .insert(BlockKey::new(addr, prefix_len), entry, 0)
+                .context("inserting into BLOCK_V6")
+        }
+    }
+
+    /// The block generation now (kernel auto-blocks move it too).
+    pub fn generation(&self) -> u64 {
+        self.generation.value()
     }
 
     fn remove_hashed(&mut self, addr: &Addr, prefix_len: u32) -> Result<bool> {
@@ -457,7 +415,7 @@ impl KernelMaps {
             }
         };
         if removed {
-            self.bump_generation()?;
+            self.generation.bump();
         }
         // A host's bit may stay until the next full pass (`sync_presence`):
         // a stale bit costs a lookup, never a verdict. A trie prefix may cover
@@ -578,10 +536,13 @@ impl KernelMaps {
         self.sync_presence()
     }
 
+    /// Allows a prefix; the generation moves, so no CPU keeps dropping an
+    /// allowed source on a cached verdict.
     pub fn insert_allow(&mut self, addr: &Addr, prefix_len: u32) -> Result<()> {
         self.allowlist
             .insert(&Key::new(prefix_len, *addr), 1, 0)
             .context("inserting into ALLOWLIST")?;
+        self.generation.bump();
         self.sync_allowlist_flag()
     }
 
@@ -591,6 +552,9 @@ impl KernelMaps {
             Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(e).context("removing from ALLOWLIST"),
         };
+        if removed {
+            self.generation.bump();
+        }
         self.sync_allowlist_flag()?;
         Ok(removed)
     }

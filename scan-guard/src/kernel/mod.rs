@@ -4,6 +4,7 @@
 
 pub mod attachments;
 pub mod bpffs;
+pub mod generation;
 pub mod ifaces;
 pub mod instance;
 pub mod listeners;
