@@ -252,6 +252,35 @@ pub fn filler_v4(n: usize, seed: u64) -> Vec<([u8; 4], u32)> {
     out
 }
 
+/// `n` distinct IPv6 blocklist keys as (16-byte form, prefix length) in
+/// 2000::/4 outside 2001:db8::/32 (where the benchmark's own sources live):
+/// 95 % hosts, 5 % /64s (the default source prefix).
+pub fn filler_v6(n: usize, seed: u64) -> Vec<(scan_guard_common::addr::Addr, u32)> {
+    let mut rng = Rng(seed);
+    let mut seen = HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let (hi, lo) = (rng.next_u64(), rng.next_u64());
+        let mut a = [0u8; 16];
+        a[..8].copy_from_slice(&hi.to_be_bytes());
+        a[8..].copy_from_slice(&lo.to_be_bytes());
+        a[0] = 0x20 | (a[0] & 0x0f);
+        if a[..4] == [0x20, 0x01, 0x0d, 0xb8] {
+            continue;
+        }
+        let plen = if (lo >> 40).is_multiple_of(20) {
+            64
+        } else {
+            128
+        };
+        let a = mask(&a, plen);
+        if seen.insert((a, plen)) {
+            out.push((a, plen));
+        }
+    }
+    out
+}
+
 /// A block entry as the controller writes it: expiring (an hour from now).
 pub fn block_entry(prefix_len: u32) -> BlockEntry {
     let now = scan_guard::base::clock::monotonic_ns();
@@ -271,6 +300,45 @@ impl BlockInstance {
     /// (IPv4 octets / IPv4 prefix length) and fills the rest with other entries.
     pub fn new(entries: u32, target: ([u8; 4], u32), seed: u64) -> Self {
         let entries = entries.max(1);
+        let (oct, plen) = target;
+        let key_len = plen + 96;
+        // A neighbour of the established-flow client (10.50.0.3): its /16 is
+        // marked, so that row pays the lookups a client near blocked sources pays
+        // (the fillers stay outside 10/8).
+        let neighbour = (entries > 1).then(|| (from_v4(ESTABLISHED_NEIGHBOUR), 128));
+        let fillers = (entries - 1).saturating_sub(u32::from(neighbour.is_some()));
+        let rest = filler_v4(fillers as usize, seed)
+            .into_iter()
+            .map(|(a, p)| (mask(&from_v4(a), p + 96), p + 96));
+        Self::build(
+            entries,
+            (mask(&from_v4(oct), key_len), key_len),
+            neighbour.into_iter().chain(rest),
+        )
+    }
+
+    /// [`new`](Self::new) for an IPv6 `target` (address, prefix length): the
+    /// other entries are IPv6 hosts and /64s.
+    pub fn new_v6(entries: u32, target: (&str, u32), seed: u64) -> Self {
+        let entries = entries.max(1);
+        let (text, plen) = target;
+        let rest = filler_v6((entries - 1) as usize, seed)
+            .into_iter()
+            .map(|(a, p)| (mask(&a, p), p));
+        Self::build(
+            entries,
+            (mask(&crate::harness::addr(text), plen), plen),
+            rest,
+        )
+    }
+
+    /// Loads scan-guard with the blocklist sized to `entries`, blocks `target`
+    /// (16-byte form, prefix length) and then every block of `rest`.
+    fn build(
+        entries: u32,
+        target: (scan_guard_common::addr::Addr, u32),
+        rest: impl Iterator<Item = (scan_guard_common::addr::Addr, u32)>,
+    ) -> Self {
         let mut ebpf = loader::load_with(None, Some(entries)).unwrap_or_else(|e| {
             panic!("loading scan-guard with {entries} blocklist entries: {e:#}")
         });
@@ -292,27 +360,11 @@ impl BlockInstance {
         maps.write_listening(&listening.bitmap())
             .expect("write listening");
         let started = Instant::now();
-        let (oct, plen) = target;
-        let key_len = plen + 96;
-        maps.insert_block(
-            &mask(&from_v4(oct), key_len),
-            key_len,
-            &block_entry(key_len),
-        )
-        .expect("insert the target block");
-        // A neighbour of the established-flow client (10.50.0.3): its /16 is
-        // marked, so that row pays the lookups a client near blocked sources pays
-        // (the fillers stay outside 10/8).
-        let mut fillers = entries as usize - 1;
-        if fillers > 0 {
-            let l = 128;
-            maps.insert_block(&from_v4(ESTABLISHED_NEIGHBOUR), l, &block_entry(l))
-                .expect("inserting the neighbour block");
-            fillers -= 1;
-        }
-        for (a, p) in filler_v4(fillers, seed) {
-            let l = p + 96;
-            maps.insert_block(&mask(&from_v4(a), l), l, &block_entry(l))
+        let (addr, key_len) = target;
+        maps.insert_block(&addr, key_len, &block_entry(key_len))
+            .expect("insert the target block");
+        for (a, l) in rest {
+            maps.insert_block(&a, l, &block_entry(l))
                 .unwrap_or_else(|e| panic!("inserting filler block: {e:#}"));
         }
         let insert_secs = started.elapsed().as_secs_f64();
@@ -445,6 +497,18 @@ pub const BLOCKED_EXACT_SRC: &str = "10.60.0.9";
 pub const ESTABLISHED_NEIGHBOUR: [u8; 4] = [10, 50, 0, 250];
 pub const BLOCKED_PREFIX_SRC: &str = "10.61.3.4";
 
+/// The IPv6 source blocked by an exact (/128) entry, and a /40 in the LPM
+/// trie (neither the source nor the aggregate prefix length) with a source
+/// inside it.
+pub const BLOCKED_EXACT_V6: (&str, u32) = ("2001:db8:60::9", 128);
+pub const BLOCKED_PREFIX_V6: (&str, u32) = ("2001:db8:6100::", 40);
+pub const BLOCKED_PREFIX_V6_SRC: &str = "2001:db8:6100:0:3::4";
+
+/// A SYN from the IPv6 `src` to the benchmark's protected IPv6 address.
+pub fn syn6_from(src: &str) -> Vec<u8> {
+    Pkt::tcp(src, "2001:db8::1", 80, 0x02).build()
+}
+
 /// A SYN from `src` to the benchmark's protected address.
 pub fn syn_from(src: &str) -> Vec<u8> {
     Pkt::tcp(src, "10.50.0.1", 80, 0x02).build()
@@ -463,6 +527,18 @@ pub struct CostReport {
     /// Named kernel counters read after measuring (verdict cache hits and
     /// misses, what the random-source flood did).
     pub counters: Vec<(String, u64)>,
+    /// Instructions the kernel's verifier processed to load scan-guard (its
+    /// limit is 1,000,000: the room every new path has to fit in).
+    pub verified_insns: Option<u32>,
+}
+
+/// Instructions the kernel's verifier processed to load the scan-guard
+/// program of `ebpf`.
+pub fn verified_instructions(ebpf: &Ebpf) -> Option<u32> {
+    scan_guard_prog(ebpf)
+        .info()
+        .ok()?
+        .verified_instruction_count()
 }
 
 /// What to measure.
@@ -545,6 +621,8 @@ pub fn measure_all<'a>(
     for (i, &n) in plan.block_sizes.iter().enumerate() {
         let exact = BlockInstance::new(n, BLOCKED_EXACT, 1 + i as u64);
         let prefix = BlockInstance::new(n, BLOCKED_PREFIX, 101 + i as u64);
+        let exact6 = BlockInstance::new_v6(n, BLOCKED_EXACT_V6, 201 + i as u64);
+        let prefix6 = BlockInstance::new_v6(n, BLOCKED_PREFIX_V6, 301 + i as u64);
         for b in [&exact, &prefix] {
             inserts.push((b.entries, b.insert_secs, b.blocklist_bytes));
         }
@@ -571,6 +649,20 @@ pub fn measure_all<'a>(
                 prog: exact.prog(),
                 frame: Pkt::tcp("10.50.0.3", "10.50.0.1", 80, 0x10).build(),
             },
+            Case {
+                name: format!("blocked_exact_v6 ({})", entries_label(n)),
+                group: "scan-guard",
+                entries: Some(n),
+                prog: exact6.prog(),
+                frame: syn6_from(BLOCKED_EXACT_V6.0),
+            },
+            Case {
+                name: format!("blocked_prefix_v6 ({})", entries_label(n)),
+                group: "scan-guard",
+                entries: Some(n),
+                prog: prefix6.prog(),
+                frame: syn6_from(BLOCKED_PREFIX_V6_SRC),
+            },
         ];
         cases.extend(extra_for_size(n));
         let samples = sample_cases(&cases, plan.repeat, plan.rounds);
@@ -578,7 +670,12 @@ pub fn measure_all<'a>(
         for (c, (s, v)) in cases.iter().zip(&samples).skip(1) {
             rows.push(summarise(c, s, *v));
         }
-        for (b, what) in [(&exact, "blocked_exact"), (&prefix, "blocked_prefix")] {
+        for (b, what) in [
+            (&exact, "blocked_exact"),
+            (&prefix, "blocked_prefix"),
+            (&exact6, "blocked_exact_v6"),
+            (&prefix6, "blocked_prefix_v6"),
+        ] {
             if let Ok(st) = b.maps.stats_total() {
                 counters.push((
                     format!("{what} ({}): verdict cache hits", entries_label(n)),
@@ -626,6 +723,7 @@ pub fn measure_all<'a>(
         inserts,
         auto_blocks,
         counters,
+        verified_insns: verified_instructions(&h.ebpf),
     }
 }
 

@@ -496,7 +496,7 @@ pub fn highlights(r: &Results) -> Vec<String> {
         let drops: Vec<String> = pp
             .rows
             .iter()
-            .filter(|x| x.name.starts_with("blocked_exact"))
+            .filter(|x| x.name.starts_with("blocked_exact ("))
             .map(|x| format!("{:.0} ns with {}", x.ns, entries(x.entries)))
             .collect();
         if !drops.is_empty() {
@@ -708,13 +708,16 @@ pub fn markdown(r: &Results, md_path: &Path, charts_dir: &Path) -> String {
              min and max over rounds. The empty XDP_PASS program is the floor; xdp-filter is \
              Debian's xdp-tools filter with a comparable source-address rule. Blocklist entries \
              expire (as the controller writes them); each blocked row has its own program \
-             instance whose blocklist holds exactly that many entries (95% random IPv4 hosts, \
-             5% /24 prefixes, plus the matching entry), laid out as the controller lays it \
-             out: hosts and /24s (its aggregate length) in the per-family hash maps, the \
-             blocked_prefix row's /16 in the LPM trie; the kernel asks these maps only for a \
-             source whose /16 holds a block (presence bits). With 2 entries and more, one \
-             of them is a host in the established-flow client's /16, so that row pays the \
-             lookups a client near blocked sources pays.\n",
+             instance whose blocklist holds exactly that many entries (IPv4 rows: 95% random \
+             IPv4 hosts, 5% /24 prefixes; IPv6 rows: 95% random IPv6 hosts, 5% /64s; plus \
+             the matching entry), laid out as the controller lays it out: hosts, source \
+             prefixes and /24s (the IPv4 aggregate length) in the per-family hash maps, the \
+             blocked_prefix row's /16 and the blocked_prefix_v6 row's /40 in the LPM trie; \
+             the kernel asks these maps only for a source whose /16 (IPv6: first 16 bits) \
+             holds a block (presence bits), and a source it judged before answers from the \
+             per-CPU verdict cache. With 2 entries and more, one of the IPv4 entries is a \
+             host in the established-flow client's /16, so that row pays what a client near \
+             blocked sources pays.\n",
             pp.repeat, pp.rounds
         );
         s.push_str(&img("per-packet.png"));
