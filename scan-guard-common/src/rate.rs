@@ -24,21 +24,36 @@ impl RateRing {
         started_ns: [0; RATE_SLOTS],
     };
 
-    /// Takes one block from the budget at `now` if fewer than `cap` blocks
-    /// started within the last second (`cap` 0: no cap; caps above the ring's
-    /// size count as its size). Two CPUs racing can let one extra through.
+    /// True when block number `next` may start at `now`: fewer than `cap`
+    /// blocks started within the second before it (`cap` 0: no cap; caps
+    /// above the ring's size count as its size).
+    #[inline(always)]
+    pub fn allows(&self, next: u64, now: u64, cap: u32) -> bool {
+        if cap == 0 {
+            return true;
+        }
+        let cap = (cap as u64).min(RATE_SLOTS as u64);
+        if next < cap {
+            return true;
+        }
+        let oldest = self.started_ns[((next - cap) & MASK) as usize];
+        now.saturating_sub(oldest) >= SECOND_NS
+    }
+
+    /// The slot block number `next` is recorded in.
+    #[inline(always)]
+    pub fn slot(next: u64) -> usize {
+        (next & MASK) as usize
+    }
+
+    /// Takes one block from the budget at `now` if `allows` says so (one
+    /// writer at a time: the kernel claims its number atomically instead).
     #[inline(always)]
     pub fn take(&mut self, now: u64, cap: u32) -> bool {
-        if cap != 0 {
-            let cap = (cap as u64).min(RATE_SLOTS as u64);
-            if self.next >= cap {
-                let oldest = self.started_ns[((self.next - cap) & MASK) as usize];
-                if now.saturating_sub(oldest) < SECOND_NS {
-                    return false;
-                }
-            }
+        if !self.allows(self.next, now, cap) {
+            return false;
         }
-        self.started_ns[(self.next & MASK) as usize] = now;
+        self.started_ns[Self::slot(self.next)] = now;
         self.next = self.next.wrapping_add(1);
         true
     }

@@ -27,8 +27,7 @@ pub const ASK: Front = 2;
 
 /// The verdict on the source whose 16-byte form has the native words `w0`
 /// and `w1`.
-// A subprogram: its branches end in one return value for the verifier.
-#[inline(never)]
+#[inline(always)]
 pub fn verdict(w0: u64, w1: u64, stats: &mut StatBlock) -> Front {
     let words = &[w0, w1];
     let slot = presence_slot_of_words(words);
@@ -38,8 +37,8 @@ pub fn verdict(w0: u64, w1: u64, stats: &mut StatBlock) -> Front {
     let Some(f) = fast::record() else {
         return ASK;
     };
-    let now = fast::now_in(f);
-    let Some(s) = f.slots.get_mut(slot_index(words)) else {
+    let i = slot_index(words);
+    let Some(s) = f.slots.get(i) else {
         return ASK;
     };
     if s.src != *words || s.generation != generation() {
@@ -49,9 +48,17 @@ pub fn verdict(w0: u64, w1: u64, stats: &mut StatBlock) -> Front {
         bump(stats, Stat::VerdictCacheHits as usize);
         return CLEAR;
     }
-    if s.verdict != SLOT_BLOCKED || now >= s.expires_ns {
+    if s.verdict != SLOT_BLOCKED {
         return ASK;
     }
+    let expires = s.expires_ns;
+    // The clock only for a blocked slot: a clear one has no expiry.
+    if fast::now_in(f) >= expires {
+        return ASK;
+    }
+    let Some(s) = f.slots.get_mut(i) else {
+        return ASK;
+    };
     s.pending_hits += 1;
     if s.pending_hits >= HIT_BATCH {
         // The batch goes to the block entry, which is checked again on the way.

@@ -13,6 +13,7 @@ use scan_guard_common::{
     blocklist::{BlockKey, v4_key, v4_word},
     config::KernelConfig,
     event::{Contact, ScanEvent, Suppression},
+    rate::RateRing,
     state::{BlockEntry, BlockOrigin, Probe, SourceState, Trigger},
     stats::{Stat, StatBlock},
 };
@@ -202,9 +203,43 @@ fn within_rate(now: u64, cfg: &KernelConfig) -> bool {
     let Some(rate) = RATE.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: map value pointer valid for this run; a race between CPUs can only
-    // let a block or two more through in one second.
-    unsafe { (*rate).take(now, cfg.max_auto_blocks_per_sec) }
+    // SAFETY: map value pointer valid for this run; the number a block gets is
+    // claimed atomically below, so two CPUs never count as one.
+    let ring = unsafe { &mut *rate };
+    // SAFETY: an aligned read of a live map value's field.
+    let next = unsafe { (&raw const ring.next).read_volatile() };
+    if !ring.allows(next, now, cfg.max_auto_blocks_per_sec) {
+        return false;
+    }
+    // Another CPU that claimed this number first wins and this block waits:
+    // the cap stays strict when CPUs race (a plain write let both through).
+    if !claim(&raw mut ring.next, next) {
+        return false;
+    }
+    if let Some(slot) = ring.started_ns.get_mut(RateRing::slot(next)) {
+        *slot = now;
+    }
+    true
+}
+
+/// Moves `*counter` from `seen` to `seen + 1` if nobody moved it since: true
+/// when this CPU made the move (BPF_ATOMIC | BPF_CMPXCHG; Rust has no atomic
+/// RMW for this target).
+#[inline(always)]
+fn claim(counter: *mut u64, seen: u64) -> bool {
+    let new = seen.wrapping_add(1);
+    let prev: u64;
+    // SAFETY: `counter` points at an 8-byte aligned u64 inside a map value
+    // that stays valid for this run.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({p} + 0, r0, {new})",
+            p = in(reg) counter,
+            new = in(reg) new,
+            inout("r0") seen => prev,
+        );
+    }
+    prev == seen
 }
 
 /// Blocks `key`/`plen` (the source's scoring prefix) in the kernel unless the
