@@ -1,7 +1,7 @@
 //! Slow scans: a Threshold Random Walk over each source's first contacts.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque, hash_map::Entry},
     time::Duration,
 };
 
@@ -59,19 +59,52 @@ pub struct SlowScanFinding {
 /// Most first contacts remembered per source (bounded memory).
 const CONTACTS_PER_SOURCE: usize = 256;
 
+/// Ports a finding names at most.
+const FINDING_PORTS: usize = 8;
+
 #[derive(Debug)]
 struct Walk {
     /// ln of the likelihood ratio, as of `updated_ns`.
     log_ratio: f64,
     updated_ns: u64,
-    seen: HashSet<(Addr, u16)>,
+    seen: Seen,
     failures: u32,
     successes: u32,
     kinds: [u32; PROBE_KINDS],
     os_syns: u16,
-    ports: Vec<u16>,
+    /// The first distinct ports, in order (`n_ports` of them): kept inline,
+    /// so a source seen once (the spoofed sources of a flood) costs no
+    /// allocation.
+    ports: [u16; FINDING_PORTS],
+    n_ports: u8,
     last_ns: u64,
     flagged: bool,
+}
+
+/// The distinct (destination, port) contacts of a source: the first one
+/// inline, the rest in a set allocated only when a second one comes.
+#[derive(Debug, Default)]
+struct Seen {
+    first: Option<(Addr, u16)>,
+    rest: HashSet<(Addr, u16)>,
+}
+
+impl Seen {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// True when `k` is new.
+    fn insert(&mut self, k: (Addr, u16)) -> bool {
+        match self.first {
+            None => {
+                self.first = Some(k);
+                true
+            }
+            Some(f) if f == k => false,
+            Some(_) => self.rest.insert(k),
+        }
+    }
 }
 
 /// Threshold Random Walk (Jung, Paxson, Berger, Balakrishnan 2004): each first
@@ -124,24 +157,30 @@ impl Trw {
         if !self.cfg.enabled {
             return None;
         }
-        if !self.walks.contains_key(&c.src) {
-            if self.walks.len() >= self.cfg.max_sources {
-                self.evict_oldest();
-            }
-            self.order.push_back((c.src, c.ts_ns));
+        // One hash of the source per contact; two only when the table is full
+        // and a new source must first evict the least recently used one.
+        if self.walks.len() >= self.cfg.max_sources && !self.walks.contains_key(&c.src) {
+            self.evict_oldest();
         }
-        let w = self.walks.entry(c.src).or_insert_with(|| Walk {
-            log_ratio: 0.0,
-            updated_ns: c.ts_ns,
-            seen: HashSet::new(),
-            failures: 0,
-            successes: 0,
-            kinds: [0; PROBE_KINDS],
-            os_syns: 0,
-            ports: Vec::new(),
-            last_ns: c.ts_ns,
-            flagged: false,
-        });
+        let w = match self.walks.entry(c.src) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                self.order.push_back((c.src, c.ts_ns));
+                v.insert(Walk {
+                    log_ratio: 0.0,
+                    updated_ns: c.ts_ns,
+                    seen: Seen::default(),
+                    failures: 0,
+                    successes: 0,
+                    kinds: [0; PROBE_KINDS],
+                    os_syns: 0,
+                    ports: [0; FINDING_PORTS],
+                    n_ports: 0,
+                    last_ns: c.ts_ns,
+                    flagged: false,
+                })
+            }
+        };
         w.last_ns = w.last_ns.max(c.ts_ns);
         let success = c.listening != 0;
         // A closed port contacted again is no new evidence; an open one is.
@@ -160,8 +199,10 @@ impl Trw {
         if c.os_stack != 0 {
             w.os_syns = w.os_syns.saturating_add(1);
         }
-        if w.ports.len() < 8 && !w.ports.contains(&c.port) {
-            w.ports.push(c.port);
+        let n = usize::from(w.n_ports);
+        if n < FINDING_PORTS && !w.ports[..n].contains(&c.port) {
+            w.ports[n] = c.port;
+            w.n_ports += 1;
         }
         let (t0, t1) = (self.cfg.benign_success, self.cfg.scanner_success);
         if success {
@@ -183,7 +224,7 @@ impl Trw {
             likelihood_ratio: w.log_ratio.exp(),
             failures: w.failures,
             successes: w.successes,
-            ports: w.ports.clone(),
+            ports: w.ports[..usize::from(w.n_ports)].to_vec(),
         })
     }
 
