@@ -24,20 +24,37 @@ impl RateRing {
         started_ns: [0; RATE_SLOTS],
     };
 
-    /// True when block number `next` may start at `now`: fewer than `cap`
-    /// blocks started within the second before it (`cap` 0: no cap; caps
-    /// above the ring's size count as its size).
+    /// The slot whose start time decides whether block number `next` may
+    /// start under `cap` (the block `cap` numbers before it); `None` when it
+    /// may start whatever the time (`cap` 0: no cap; fewer than `cap` blocks
+    /// so far). Caps above the ring's size count as its size.
     #[inline(always)]
-    pub fn allows(&self, next: u64, now: u64, cap: u32) -> bool {
+    pub fn deciding_slot(next: u64, cap: u32) -> Option<usize> {
         if cap == 0 {
-            return true;
+            return None;
         }
         let cap = (cap as u64).min(RATE_SLOTS as u64);
         if next < cap {
-            return true;
+            return None;
         }
-        let oldest = self.started_ns[((next - cap) & MASK) as usize];
+        Some(Self::slot(next - cap))
+    }
+
+    /// True when a block that started at `oldest` is a second or more before
+    /// `now`, so that it no longer counts against the cap.
+    #[inline(always)]
+    pub fn out_of_window(oldest: u64, now: u64) -> bool {
         now.saturating_sub(oldest) >= SECOND_NS
+    }
+
+    /// True when block number `next` may start at `now`: fewer than `cap`
+    /// blocks started within the second before it.
+    #[inline(always)]
+    pub fn allows(&self, next: u64, now: u64, cap: u32) -> bool {
+        match Self::deciding_slot(next, cap) {
+            None => true,
+            Some(i) => Self::out_of_window(self.started_ns[i], now),
+        }
     }
 
     /// The slot block number `next` is recorded in.
@@ -47,7 +64,8 @@ impl RateRing {
     }
 
     /// Takes one block from the budget at `now` if `allows` says so (one
-    /// writer at a time: the kernel claims its number atomically instead).
+    /// writer at a time: the kernel and the controller, sharing the pinned
+    /// ring, claim their numbers atomically instead).
     #[inline(always)]
     pub fn take(&mut self, now: u64, cap: u32) -> bool {
         if !self.allows(self.next, now, cap) {

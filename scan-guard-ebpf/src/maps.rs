@@ -75,9 +75,10 @@ pub static PROBE: PerCpuArray<Probe> = PerCpuArray::with_max_entries(1, 0);
 pub static PROTECTED: LpmTrie<Addr, u8> = LpmTrie::with_max_entries(limits::MAX_PROTECTED, 0);
 
 /// Start times of the latest blocks: the new-block budget the kernel and the
-/// controller share.
+/// controller share. Both claim a block's number with a compare-and-swap (the
+/// controller through a memory mapping).
 #[map]
-pub static RATE: Array<RateRing> = Array::with_max_entries(1, 0);
+pub static RATE: Array<RateRing> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// First contacts for the userspace slow-scan detector.
 #[map]

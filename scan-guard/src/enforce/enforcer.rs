@@ -230,13 +230,7 @@ impl Enforcer {
         if cap == 0 {
             return true;
         }
-        let mut ring = maps.rate_ring();
-        if !ring.take(clock::monotonic_ns(), cap) {
-            return false;
-        }
-        // A lost race with the kernel lets at most one extra block through.
-        let _ = maps.set_rate_ring(ring);
-        true
+        maps.take_rate(clock::monotonic_ns(), cap)
     }
 
     /// The one door: every block goes through here (see [`Request`] for the

@@ -1,7 +1,7 @@
 //! Typed access to the program's maps, opened either from a freshly loaded object
 //! or from the pins of a running instance (control commands in another process).
 
-use std::path::Path;
+use std::{path::Path, sync::atomic::Ordering};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -20,7 +20,7 @@ use scan_guard_common::{
     stats::{STAT_COUNT, StatBlock},
 };
 
-use super::generation::Generation;
+use super::{generation::Generation, mapped::MappedValue};
 use crate::base::{cidr::Cidr, clock};
 
 /// The record key of a block's prefix.
@@ -67,7 +67,7 @@ pub struct KernelMaps {
     meta: HashMap<MapData, MetaKey, BlockMeta>,
     /// Start times of the latest blocks: the block-rate budget the kernel and
     /// the controller share.
-    rate: Array<MapData, RateRing>,
+    rate: MappedValue,
     /// The host's own unicast addresses (only traffic to them is evidence).
     local: HashMap<MapData, Addr, u8>,
     /// Source prefixes scored per address (they hold addresses judged alone).
@@ -141,7 +141,11 @@ impl KernelMaps {
             protected: field!(map_names::PROTECTED),
             listening: field!(map_names::LISTENING),
             meta: field!(map_names::BLOCK_META),
-            rate: field!(map_names::RATE),
+            rate: MappedValue::new(
+                open(map_names::RATE)?.0,
+                map_names::RATE,
+                std::mem::size_of::<RateRing>(),
+            )?,
             local: field!(map_names::LOCAL_ADDRS),
             no_aggregate: field!(map_names::NO_AGGREGATE),
             generation: Generation::new(open(map_names::BLOCK_GENERATION)?.0)?,
@@ -226,13 +230,41 @@ impl KernelMaps {
         self.meta.map().info().map_or(0, |i| i.max_entries())
     }
 
-    /// The shared block-rate ring (kernel and controller spend one budget).
-    pub fn rate_ring(&self) -> RateRing {
-        self.rate.get(&0, 0).unwrap_or(RateRing::EMPTY)
-    }
-
-    pub fn set_rate_ring(&mut self, ring: RateRing) -> Result<()> {
-        self.rate.set(0, ring, 0).context("writing RATE")
+    /// Takes one block from the budget of new blocks per second the kernel
+    /// and the controller share (`RateRing`, `cap` 0: none) at `now` (the
+    /// kernel's coarse monotonic clock): the block's number is claimed with a
+    /// compare-and-swap on the shared mapping, as the kernel claims its own,
+    /// so no writer's block goes uncounted.
+    pub fn take_rate(&self, now: u64, cap: u32) -> bool {
+        // RateRing's layout: `next`, then one start time per slot.
+        let Some(next_word) = self.rate.word(0) else {
+            return false;
+        };
+        let started = |slot: usize| self.rate.word(1 + slot);
+        loop {
+            let next = next_word.load(Ordering::SeqCst);
+            if let Some(i) = RateRing::deciding_slot(next, cap) {
+                let oldest = started(i).map_or(u64::MAX, |w| w.load(Ordering::SeqCst));
+                if !RateRing::out_of_window(oldest, now) {
+                    return false;
+                }
+            }
+            if next_word
+                .compare_exchange(
+                    next,
+                    next.wrapping_add(1),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+            {
+                if let Some(w) = started(RateRing::slot(next)) {
+                    w.store(now, Ordering::SeqCst);
+                }
+                return true;
+            }
+            // Another writer took that number first: look again.
+        }
     }
 
     /// Kernel map ids of the blocklist maps (trie, IPv4 hash, IPv6 hash), for

@@ -9,6 +9,7 @@ pub mod ifaces;
 pub mod instance;
 pub mod listeners;
 pub mod loader;
+pub mod mapped;
 pub mod maps;
 pub mod nat_watch;
 pub mod published;
