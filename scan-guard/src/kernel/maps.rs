@@ -279,12 +279,18 @@ impl KernelMaps {
     }
 
     /// The one writer of a block: its record, then its kernel entry with `hits`
-    /// carried over. If the entry cannot be written the record goes too, so a
-    /// block is in both maps or in neither.
+    /// carried over, and its start (`created_ns`) too when an entry of this
+    /// very prefix is already there (a kernel auto-block adopted, a block
+    /// renewed): a block started when it first dropped. If the entry cannot be
+    /// written the record goes too, so a block is in both maps or in neither.
     pub fn block(&mut self, c: &Cidr, meta: &BlockMeta, hits: u64) -> Result<()> {
         let key = key_of(c);
         self.put_meta(&key, meta)?;
-        if let Err(e) = self.insert_block(&c.addr, c.prefix_len, &entry_for(c, meta, hits)) {
+        let mut entry = entry_for(c, meta, hits);
+        if let Some(old) = self.entry_of(&c.addr, c.prefix_len) {
+            entry.created_ns = old.created_ns;
+        }
+        if let Err(e) = self.insert_block(&c.addr, c.prefix_len, &entry) {
             let _ = self.remove_meta(&key);
             return Err(e);
         }
@@ -426,6 +432,19 @@ impl KernelMaps {
             Err(e) if is_not_found(&e) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("removing from {name}")),
         }
+    }
+
+    /// The kernel entry of exactly this prefix, wherever it lives.
+    fn entry_of(&self, addr: &Addr, prefix_len: u32) -> Option<BlockEntry> {
+        if is_hashed(&self.kcfg, addr, prefix_len) {
+            return self.get_hashed(addr, prefix_len);
+        }
+        // The trie answers with the longest prefix that covers the key: only
+        // an entry of this very length is this block's.
+        self.blocklist
+            .get(&Key::new(prefix_len, *addr), 0)
+            .ok()
+            .filter(|e| e.prefix_len == prefix_len)
     }
 
     fn get_hashed(&self, addr: &Addr, prefix_len: u32) -> Option<BlockEntry> {
