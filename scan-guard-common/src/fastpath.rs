@@ -19,10 +19,8 @@ pub const HIT_BATCH: u32 = 64;
 /// HZ=250), so the coarse clock moves the window on most ticks.
 pub const BUDGET_WINDOW_SHIFT: u32 = 22;
 
-/// `VerdictSlot::verdict`: nothing cached.
-pub const SLOT_EMPTY: u32 = 0;
 /// `VerdictSlot::verdict`: a block covers the source (and no allowlist entry
-/// did when the slot was filled).
+/// did when the slot was filled). 0 means nothing is cached.
 pub const SLOT_BLOCKED: u32 = 1;
 /// `VerdictSlot::verdict`: no block covers the source.
 pub const SLOT_CLEAR: u32 = 2;
@@ -41,7 +39,7 @@ pub struct VerdictSlot {
     /// means a block was added, lifted or replaced, or the allowlist changed,
     /// since, and the slot is void.
     pub generation: u64,
-    /// `SLOT_EMPTY`, `SLOT_BLOCKED` or `SLOT_CLEAR`.
+    /// `SLOT_BLOCKED`, `SLOT_CLEAR`, or 0 (nothing cached).
     pub verdict: u32,
     /// Hits not yet added to the block entry (blocked slots).
     pub pending_hits: u32,
@@ -118,14 +116,13 @@ pub fn presence_slot_of_words(w: &[u64; 2]) -> u32 {
     base + (at(byte) << 8 | at(byte + 1))
 }
 
-/// The 16-byte form of a source's words.
+/// The 16-byte form of a source's words (two word stores in the kernel,
+/// where a byte-wise build would take sixteen loads and stores).
 #[inline(always)]
-pub fn addr_of_words(w: &[u64; 2]) -> crate::addr::Addr {
-    let (a, b) = (w[0].to_ne_bytes(), w[1].to_ne_bytes());
-    [
-        a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5], b[6],
-        b[7],
-    ]
+pub fn addr_of_words(w: [u64; 2]) -> crate::addr::Addr {
+    // SAFETY: two u64s and sixteen bytes have the same size, and every bit
+    // pattern is a valid byte array.
+    unsafe { core::mem::transmute::<[u64; 2], crate::addr::Addr>(w) }
 }
 
 /// New states one CPU may allocate per budget window for a per-second cap.
@@ -166,7 +163,7 @@ mod tests {
             let w = mapped_v4_words(u32::from_ne_bytes(octets));
             assert_eq!(w, words_of(&addr));
             assert!(words_are_v4(&w));
-            assert_eq!(addr_of_words(&w), addr);
+            assert_eq!(addr_of_words(w), addr);
             assert_eq!(
                 presence_slot_of_words(&w),
                 crate::blocklist::presence_slot(&addr)
@@ -185,7 +182,7 @@ mod tests {
         for addr in addrs {
             let w = words_of(&addr);
             assert!(!words_are_v4(&w));
-            assert_eq!(addr_of_words(&w), addr);
+            assert_eq!(addr_of_words(w), addr);
             assert_eq!(
                 presence_slot_of_words(&w),
                 crate::blocklist::presence_slot(&addr)

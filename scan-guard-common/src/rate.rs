@@ -62,12 +62,14 @@ impl RateRing {
     pub fn slot(next: u64) -> usize {
         (next & MASK) as usize
     }
+}
 
-    /// Takes one block from the budget at `now` if `allows` says so (one
-    /// writer at a time: the kernel and the controller, sharing the pinned
-    /// ring, claim their numbers atomically instead).
-    #[inline(always)]
-    pub fn take(&mut self, now: u64, cap: u32) -> bool {
+/// The window rule driven by one writer, for the unit tests; the kernel and
+/// the controller share the ring and claim each number atomically instead
+/// (`within_rate` in the XDP program, `KernelMaps::take_rate`).
+#[cfg(test)]
+impl RateRing {
+    fn take(&mut self, now: u64, cap: u32) -> bool {
         if !self.allows(self.next, now, cap) {
             return false;
         }

@@ -25,11 +25,9 @@ pub const CLEAR: Front = 1;
 /// The maps must say (`lists::settle`).
 pub const ASK: Front = 2;
 
-/// The verdict on the source whose 16-byte form has the native words `w0`
-/// and `w1`.
+/// The verdict on the source whose 16-byte form has the native words `words`.
 #[inline(always)]
-pub fn verdict(w0: u64, w1: u64, stats: &mut StatBlock) -> Front {
-    let words = &[w0, w1];
+pub fn verdict(words: &[u64; 2], stats: &mut StatBlock) -> Front {
     let slot = presence_slot_of_words(words);
     if !marked(&BLOCK_PRESENCE, slot) && !marked(&KERNEL_PRESENCE, slot) {
         return CLEAR;

@@ -84,7 +84,7 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
         }
     };
     let front = match parse::source_words(ctx, &at) {
-        Some([w0, w1]) => front::verdict(w0, w1, stats),
+        Some(words) => front::verdict(&words, stats),
         None => front::ASK,
     };
     if front == front::DROP {
@@ -144,7 +144,7 @@ fn inspect(ctx: &XdpContext, stats: &mut StatBlock) -> u32 {
     }
     // The one place a probe is recorded: the verifier walks `record` once
     // for every path that reaches here, not once per protocol handler.
-    if track::record(&l3, probe, cfg, stats) != XDP_PASS {
+    if track::record(&l3, probe, cfg, stats) {
         // This very probe got its source blocked in the kernel.
         log_auto_block(ctx, &l3.src);
         return XDP_DROP;
@@ -250,7 +250,7 @@ fn tcp(
                 out,
                 l3,
                 kind,
-                port,
+                Some(port),
                 cfg.port_weight(port, listening, true),
                 Some(flags),
                 listening,
@@ -272,7 +272,7 @@ fn tcp(
                 out,
                 l3,
                 ProbeKind::Syn,
-                port,
+                Some(port),
                 cfg.port_weight(port, listening, false),
                 Some(flags),
                 listening,
@@ -301,7 +301,7 @@ fn tcp(
                     out,
                     l3,
                     kind,
-                    port,
+                    Some(port),
                     cfg.port_weight(port, false, false),
                     Some(flags),
                     false,
@@ -338,7 +338,7 @@ fn tiny_fragment(
         out,
         l3,
         ProbeKind::Fragment,
-        port,
+        Some(port),
         cfg.port_weight(port, false, true),
         None,
         false,
@@ -379,7 +379,7 @@ fn closed_port(l3: &L3, kind: ProbeKind, port: u16, cfg: &KernelConfig, out: &mu
         out,
         l3,
         kind,
-        port,
+        Some(port),
         cfg.port_weight(port, false, false),
         None,
         false,
@@ -410,13 +410,7 @@ fn icmp(
     if !evidence_dst(l3, cfg, stats) {
         return Ok(Step::pass());
     }
-    out.kind = kind as u8;
-    out.dst = l3.dst;
-    out.port = None;
-    out.weight = 0;
-    out.tcp_flags = None;
-    out.listening = false;
-    out.os_stack = false;
+    probe(out, l3, kind, None, 0, None, false, false);
     Ok(Step::probe(XDP_PASS))
 }
 
@@ -462,14 +456,15 @@ fn other_protocol(
     closed_port(l3, ProbeKind::Protocol, u16::from(proto), cfg, out)
 }
 
-/// Writes a probe of `kind` to `port` into `out`.
+/// Writes a probe of `kind` to `port` (none: a protocol without ports) into
+/// `out`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn probe(
     out: &mut Probe,
     l3: &L3,
     kind: ProbeKind,
-    port: u16,
+    port: Option<u16>,
     weight: u32,
     tcp_flags: Option<u8>,
     listening: bool,
@@ -477,7 +472,7 @@ fn probe(
 ) {
     out.kind = kind as u8;
     out.dst = l3.dst;
-    out.port = Some(port);
+    out.port = port;
     out.weight = weight;
     out.tcp_flags = tcp_flags;
     out.listening = listening;

@@ -4,7 +4,7 @@
 use aya_ebpf::programs::XdpContext;
 use scan_guard_common::{
     addr::Addr,
-    fastpath::mapped_v4_words,
+    fastpath::{addr_of_words, mapped_v4_words},
     limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
 };
 
@@ -86,15 +86,6 @@ pub fn be16<const N: usize>(h: *const [u8; N], i: usize) -> u16 {
     u16::from_be_bytes([byte(h, i), byte(h, i + 1)])
 }
 
-/// The 16-byte form whose native words are `w` (two word stores, where a
-/// byte-wise build would take sixteen loads and stores).
-#[inline(always)]
-fn addr_of(w: [u64; 2]) -> Addr {
-    // SAFETY: two u64s and sixteen bytes have the same size, and every bit
-    // pattern is a valid byte array.
-    unsafe { core::mem::transmute::<[u64; 2], Addr>(w) }
-}
-
 /// Ethernet and up to two VLAN tags: where an IPv4 or IPv6 header starts,
 /// `None` for other protocols (ARP, LLDP, ...: passed untouched).
 #[inline(always)]
@@ -169,8 +160,8 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
     let h = header::<20>(ctx, off)?;
     let ver_ihl = byte(h, 0);
     let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-    let src = addr_of(mapped_v4_words(load_u32(h as usize + 12)));
-    let dst = addr_of(mapped_v4_words(load_u32(h as usize + 16)));
+    let src = addr_of_words(mapped_v4_words(load_u32(h as usize + 12)));
+    let dst = addr_of_words(mapped_v4_words(load_u32(h as usize + 16)));
     // Options (if any) are skipped by IHL; a frame too short for them fails at the
     // transport header read, which is bounds-checked itself.
     Ok(L3 {
@@ -189,8 +180,8 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
 fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<L3, ()> {
     let h = header::<40>(ctx, off)?;
     Ok(L3 {
-        src: addr_of([load_u64(h as usize + 8), load_u64(h as usize + 16)]),
-        dst: addr_of([load_u64(h as usize + 24), load_u64(h as usize + 32)]),
+        src: addr_of_words([load_u64(h as usize + 8), load_u64(h as usize + 16)]),
+        dst: addr_of_words([load_u64(h as usize + 24), load_u64(h as usize + 32)]),
         proto: byte(h, 6),
         l4_off: off + 40,
         later_fragment: false,

@@ -2,10 +2,7 @@
 //! event and (policy permitting) block the source in the kernel at once.
 
 use aya_ebpf::{
-    bindings::{
-        BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        xdp_action::{XDP_DROP, XDP_PASS},
-    },
+    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     maps::lpm_trie::Key,
 };
 use scan_guard_common::{
@@ -41,15 +38,12 @@ fn source_key(src: &Addr, cfg: &KernelConfig) -> (Addr, u32) {
     (masked, plen)
 }
 
-/// Flag or-ed into a verdict when this very packet made the kernel block its
-/// source (the caller logs it; logging here would overflow the verifier's stack
-/// budget for this call chain).
-pub const AUTO_BLOCKED: u32 = 0x100;
-
-/// Records `probe` against the packet's source; returns the packet's verdict
-/// (drop, with `AUTO_BLOCKED`, when this very probe got the source blocked).
+/// Records `probe` against the packet's source; true when this very probe got
+/// the source blocked in the kernel (the caller drops the packet and logs it;
+/// logging here would overflow the verifier's stack budget for this call
+/// chain).
 #[inline(never)]
-pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock) -> u32 {
+pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock) -> bool {
     bump(stats, Stat::Probes as usize);
     let now = fast::now();
     let (key, plen) = source_key(&l3.src, cfg);
@@ -61,7 +55,7 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
             // such SYNs from random sources allocates nothing.
             if probe.listening && probe.os_stack {
                 bump(stats, Stat::AdmittedUntracked as usize);
-                return XDP_PASS;
+                return false;
             }
             if !fast::take_budget(now, cfg.new_source_budget) {
                 // Past this CPU's budget of new states (a random-source flood):
@@ -70,10 +64,10 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
                 if probe.port.is_some() {
                     contact(l3, &key, plen, probe, now, stats);
                 }
-                return XDP_PASS;
+                return false;
             }
             let Some(fresh) = SCRATCH.get_ptr_mut(0) else {
-                return XDP_PASS;
+                return false;
             };
             // SAFETY: per-CPU scratch slot, ours for this run.
             let fresh = unsafe {
@@ -90,7 +84,7 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
                 Some(s) => s,
                 None => {
                     bump(stats, Stat::TrackFailed as usize);
-                    return XDP_PASS;
+                    return false;
                 }
             }
         }
@@ -103,7 +97,7 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
         contact(l3, &key, plen, probe, now, stats);
     }
     let Some(trigger) = outcome.trigger else {
-        return XDP_PASS;
+        return false;
     };
     // Host discovery is reported, never blocked on its own.
     let (blocked, suppressed) = if cfg.auto_block() && trigger != Trigger::Discovery {
@@ -135,10 +129,8 @@ pub fn record(l3: &L3, probe: &Probe, cfg: &KernelConfig, stats: &mut StatBlock)
     }
     if blocked {
         bump(stats, Stat::DroppedBlocked as usize);
-        XDP_DROP | AUTO_BLOCKED
-    } else {
-        XDP_PASS
     }
+    blocked
 }
 
 /// True when `src` had a tiny first fragment dropped in its current window: its

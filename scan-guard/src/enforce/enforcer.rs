@@ -290,15 +290,8 @@ impl Enforcer {
             Some(cfg.ttl_for_offence(n)),
             n,
         );
-        // The kernel's own entry carries the hits so far. A lookup, not a walk of
-        // the blocklist (a bpf() call per entry: 0.28 s at 100k blocks). Only an
-        // origin-kernel entry of exactly this prefix is taken, never a covering
-        // prefix of another origin.
-        let hits = maps
-            .block_for_host(&c.addr)
-            .filter(|e| e.origin == BlockOrigin::Kernel as u8 && e.prefix_len == c.prefix_len)
-            .map_or(0, |e| e.hits);
-        maps.block(&c, &meta, hits)?;
+        // The kernel's own entry hands on its hits and its start (`block`).
+        maps.block(&c, &meta)?;
         self.note_offence(src, n);
         self.known.insert(key, meta);
         Ok(vec![Verdict::Blocked { prefix: c, meta }])
@@ -349,7 +342,7 @@ impl Enforcer {
     }
 
     fn put(&mut self, maps: &mut KernelMaps, c: &Cidr, meta: &BlockMeta) -> Result<()> {
-        maps.block(c, meta, 0)?;
+        maps.block(c, meta)?;
         self.known.insert(key_of(c), *meta);
         Ok(())
     }
@@ -443,8 +436,7 @@ impl Enforcer {
                 (e.expires_ns == 0) == (want == 0) && e.expires_ns.abs_diff(want) <= EXPIRY_SLACK_NS
             });
             if !ok {
-                let hits = kernel.get(&k).map_or(0, |e| e.hits);
-                maps.block(&c, &m, hits)?;
+                maps.block(&c, &m)?;
             }
             live.insert(k, m);
         }
@@ -578,7 +570,7 @@ impl Enforcer {
             let mut m = new_meta(origin, kind, &b.reason, None, b.offences);
             m.since_unix_s = b.since_unix_s;
             m.expires_unix_s = b.expires_unix_s;
-            maps.block(&c, &m, 0)?;
+            maps.block(&c, &m)?;
             self.known.insert(key, m);
             restored += 1;
         }
@@ -631,7 +623,7 @@ impl Enforcer {
         }
         // A full map (sized when the instance was first created) refuses this one
         // block; it does not stop the controller.
-        if let Err(e) = maps.block(&c, &meta, 0) {
+        if let Err(e) = maps.block(&c, &meta) {
             tracing::warn!("blocking {c}: {e:#}");
             return Ok(vec![Verdict::Suppressed {
                 why: Suppression::BlocklistFull,

@@ -278,16 +278,17 @@ impl KernelMaps {
         ]
     }
 
-    /// The one writer of a block: its record, then its kernel entry with `hits`
-    /// carried over, and its start (`created_ns`) too when an entry of this
-    /// very prefix is already there (a kernel auto-block adopted, a block
-    /// renewed): a block started when it first dropped. If the entry cannot be
-    /// written the record goes too, so a block is in both maps or in neither.
-    pub fn block(&mut self, c: &Cidr, meta: &BlockMeta, hits: u64) -> Result<()> {
+    /// The one writer of a block: its record, then its kernel entry. An entry
+    /// of this very prefix already there (a kernel auto-block adopted, a block
+    /// renewed or re-timed) hands on its hits and its start: a block started
+    /// when it first dropped. If the entry cannot be written the record goes
+    /// too, so a block is in both maps or in neither.
+    pub fn block(&mut self, c: &Cidr, meta: &BlockMeta) -> Result<()> {
         let key = key_of(c);
         self.put_meta(&key, meta)?;
-        let mut entry = entry_for(c, meta, hits);
-        if let Some(old) = self.entry_of(&c.addr, c.prefix_len) {
+        let old = self.entry_of(&c.addr, c.prefix_len);
+        let mut entry = entry_for(c, meta, old.map_or(0, |e| e.hits));
+        if let Some(old) = old {
             entry.created_ns = old.created_ns;
         }
         if let Err(e) = self.insert_block(&c.addr, c.prefix_len, &entry) {
