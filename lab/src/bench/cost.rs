@@ -322,9 +322,8 @@ impl BlockInstance {
     pub fn new_v6(entries: u32, target: (&str, u32), seed: u64) -> Self {
         let entries = entries.max(1);
         let (text, plen) = target;
-        let rest = filler_v6((entries - 1) as usize, seed)
-            .into_iter()
-            .map(|(a, p)| (mask(&a, p), p));
+        // The fillers come masked to their prefix already.
+        let rest = filler_v6((entries - 1) as usize, seed).into_iter();
         Self::build(
             entries,
             (mask(&crate::harness::addr(text), plen), plen),
